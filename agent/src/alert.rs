@@ -1,0 +1,249 @@
+//! The alert state machine: findings keyed by (plugin, rule, key) go pending, then
+//! firing once reported for their `for` duration, then resolved when no longer reported.
+//!
+//! Absence is judged per source: a plugin that watches several collectors only resolves
+//! the alerts a batch from the same source stopped reporting. A failed evaluation
+//! changes nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::model::{Attributes, Finding, Severity};
+
+/// Identity of an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AlertKey {
+    pub plugin: String,
+    pub rule: String,
+    pub key: String,
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Pending,
+    Firing,
+}
+
+/// A transition, reported as an alert event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    /// First reported; waiting for its `for` duration.
+    Pending,
+    /// Held for its `for` duration (or had none).
+    Firing,
+    /// Was firing, no longer reported.
+    Resolved,
+    /// Was pending, no longer reported before it fired.
+    Cancelled,
+}
+
+impl Transition {
+    /// Lower-case name, as used in attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Pending => "pending",
+            Transition::Firing => "firing",
+            Transition::Resolved => "resolved",
+            Transition::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An alert as the book keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub key: AlertKey,
+    pub source: String,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub summary: String,
+    pub value: Option<f64>,
+    pub labels: Attributes,
+    pub hold_for: Duration,
+    /// When it was first reported.
+    pub active_since: SystemTime,
+    /// When it started firing.
+    pub firing_since: Option<SystemTime>,
+}
+
+/// One transition of one alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub transition: Transition,
+    pub at: SystemTime,
+    pub alert: Alert,
+}
+
+/// All current alerts.
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    alerts: BTreeMap<AlertKey, Alert>,
+}
+
+impl AlertBook {
+    /// Applies what `plugin` found in a batch from `source` at `now`; returns the transitions.
+    pub fn apply(
+        &mut self,
+        plugin: &str,
+        source: &str,
+        findings: &[Finding],
+        now: SystemTime,
+    ) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        let mut reported = HashSet::new();
+        for finding in findings {
+            let key = AlertKey {
+                plugin: plugin.to_owned(),
+                rule: finding.rule.clone(),
+                key: finding.key.clone(),
+            };
+            reported.insert(key.clone());
+            let alert = self.alerts.entry(key.clone()).or_insert_with(|| {
+                let alert = Alert {
+                    key,
+                    source: source.to_owned(),
+                    state: AlertState::Pending,
+                    severity: finding.severity,
+                    summary: finding.summary.clone(),
+                    value: finding.value,
+                    labels: finding.labels.clone(),
+                    hold_for: finding.hold_for,
+                    active_since: now,
+                    firing_since: None,
+                };
+                if !finding.hold_for.is_zero() {
+                    events.push(event(Transition::Pending, now, &alert));
+                }
+                alert
+            });
+            alert.severity = finding.severity;
+            alert.summary.clone_from(&finding.summary);
+            alert.value = finding.value;
+            alert.labels.clone_from(&finding.labels);
+            alert.hold_for = finding.hold_for;
+            let held = now
+                .duration_since(alert.active_since)
+                .unwrap_or(Duration::ZERO);
+            if alert.state == AlertState::Pending && held >= alert.hold_for {
+                alert.state = AlertState::Firing;
+                alert.firing_since = Some(now);
+                events.push(event(Transition::Firing, now, alert));
+            }
+        }
+        let gone: Vec<AlertKey> = self
+            .alerts
+            .iter()
+            .filter(|(k, a)| k.plugin == plugin && a.source == source && !reported.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(alert) = self.alerts.remove(&key) {
+                let transition = match alert.state {
+                    AlertState::Firing => Transition::Resolved,
+                    AlertState::Pending => Transition::Cancelled,
+                };
+                events.push(event(transition, now, &alert));
+            }
+        }
+        events
+    }
+
+    /// The alerts that are firing now.
+    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts
+            .values()
+            .filter(|a| a.state == AlertState::Firing)
+    }
+
+    /// Number of firing alerts per severity (every severity present, zero included).
+    pub fn firing_by_severity(&self) -> [(Severity, usize); 3] {
+        let count = |s| self.firing().filter(|a| a.severity == s).count();
+        [
+            (Severity::Info, count(Severity::Info)),
+            (Severity::Warning, count(Severity::Warning)),
+            (Severity::Critical, count(Severity::Critical)),
+        ]
+    }
+}
+
+fn event(transition: Transition, at: SystemTime, alert: &Alert) -> AlertEvent {
+    AlertEvent {
+        transition,
+        at,
+        alert: alert.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: &str, key: &str, hold_secs: u64) -> Finding {
+        Finding {
+            rule: rule.into(),
+            key: key.into(),
+            severity: Severity::Warning,
+            summary: format!("{rule} {key}"),
+            value: Some(1.0),
+            labels: vec![],
+            hold_for: Duration::from_secs(hold_secs),
+        }
+    }
+
+    fn transitions(events: &[AlertEvent]) -> Vec<(&str, Transition)> {
+        events
+            .iter()
+            .map(|e| (e.alert.key.key.as_str(), e.transition))
+            .collect()
+    }
+
+    #[test]
+    fn pending_then_firing_then_resolved() {
+        let mut book = AlertBook::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let f = [finding("r", "a", 30)];
+        assert_eq!(transitions(&book.apply("p", "system", &f, t0)), [("a", Transition::Pending)]);
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(book.apply("p", "system", &f, t1).is_empty());
+        assert_eq!(book.firing().count(), 0);
+        let t2 = t0 + Duration::from_secs(30);
+        assert_eq!(transitions(&book.apply("p", "system", &f, t2)), [("a", Transition::Firing)]);
+        assert_eq!(book.firing().next().unwrap().firing_since, Some(t2));
+        assert_eq!(book.firing_by_severity()[1], (Severity::Warning, 1));
+        let t3 = t2 + Duration::from_secs(10);
+        assert_eq!(transitions(&book.apply("p", "system", &[], t3)), [("a", Transition::Resolved)]);
+        assert_eq!(book.firing().count(), 0);
+    }
+
+    #[test]
+    fn zero_hold_fires_at_once_and_pending_can_be_cancelled() {
+        let mut book = AlertBook::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        let events = book.apply("p", "s", &[finding("r", "now", 0), finding("r", "later", 60)], t0);
+        assert_eq!(
+            transitions(&events),
+            [("now", Transition::Firing), ("later", Transition::Pending)]
+        );
+        let events = book.apply("p", "s", &[finding("r", "now", 0)], t0 + Duration::from_secs(1));
+        assert_eq!(transitions(&events), [("later", Transition::Cancelled)]);
+    }
+
+    #[test]
+    fn absence_is_judged_per_plugin_and_source() {
+        let mut book = AlertBook::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        book.apply("p", "system", &[finding("r", "a", 0)], t0);
+        book.apply("q", "system", &[finding("r", "a", 0)], t0);
+        // A batch from another source, or another plugin's evaluation, resolves nothing of p/system.
+        assert!(book.apply("p", "redis", &[], t0).is_empty());
+        let events = book.apply("q", "system", &[], t0);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].alert.key.plugin, "q");
+        assert_eq!(book.firing().count(), 1);
+    }
+}

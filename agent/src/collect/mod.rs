@@ -1,0 +1,31 @@
+//! Collectors: one per source, each producing a [`Batch`] per round.
+//!
+//! A collector knows nothing about plugins or export.
+
+pub mod system;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::model::Batch;
+
+/// Why a collection round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("collector {collector}: {message}")]
+    Failed { collector: String, message: String },
+}
+
+/// The future a collection round returns.
+pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Batch, CollectError>> + Send + 'a>>;
+
+/// A source of metrics, polled every [`Collector::interval`].
+pub trait Collector: Send + 'static {
+    /// The source name put on its batches, e.g. `system`.
+    fn name(&self) -> &str;
+    /// How often to collect.
+    fn interval(&self) -> Duration;
+    /// Collects one round.
+    fn collect(&mut self) -> CollectFuture<'_>;
+}

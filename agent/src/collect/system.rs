@@ -1,0 +1,352 @@
+//! Host metrics from the operating system (`sysinfo`), named by the OpenTelemetry
+//! system semantic conventions.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sysinfo::{
+    CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind,
+    ProcessesToUpdate, System,
+};
+
+use super::{CollectError, CollectFuture, Collector};
+use crate::config::SystemCollectorConfig;
+use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
+
+/// The metric descriptions this collector emits.
+pub mod metrics {
+    use super::{MetricDesc, MetricKind::*};
+
+    pub fn cpu_utilization() -> MetricDesc {
+        MetricDesc::new("system.cpu.utilization", "1", Gauge, "Busy share of CPU time since the last round (0..1); per core with cpu.logical_number")
+    }
+    pub fn cpu_logical_count() -> MetricDesc {
+        MetricDesc::new("system.cpu.logical.count", "{cpu}", UpDownCounter, "Number of logical CPUs")
+    }
+    pub fn memory_usage() -> MetricDesc {
+        MetricDesc::new("system.memory.usage", "By", UpDownCounter, "Memory in use by state; used + free + cached = system.memory.limit")
+    }
+    pub fn memory_utilization() -> MetricDesc {
+        MetricDesc::new("system.memory.utilization", "1", Gauge, "Share of memory by state (0..1)")
+    }
+    pub fn memory_limit() -> MetricDesc {
+        MetricDesc::new("system.memory.limit", "By", UpDownCounter, "Total memory")
+    }
+    pub fn memory_available() -> MetricDesc {
+        MetricDesc::new("system.linux.memory.available", "By", UpDownCounter, "Memory available for new work without swapping (MemAvailable)")
+    }
+    pub fn paging_usage() -> MetricDesc {
+        MetricDesc::new("system.paging.usage", "By", UpDownCounter, "Swap space by state")
+    }
+    pub fn paging_utilization() -> MetricDesc {
+        MetricDesc::new("system.paging.utilization", "1", Gauge, "Share of swap space by state (0..1)")
+    }
+    pub fn load_average(window: &str) -> MetricDesc {
+        MetricDesc::new(&format!("system.cpu.load_average.{window}"), "{thread}", Gauge, "Load average")
+    }
+    pub fn filesystem_usage() -> MetricDesc {
+        MetricDesc::new("system.filesystem.usage", "By", UpDownCounter, "Filesystem space by state")
+    }
+    pub fn filesystem_utilization() -> MetricDesc {
+        MetricDesc::new("system.filesystem.utilization", "1", Gauge, "Share of filesystem space used (0..1)")
+    }
+    pub fn disk_io() -> MetricDesc {
+        MetricDesc::new("system.disk.io", "By", Counter, "Bytes read from and written to a disk")
+    }
+    pub fn network_io() -> MetricDesc {
+        MetricDesc::new("system.network.io", "By", Counter, "Bytes received and transmitted by an interface")
+    }
+    pub fn network_packets() -> MetricDesc {
+        MetricDesc::new("system.network.packets", "{packet}", Counter, "Packets received and transmitted by an interface")
+    }
+    pub fn network_errors() -> MetricDesc {
+        MetricDesc::new("system.network.errors", "{error}", Counter, "Errors on receive and transmit by an interface")
+    }
+    pub fn process_count() -> MetricDesc {
+        MetricDesc::new("system.process.count", "{process}", UpDownCounter, "Number of processes")
+    }
+    pub fn uptime() -> MetricDesc {
+        MetricDesc::new("system.uptime", "s", Gauge, "Time since boot")
+    }
+}
+
+/// Long-lived `sysinfo` state: one `System`, refreshed only for what is exported.
+struct Probe {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    last_cpu_refresh: Instant,
+}
+
+/// Collects host metrics.
+pub struct SystemCollector {
+    probe: Arc<Mutex<Probe>>,
+    host: String,
+    config: SystemCollectorConfig,
+}
+
+impl SystemCollector {
+    /// Creates the collector and takes the first CPU sample (utilization needs two).
+    pub fn new(config: SystemCollectorConfig, host: String) -> Result<Self, CollectError> {
+        let mut system = System::new().map_err(|e| failed(format!("cannot read system information: {e}")))?;
+        system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
+        let disks = Disks::new_with_refreshed_list()
+            .map_err(|e| failed(format!("cannot list disks: {e}")))?;
+        let networks = Networks::new_with_refreshed_list()
+            .map_err(|e| failed(format!("cannot list network interfaces: {e}")))?;
+        Ok(SystemCollector {
+            probe: Arc::new(Mutex::new(Probe {
+                system,
+                disks,
+                networks,
+                last_cpu_refresh: Instant::now(),
+            })),
+            host,
+            config,
+        })
+    }
+
+    /// Collects one round synchronously (blocks for the CPU sampling gap on the first round).
+    pub fn collect_blocking(&self) -> Result<Batch, CollectError> {
+        let mut probe = self
+            .probe
+            .lock()
+            .map_err(|_| failed("an earlier round panicked".into()))?;
+        let since = probe.last_cpu_refresh.elapsed();
+        if since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL - since);
+        }
+        let mut batch = BatchBuilder::new("system", self.host.clone());
+        probe.collect_cpu(&mut batch, self.config.per_cpu);
+        probe.collect_memory(&mut batch);
+        collect_load_and_uptime(&mut batch);
+        probe.collect_filesystems_and_disks(&mut batch);
+        probe.collect_networks(&mut batch);
+        probe.collect_processes(&mut batch);
+        Ok(batch.build())
+    }
+}
+
+fn failed(message: String) -> CollectError {
+    CollectError::Failed {
+        collector: "system".into(),
+        message,
+    }
+}
+
+impl Probe {
+    fn collect_cpu(&mut self, batch: &mut BatchBuilder, per_cpu: bool) {
+        self.system
+            .refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
+        self.last_cpu_refresh = Instant::now();
+        let utilization = metrics::cpu_utilization();
+        batch.point(
+            &utilization,
+            Vec::new(),
+            f64::from(self.system.global_cpu_usage()) / 100.0,
+        );
+        if per_cpu {
+            for (i, cpu) in self.system.cpus().iter().enumerate() {
+                batch.point(
+                    &utilization,
+                    attrs([("cpu.logical_number", &i.to_string())]),
+                    f64::from(cpu.usage()) / 100.0,
+                );
+            }
+        }
+        batch.point(
+            &metrics::cpu_logical_count(),
+            Vec::new(),
+            self.system.cpus().len() as f64,
+        );
+    }
+
+    fn collect_memory(&mut self, batch: &mut BatchBuilder) {
+        self.system
+            .refresh_memory_specifics(MemoryRefreshKind::everything());
+        let s = &self.system;
+        let total = s.total_memory() as f64;
+        let free = s.free_memory() as f64;
+        let available = s.available_memory() as f64;
+        // sysinfo: used = total - available. The reclaimable rest (available - free)
+        // is reported as `cached`, so the three states add up to the total.
+        let used = s.used_memory() as f64;
+        let cached = (total - used - free).max(0.0);
+        let states = [("used", used), ("free", free), ("cached", cached)];
+        emit_states(batch, "system.memory.state", &states, total, metrics::memory_usage(), metrics::memory_utilization());
+        batch.point(&metrics::memory_limit(), Vec::new(), total);
+        batch.point(&metrics::memory_available(), Vec::new(), available);
+
+        let swap_total = s.total_swap() as f64;
+        let swap = [("used", s.used_swap() as f64), ("free", s.free_swap() as f64)];
+        emit_states(batch, "system.paging.state", &swap, swap_total, metrics::paging_usage(), metrics::paging_utilization());
+    }
+
+    fn collect_filesystems_and_disks(&mut self, batch: &mut BatchBuilder) {
+        self.disks.refresh_specifics(
+            true,
+            DiskRefreshKind::nothing().with_storage().with_io_usage(),
+        );
+        let usage = metrics::filesystem_usage();
+        let utilization = metrics::filesystem_utilization();
+        let io = metrics::disk_io();
+        let mut devices_seen = HashSet::new();
+        for disk in self.disks.iter() {
+            let device = disk.name().to_string_lossy().into_owned();
+            let mountpoint = disk.mount_point().to_string_lossy().into_owned();
+            let fs_type = disk.file_system().to_string_lossy().into_owned();
+            let total = disk.total_space() as f64;
+            let free = disk.available_space() as f64;
+            let used = (total - free).max(0.0);
+            let fs_attrs = |state: Option<&str>| {
+                let mut a = attrs([
+                    ("system.device", device.as_str()),
+                    ("system.filesystem.mountpoint", mountpoint.as_str()),
+                    ("system.filesystem.type", fs_type.as_str()),
+                ]);
+                if let Some(state) = state {
+                    a.push(("system.filesystem.state".into(), state.into()));
+                }
+                a
+            };
+            batch.point(&usage, fs_attrs(Some("used")), used);
+            batch.point(&usage, fs_attrs(Some("free")), free);
+            if total > 0.0 {
+                batch.point(&utilization, fs_attrs(None), used / total);
+            }
+            // The same device can be mounted several times (bind mounts): count its I/O once.
+            if devices_seen.insert(device.clone()) {
+                let disk_usage = disk.usage();
+                for (direction, bytes) in [
+                    ("read", disk_usage.total_read_bytes),
+                    ("write", disk_usage.total_written_bytes),
+                ] {
+                    batch.point(
+                        &io,
+                        attrs([("system.device", device.as_str()), ("disk.io.direction", direction)]),
+                        bytes as f64,
+                    );
+                }
+            }
+        }
+    }
+
+    fn collect_networks(&mut self, batch: &mut BatchBuilder) {
+        self.networks.refresh(true);
+        let (io, packets, errors) = (
+            metrics::network_io(),
+            metrics::network_packets(),
+            metrics::network_errors(),
+        );
+        for (name, data) in self.networks.iter() {
+            let name = name.to_string_lossy();
+            let per_direction = [
+                (&io, data.total_received(), data.total_transmitted()),
+                (&packets, data.total_packets_received(), data.total_packets_transmitted()),
+                (&errors, data.total_errors_on_received(), data.total_errors_on_transmitted()),
+            ];
+            for (metric, received, transmitted) in per_direction {
+                for (direction, value) in [("receive", received), ("transmit", transmitted)] {
+                    batch.point(
+                        metric,
+                        attrs([("network.interface.name", name.as_ref()), ("network.io.direction", direction)]),
+                        value as f64,
+                    );
+                }
+            }
+        }
+    }
+
+    fn collect_processes(&mut self, batch: &mut BatchBuilder) {
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing(),
+        );
+        batch.point(
+            &metrics::process_count(),
+            Vec::new(),
+            self.system.processes().len() as f64,
+        );
+    }
+}
+
+/// Emits usage and utilization per state (utilization only when the total is known).
+fn emit_states(
+    batch: &mut BatchBuilder,
+    state_key: &str,
+    states: &[(&str, f64)],
+    total: f64,
+    usage: MetricDesc,
+    utilization: MetricDesc,
+) {
+    for (state, bytes) in states {
+        batch.point(&usage, attrs([(state_key, state)]), *bytes);
+        if total > 0.0 {
+            batch.point(&utilization, attrs([(state_key, state)]), bytes / total);
+        }
+    }
+}
+
+fn collect_load_and_uptime(batch: &mut BatchBuilder) {
+    if let Ok(load) = System::load_average() {
+        for (window, value) in [("1m", load.one), ("5m", load.five), ("15m", load.fifteen)] {
+            batch.point(&metrics::load_average(window), Vec::new(), value);
+        }
+    }
+    if let Ok(uptime) = System::uptime() {
+        batch.point(&metrics::uptime(), Vec::new(), uptime as f64);
+    }
+}
+
+impl Collector for SystemCollector {
+    fn name(&self) -> &str {
+        "system"
+    }
+
+    fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    fn collect(&mut self) -> CollectFuture<'_> {
+        let this = SystemCollector {
+            probe: self.probe.clone(),
+            host: self.host.clone(),
+            config: self.config.clone(),
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.collect_blocking())
+                .await
+                .map_err(|e| failed(format!("collection task failed: {e}")))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_states_add_up_to_the_total() {
+        let collector = SystemCollector::new(SystemCollectorConfig::default(), "h".into()).unwrap();
+        let batch = collector.collect_blocking().unwrap();
+        let value = |name: &str, state: Option<&str>| -> f64 {
+            batch
+                .points()
+                .filter(|(m, a, _)| {
+                    m.name == name && state.is_none_or(|s| a.iter().any(|(_, v)| v == s))
+                })
+                .map(|(_, _, v)| v)
+                .sum()
+        };
+        let total = value("system.memory.limit", None);
+        assert!(total > 0.0);
+        let sum = value("system.memory.usage", None);
+        assert!((sum - total).abs() < 1.0, "{sum} vs {total}");
+        let cpu = value("system.cpu.utilization", None);
+        assert!(cpu >= 0.0);
+        assert!(value("system.process.count", None) >= 1.0);
+        assert!(value("system.uptime", None) > 0.0);
+    }
+}

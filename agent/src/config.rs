@@ -1,0 +1,413 @@
+//! The agent's configuration: TOML parsed into typed, validated structs.
+//!
+//! Unknown keys are errors (a typo never silently means "default"), durations are
+//! written as text (`"10s"`, `"250ms"`), and [`Config::default_embedded`] is the
+//! configuration `vigil run` uses when no file is given.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration compiled into the binary.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: `{field}` {problem}")]
+    Invalid {
+        origin: String,
+        field: String,
+        problem: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub collect: CollectConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// `[agent]`: identity of this agent.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Host name reported with every batch; defaults to the machine's host name.
+    pub host: Option<String>,
+}
+
+/// `[collect]`: the collectors.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    #[serde(default)]
+    pub system: SystemCollectorConfig,
+}
+
+/// `[collect.system]`: host metrics from the operating system.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SystemCollectorConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How often to collect.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Also report per-core CPU utilization.
+    #[serde(default = "yes")]
+    pub per_cpu: bool,
+}
+
+impl Default for SystemCollectorConfig {
+    fn default() -> Self {
+        SystemCollectorConfig {
+            enabled: true,
+            interval: ten_seconds(),
+            per_cpu: true,
+        }
+    }
+}
+
+/// `[plugins]`: where plugins live and the limits every plugin runs under.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directory scanned for `*.wasm` components; a plugin's name is its file stem.
+    #[serde(default = "default_plugin_dir")]
+    pub dir: PathBuf,
+    /// CPU-time budget of one call into a plugin.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Linear-memory cap of one plugin instance, in MiB.
+    #[serde(default = "default_memory_limit_mib")]
+    pub memory_limit_mib: u64,
+    /// Most findings one evaluation may return; more is treated as a faulty plugin.
+    #[serde(default = "default_max_findings")]
+    pub max_findings: usize,
+    /// Per-plugin settings, handed to the plugin as JSON: `[plugins.settings.NAME]`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Table>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: default_plugin_dir(),
+            deadline: default_deadline(),
+            memory_limit_mib: default_memory_limit_mib(),
+            max_findings: default_max_findings(),
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The settings of plugin `name` as a JSON object (`{}` when it has none).
+    pub fn settings_json(&self, name: &str) -> String {
+        self.settings
+            .get(name)
+            .and_then(|table| serde_json::to_string(table).ok())
+            .unwrap_or_else(|| "{}".to_owned())
+    }
+}
+
+/// `[export]`: where data goes.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    #[serde(default)]
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// Parses the spec's protocol names (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            _ => None,
+        }
+    }
+
+    /// The collector's default endpoint for this protocol.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "http://localhost:4317",
+            OtlpProtocol::HttpProtobuf => "http://localhost:4318",
+        }
+    }
+}
+
+/// Payload compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+/// `[export.otlp]`: the OTLP exporter.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `grpc` or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` overrides.
+    #[serde(default = "default_protocol")]
+    pub protocol: OtlpProtocol,
+    /// Base endpoint (for HTTP, `/v1/metrics` and `/v1/logs` are appended);
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides.
+    pub endpoint: Option<String>,
+    /// How often metrics are sent.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time limit of one export request.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// Extra request headers (e.g. an API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: true,
+            protocol: default_protocol(),
+            endpoint: None,
+            interval: ten_seconds(),
+            timeout: ten_seconds(),
+            compression: default_compression(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// The endpoint to use: the configured one, or the protocol's default.
+    pub fn effective_endpoint(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| self.protocol.default_endpoint().to_owned())
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil/plugins")
+}
+fn default_deadline() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_memory_limit_mib() -> u64 {
+    64
+}
+fn default_max_findings() -> usize {
+    1000
+}
+fn default_protocol() -> OtlpProtocol {
+    OtlpProtocol::Grpc
+}
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn default_embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "(embedded default)")
+    }
+
+    /// Reads and validates a config file. Relative plugin directories are taken
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        if config.plugins.dir.is_relative()
+            && let Some(base) = path.parent()
+        {
+            config.plugins.dir = base.join(&config.plugins.dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or the embedded default when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Config::load(path),
+            None => Config::default_embedded(),
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, problem: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            field: field.to_owned(),
+            problem: problem.to_owned(),
+        };
+        if self.collect.system.interval < Duration::from_millis(100) {
+            return Err(invalid("collect.system.interval", "must be at least 100ms"));
+        }
+        if self.plugins.deadline < Duration::from_millis(1) {
+            return Err(invalid("plugins.deadline", "must be at least 1ms"));
+        }
+        if !(1..=4096).contains(&self.plugins.memory_limit_mib) {
+            return Err(invalid(
+                "plugins.memory_limit_mib",
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.plugins.max_findings == 0 {
+            return Err(invalid("plugins.max_findings", "must be at least 1"));
+        }
+        if self.export.otlp.interval < Duration::from_millis(100) {
+            return Err(invalid("export.otlp.interval", "must be at least 100ms"));
+        }
+        if let Some(endpoint) = &self.export.otlp.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "export.otlp.endpoint",
+                "must be an http:// or https:// URL, e.g. \"http://localhost:4317\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies the standard OpenTelemetry variables, which override the file:
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn apply_otel_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let otlp = &mut self.export.otlp;
+        if let Some(protocol) = env("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|v| !v.is_empty()) {
+            otlp.protocol = OtlpProtocol::parse(&protocol).ok_or_else(|| ConfigError::Invalid {
+                origin: "(environment)".to_owned(),
+                field: "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+                problem: format!(
+                    "is {protocol:?}; supported values are \"grpc\" and \"http/protobuf\""
+                ),
+            })?;
+        }
+        if let Some(endpoint) = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
+            otlp.endpoint = Some(endpoint);
+            self.validate("(environment)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let config = Config::default_embedded().unwrap();
+        assert!(config.collect.system.enabled);
+        assert_eq!(config.collect.system.interval, Duration::from_secs(10));
+        assert_eq!(config.export.otlp.protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            config.export.otlp.effective_endpoint(),
+            "http://localhost:4317"
+        );
+    }
+
+    #[test]
+    fn typo_is_an_error_with_its_location() {
+        let err = Config::parse("[collect.system]\nintervall = \"5s\"\n", "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.toml"), "{err}");
+        assert!(err.contains("intervall"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let err = Config::parse("[plugins]\ndeadline = \"soon\"\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn otel_env_overrides_the_file() {
+        let mut config = Config::parse(
+            "[export.otlp]\nprotocol = \"grpc\"\nendpoint = \"http://a:4317\"\n",
+            "x",
+        )
+        .unwrap();
+        config
+            .apply_otel_env(|k| match k {
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".into()),
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://b:4318".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.export.otlp.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(config.export.otlp.effective_endpoint(), "http://b:4318");
+        let err = config
+            .apply_otel_env(|k| (k == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| "http/json".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("http/json"), "{err}");
+    }
+
+    #[test]
+    fn plugin_settings_become_json() {
+        let config = Config::parse(
+            "[plugins.settings.threshold]\nrules = [{ name = \"r\", value = 1.5 }]\n",
+            "x",
+        )
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&config.plugins.settings_json("threshold")).unwrap();
+        assert_eq!(json["rules"][0]["value"], 1.5);
+        assert_eq!(config.plugins.settings_json("other"), "{}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Export of batches, alert events and self-telemetry. The exporter knows nothing
+//! about plugins: it sees only [`Batch`]es and [`AlertEvent`]s.
+
+pub mod otlp;
+pub mod store;
+
+pub use otlp::OtlpExporter;
+
+/// Why export could not be set up or flushed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot set up the OTLP {signal} exporter for {endpoint}: {reason}")]
+    Setup {
+        signal: &'static str,
+        endpoint: String,
+        reason: String,
+    },
+    #[error(
+        "OTLP export to {endpoint} failed: {reason} (is a collector listening there? data is kept only until the next export)"
+    )]
+    Flush { endpoint: String, reason: String },
+}

@@ -1,0 +1,85 @@
+//! The latest value of every series, per source, read by the OpenTelemetry SDK's
+//! observable instruments whenever it collects.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use opentelemetry::KeyValue;
+
+use crate::model::Batch;
+
+/// Points of one metric: per source, `(attributes, value)`.
+type SourcePoints = HashMap<String, Vec<(Vec<KeyValue>, f64)>>;
+
+/// Latest values by metric name, then by source. A new batch from a source
+/// replaces everything that source reported before, so vanished series disappear.
+#[derive(Debug, Default)]
+pub struct LatestValues {
+    metrics: Mutex<HashMap<String, SourcePoints>>,
+}
+
+impl LatestValues {
+    /// Replaces the values of `batch.source` with those in `batch`.
+    pub fn replace(&self, batch: &Batch) {
+        let mut fresh: HashMap<&str, Vec<(Vec<KeyValue>, f64)>> = HashMap::new();
+        for (metric, attributes, value) in batch.points() {
+            let attributes = attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect();
+            fresh
+                .entry(metric.name.as_str())
+                .or_default()
+                .push((attributes, value));
+        }
+        let Ok(mut metrics) = self.metrics.lock() else {
+            return;
+        };
+        for per_source in metrics.values_mut() {
+            per_source.remove(&batch.source);
+        }
+        for (name, points) in fresh {
+            metrics
+                .entry(name.to_owned())
+                .or_default()
+                .insert(batch.source.clone(), points);
+        }
+    }
+
+    /// Calls `observe` with every current point of metric `name`.
+    pub fn for_each(&self, name: &str, mut observe: impl FnMut(f64, &[KeyValue])) {
+        let Ok(metrics) = self.metrics.lock() else {
+            return;
+        };
+        if let Some(per_source) = metrics.get(name) {
+            for (attributes, value) in per_source.values().flatten() {
+                observe(*value, attributes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
+
+    #[test]
+    fn a_source_replaces_only_its_own_points() {
+        let m = MetricDesc::new("m", "1", MetricKind::Gauge, "");
+        let store = LatestValues::default();
+        let mut a = BatchBuilder::new("a", "h");
+        a.point(&m, attrs([("k", "1")]), 1.0).point(&m, attrs([("k", "2")]), 2.0);
+        store.replace(&a.build());
+        let mut b = BatchBuilder::new("b", "h");
+        b.point(&m, vec![], 10.0);
+        store.replace(&b.build());
+        let mut a2 = BatchBuilder::new("a", "h");
+        a2.point(&m, attrs([("k", "1")]), 3.0);
+        store.replace(&a2.build());
+        let mut seen = Vec::new();
+        store.for_each("m", |v, _| seen.push(v));
+        seen.sort_by(f64::total_cmp);
+        assert_eq!(seen, [3.0, 10.0]);
+    }
+}

@@ -1,0 +1,17 @@
+//! vigil: a WebAssembly-extensible observability agent.
+//!
+//! Data flows one way: collectors produce [`model::Batch`]es, alert-rule plugins
+//! ([`plugin`]) turn them into findings, the [`alert`] state machine turns findings
+//! into alert events, and [`export`] sends batches, events and self-telemetry over OTLP.
+//! [`pipeline`] wires the stages together.
+
+pub mod alert;
+pub mod check;
+pub mod collect;
+pub mod config;
+pub mod export;
+pub mod fixture;
+pub mod model;
+pub mod pipeline;
+pub mod plugin;
+pub mod telemetry;

@@ -1,0 +1,189 @@
+//! The `vigil` command line. Only argument handling lives here; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vigil::check::check;
+use vigil::config::Config;
+use vigil::fixture::BatchFixture;
+use vigil::pipeline::Agent;
+use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
+
+/// vigil: a WebAssembly-extensible observability agent.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Collect, evaluate plugins and export, until SIGINT/SIGTERM.
+    Run {
+        /// Config file (TOML); without it the embedded default runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Collect one round, evaluate, export, flush and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate a config and every plugin in its plugin directory.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Evaluate a plugin on a batch fixture and print its findings as JSON.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// The batch fixture (JSON; see the README).
+        #[arg(long)]
+        batch: PathBuf,
+        /// Config whose [plugins.settings.NAME] and limits apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config, once } => run(config.as_deref(), once),
+        Command::Check { config } => Ok(run_check(config.as_deref())),
+        Command::Plugin {
+            command: PluginCommand::Test {
+                plugin,
+                batch,
+                config,
+            },
+        } => plugin_test(&plugin, &batch, config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let mut config = Config::load_or_default(path)?;
+    config.apply_otel_env(|k| std::env::var(k).ok())?;
+    Ok(config)
+}
+
+fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (agent, mut collectors) = Agent::start(&config).await?;
+        tracing::info!(
+            endpoint = %config.export.otlp.effective_endpoint(),
+            protocol = ?config.export.otlp.protocol,
+            collectors = collectors.len(),
+            "vigil started"
+        );
+        if once {
+            agent.run_once(&mut collectors).await;
+        } else {
+            agent.run_until(collectors, shutdown_signal()).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn run_check(config_path: Option<&Path>) -> ExitCode {
+    let report = check(config_path);
+    for line in &report.ok {
+        println!("ok: {line}");
+    }
+    for line in &report.warnings {
+        println!("warning: {line}");
+    }
+    for line in &report.errors {
+        eprintln!("error: {line}");
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn plugin_test(plugin: &Path, batch: &Path, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let json = std::fs::read_to_string(batch)
+        .with_context(|| format!("cannot read batch fixture {}", batch.display()))?;
+    let fixture = BatchFixture::parse(&json, &batch.display().to_string()).map_err(anyhow::Error::msg)?;
+    let name = plugin
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))
+        .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
+    let mut instance =
+        PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;
+    let findings = instance.evaluate(&fixture.to_batch())?.unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&findings)?);
+    Ok(ExitCode::SUCCESS)
+}

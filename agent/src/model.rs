@@ -1,0 +1,208 @@
+//! Metric batches: the data type every stage shares.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// How a metric's value behaves over time (mirrors OpenTelemetry instrument kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricKind {
+    /// A sampled value that can go up and down.
+    Gauge,
+    /// A monotonic cumulative total.
+    Counter,
+    /// A non-monotonic cumulative total.
+    UpDownCounter,
+}
+
+/// A metric's identity: semantic-convention name, UCUM unit and kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricDesc {
+    pub name: String,
+    pub unit: String,
+    pub kind: MetricKind,
+    pub description: String,
+}
+
+impl MetricDesc {
+    /// A description from static parts (what collectors use).
+    pub fn new(name: &str, unit: &str, kind: MetricKind, description: &str) -> Self {
+        MetricDesc {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            kind,
+            description: description.to_owned(),
+        }
+    }
+}
+
+/// Attributes of a series, as ordered key/value pairs.
+pub type Attributes = Vec<(String, String)>;
+
+/// One time series in a batch: an index into [`Batch::metrics`] and its attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub metric: u32,
+    pub attributes: Attributes,
+}
+
+/// What one collector produced in one round.
+///
+/// Metric descriptions appear once; `series[i]` has the value `values[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub source: String,
+    pub host: String,
+    pub timestamp: SystemTime,
+    pub metrics: Vec<MetricDesc>,
+    pub series: Vec<Series>,
+    pub values: Vec<f64>,
+}
+
+impl Batch {
+    /// An empty batch from `source` on `host`, stamped now.
+    pub fn new(source: impl Into<String>, host: impl Into<String>) -> Self {
+        Batch {
+            source: source.into(),
+            host: host.into(),
+            timestamp: SystemTime::now(),
+            metrics: Vec::new(),
+            series: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Number of datapoints.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the batch holds no datapoint.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Iterates over `(metric, attributes, value)` of every datapoint.
+    pub fn points(&self) -> impl Iterator<Item = (&MetricDesc, &Attributes, f64)> {
+        self.series
+            .iter()
+            .zip(&self.values)
+            .map(|(s, v)| (&self.metrics[s.metric as usize], &s.attributes, *v))
+    }
+}
+
+/// Builds a [`Batch`], describing each metric once however many series it has.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    batch: Batch,
+    index: HashMap<String, u32>,
+}
+
+impl BatchBuilder {
+    /// Starts a batch from `source` on `host`, stamped now.
+    pub fn new(source: impl Into<String>, host: impl Into<String>) -> Self {
+        BatchBuilder {
+            batch: Batch::new(source, host),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Adds one datapoint. A non-finite value is skipped: it has no meaning downstream.
+    pub fn point(&mut self, metric: &MetricDesc, attributes: Attributes, value: f64) -> &mut Self {
+        if !value.is_finite() {
+            return self;
+        }
+        let index = match self.index.get(&metric.name) {
+            Some(i) => *i,
+            None => {
+                let i = self.batch.metrics.len() as u32;
+                self.batch.metrics.push(metric.clone());
+                self.index.insert(metric.name.clone(), i);
+                i
+            }
+        };
+        self.batch.series.push(Series {
+            metric: index,
+            attributes,
+        });
+        self.batch.values.push(value);
+        self
+    }
+
+    /// The finished batch.
+    pub fn build(self) -> Batch {
+        self.batch
+    }
+}
+
+/// Builds attributes from string pairs.
+pub fn attrs<const N: usize>(pairs: [(&str, &str); N]) -> Attributes {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// How bad a finding (and so its alert) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name, as used in attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A condition an alert rule reported for one batch, validated by the host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub rule: String,
+    pub key: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub value: Option<f64>,
+    pub labels: Attributes,
+    /// How long the condition must hold before its alert fires.
+    #[serde(with = "humantime_serde")]
+    pub hold_for: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_describes_each_metric_once() {
+        let cpu = MetricDesc::new("system.cpu.utilization", "1", MetricKind::Gauge, "");
+        let mem = MetricDesc::new("system.memory.usage", "By", MetricKind::UpDownCounter, "");
+        let mut b = BatchBuilder::new("system", "h");
+        b.point(&cpu, attrs([("cpu.logical_number", "0")]), 0.5)
+            .point(&cpu, attrs([("cpu.logical_number", "1")]), 0.25)
+            .point(&mem, attrs([("system.memory.state", "used")]), 10.0)
+            .point(&mem, Vec::new(), f64::NAN);
+        let batch = b.build();
+        assert_eq!(batch.metrics.len(), 2);
+        assert_eq!(batch.len(), 3);
+        let names: Vec<_> = batch.points().map(|(m, _, v)| (m.name.as_str(), v)).collect();
+        assert_eq!(
+            names,
+            [
+                ("system.cpu.utilization", 0.5),
+                ("system.cpu.utilization", 0.25),
+                ("system.memory.usage", 10.0)
+            ]
+        );
+    }
+}

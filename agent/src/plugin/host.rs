@@ -1,0 +1,151 @@
+//! The `vigil:plugin/host` interface: what a plugin may ask of the agent, and the
+//! per-instance state behind it.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::vigil::plugin::host::{Host, LogLevel};
+use super::bindings::vigil::plugin::types;
+use super::runtime::Limiter;
+
+/// Longest log message kept; the rest is cut.
+pub const MAX_LOG_BYTES: usize = 4096;
+/// Longest state key.
+pub const MAX_STATE_KEY_BYTES: usize = 256;
+/// Total bytes of keys and values one plugin may keep in its state.
+pub const STATE_QUOTA_BYTES: usize = 1 << 20;
+
+/// A plugin's key/value state. Lives in the host so it outlives instance restarts.
+#[derive(Debug, Default, Clone)]
+pub struct PluginKv {
+    entries: HashMap<String, Vec<u8>>,
+    bytes: usize,
+}
+
+impl PluginKv {
+    /// The value stored under `key`.
+    pub fn get(&self, key: &str) -> Option<&Vec<u8>> {
+        self.entries.get(key)
+    }
+
+    /// Stores `value` under `key` if the key and quota allow it.
+    pub fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if key.len() > MAX_STATE_KEY_BYTES {
+            return Err(format!(
+                "state key is {} bytes; the limit is {MAX_STATE_KEY_BYTES}",
+                key.len()
+            ));
+        }
+        let old = self.entries.get(&key).map_or(0, |v| key.len() + v.len());
+        let new_total = self.bytes - old + key.len() + value.len();
+        if new_total > STATE_QUOTA_BYTES {
+            return Err(format!(
+                "state would grow to {new_total} bytes; the quota is {STATE_QUOTA_BYTES}"
+            ));
+        }
+        self.bytes = new_total;
+        self.entries.insert(key, value);
+        Ok(())
+    }
+}
+
+/// Everything a plugin's store holds: its identity, settings, state, limits and an empty WASI context.
+pub struct PluginState {
+    pub(crate) plugin: String,
+    pub(crate) settings_json: String,
+    pub(crate) kv: PluginKv,
+    pub(crate) limiter: Limiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl PluginState {
+    /// State for plugin `plugin` with its settings (JSON), prior key/value state and memory cap.
+    /// The WASI context grants nothing: no preopened directories, environment, arguments or network.
+    pub fn new(plugin: String, settings_json: String, kv: PluginKv, memory_bytes: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        PluginState {
+            plugin,
+            settings_json,
+            kv,
+            limiter: Limiter::new(memory_bytes),
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl Host for PluginState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let plugin = self.plugin.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> String {
+        self.settings_json.clone()
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.kv.get(&key).cloned()
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.kv.set(key, value)
+    }
+
+    fn now_ns(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_enforces_key_length_and_quota() {
+        let mut kv = PluginKv::default();
+        kv.set("a".into(), vec![1; 10]).unwrap();
+        assert_eq!(kv.get("a"), Some(&vec![1; 10]));
+        assert!(kv.set("k".repeat(300), vec![]).is_err());
+        assert!(kv.set("big".into(), vec![0; STATE_QUOTA_BYTES]).is_err());
+        // Replacing a value frees the old one's bytes.
+        kv.set("a".into(), vec![0; STATE_QUOTA_BYTES - 1]).unwrap();
+        assert!(kv.set("b".into(), vec![0; 10]).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The WebAssembly plugin runtime: alert-rule components run under wasmtime, sandboxed
+//! (no files, sockets or environment), with a CPU deadline and a memory cap per call.
+//!
+//! - [`runtime`]: the engine, epoch ticker and store limits.
+//! - [`host`]: the `vigil:plugin/host` functions plugins import.
+//! - [`instance`]: one loaded plugin and its long-lived instance.
+//! - [`convert`]: batches into WIT values, findings back out (validated).
+//! - [`registry`]: every plugin of a directory, evaluated together.
+
+pub mod bindings;
+pub mod convert;
+pub mod host;
+pub mod instance;
+pub mod registry;
+pub mod runtime;
+
+use std::path::PathBuf;
+
+pub use instance::{PluginInfo, PluginInstance};
+pub use registry::{Evaluation, PluginRegistry};
+pub use runtime::{PluginLimits, PluginRuntime};
+
+/// Why a plugin file could not be loaded. Each names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {path}: cannot read the file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "plugin {path}: not a valid WebAssembly component ({reason}); rebuild it with `cargo build --target wasm32-wasip2` or your toolchain's component step"
+    )]
+    Compile { path: PathBuf, reason: String },
+    #[error(
+        "plugin {path}: does not implement the vigil:plugin/alert-rule world ({reason}); generate its bindings from the agent's wit/ directory"
+    )]
+    WrongWorld { path: PathBuf, reason: String },
+    #[error("plugin {path}: failed to start: {reason}")]
+    Instantiate { path: PathBuf, reason: String },
+    #[error("plugin {path}: describe() failed: {reason}")]
+    Describe { path: PathBuf, reason: String },
+}
+
+impl LoadError {
+    /// Short cause label for self-telemetry.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            LoadError::Read { .. } => "read",
+            LoadError::Compile { .. } => "compile",
+            LoadError::WrongWorld { .. } => "wrong-world",
+            LoadError::Instantiate { .. } => "instantiate",
+            LoadError::Describe { .. } => "describe",
+        }
+    }
+}
+
+/// Why one evaluation by a plugin failed. The plugin is skipped for that batch only.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("plugin {plugin}: exceeded its CPU deadline of {deadline_ms} ms")]
+    Deadline { plugin: String, deadline_ms: u128 },
+    #[error("plugin {plugin}: exceeded its memory limit of {limit_mib} MiB")]
+    Memory { plugin: String, limit_mib: u64 },
+    #[error("plugin {plugin}: trapped: {reason}")]
+    Trap { plugin: String, reason: String },
+    #[error("plugin {plugin}: returned invalid output: {reason}")]
+    InvalidOutput { plugin: String, reason: String },
+    #[error("plugin {plugin}: reported an error: {reason}")]
+    Reported { plugin: String, reason: String },
+    #[error("plugin {plugin}: could not be restarted after a failure: {reason}")]
+    Restart { plugin: String, reason: String },
+}
+
+impl EvalError {
+    /// Short cause label for self-telemetry.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            EvalError::Deadline { .. } => "deadline",
+            EvalError::Memory { .. } => "memory",
+            EvalError::Trap { .. } => "trap",
+            EvalError::InvalidOutput { .. } => "invalid-output",
+            EvalError::Reported { .. } => "plugin-error",
+            EvalError::Restart { .. } => "restart",
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Test fixture: an alert rule that misbehaves on purpose, as its settings say.
+//!
+//! Settings: `{"mode": "...", "when": "describe" | "evaluate"}` (default `evaluate`), where mode is
+//! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
+//! `garbage` (returns findings the host must reject), `flood` (returns 100,000 findings),
+//! `fail` (returns an error) or `ok` (reports one finding per batch).
+
+use serde::Deserialize;
+
+wit_bindgen::generate!({ world: "alert-rule", path: "../../wit" });
+
+use vigil::plugin::host;
+use vigil::plugin::types::Severity;
+
+#[derive(Deserialize)]
+struct Settings {
+    mode: String,
+    #[serde(default)]
+    when: Option<String>,
+}
+
+fn settings() -> Settings {
+    serde_json::from_str(&host::config()).unwrap_or(Settings { mode: "ok".into(), when: None })
+}
+
+fn finding(rule: &str) -> Finding {
+    Finding {
+        rule: rule.into(),
+        key: String::new(),
+        severity: Severity::Info,
+        summary: "misbehave fixture".into(),
+        value: None,
+        labels: Vec::new(),
+        for_ms: 0,
+    }
+}
+
+/// Does what the mode says; returns the findings for the modes that return.
+fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
+    match mode {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "trap" => core::arch::wasm32::unreachable(),
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "garbage" => Ok(vec![finding(""), finding(&"x".repeat(100_000))]),
+        "flood" => Ok((0..100_000).map(|i| finding(&format!("flood-{i}"))).collect()),
+        "fail" => Err("misbehave fixture failed on purpose".into()),
+        _ => Ok(vec![finding("misbehave-ok")]),
+    }
+}
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn describe() -> Result<PluginInfo, String> {
+        let settings = settings();
+        if settings.when.as_deref() == Some("describe") {
+            misbehave(&settings.mode)?;
+        }
+        Ok(PluginInfo {
+            name: "misbehave".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            interests: vec!["*".into()],
+        })
+    }
+
+    fn evaluate(_batch: Batch) -> Result<Vec<Finding>, String> {
+        let settings = settings();
+        if settings.when.as_deref() == Some("describe") {
+            return Ok(Vec::new());
+        }
+        misbehave(&settings.mode)
+    }
+}
+
+export!(Misbehave);

@@ -1,0 +1,363 @@
+//! An in-process OTLP receiver: the real protobuf decoders of `opentelemetry-proto`
+//! behind a tonic gRPC server or a hyper HTTP/protobuf server, on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Everything the receiver has decoded so far.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    pub metrics: Vec<ExportMetricsServiceRequest>,
+    pub logs: Vec<ExportLogsServiceRequest>,
+}
+
+/// How a metric's points were encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Gauge,
+    /// A sum; `monotonic` tells counters from up-down counters.
+    Sum { monotonic: bool },
+    Other,
+}
+
+/// One decoded datapoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub name: String,
+    pub unit: String,
+    pub kind: DataKind,
+    pub attributes: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// One decoded log record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub event_name: String,
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+}
+
+impl Received {
+    /// The points of metric `name` from the most recent export request that has it.
+    pub fn latest_points(&self, name: &str) -> Vec<Point> {
+        for request in self.metrics.iter().rev() {
+            let points = points_of(request, name);
+            if !points.is_empty() {
+                return points;
+            }
+        }
+        Vec::new()
+    }
+
+    /// Names of every metric received.
+    pub fn metric_names(&self) -> std::collections::BTreeSet<String> {
+        self.metrics
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// Resource attributes of the first metrics request.
+    pub fn resource_attributes(&self) -> BTreeMap<String, String> {
+        self.metrics
+            .first()
+            .and_then(|r| r.resource_metrics.first())
+            .and_then(|rm| rm.resource.as_ref())
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default()
+    }
+
+    /// Every log record received, in order.
+    pub fn records(&self) -> Vec<Record> {
+        self.logs
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .map(|lr| Record {
+                event_name: lr.event_name.clone(),
+                severity_number: lr.severity_number,
+                severity_text: lr.severity_text.clone(),
+                body: text(&lr.body),
+                attributes: attributes(&lr.attributes),
+            })
+            .collect()
+    }
+}
+
+fn points_of(request: &ExportMetricsServiceRequest, name: &str) -> Vec<Point> {
+    let mut out = Vec::new();
+    for m in request
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name == name)
+    {
+        let (kind, points) = match &m.data {
+            Some(metric::Data::Gauge(g)) => (DataKind::Gauge, &g.data_points),
+            Some(metric::Data::Sum(s)) => (
+                DataKind::Sum {
+                    monotonic: s.is_monotonic,
+                },
+                &s.data_points,
+            ),
+            _ => (DataKind::Other, &Vec::new()),
+        };
+        for p in points {
+            let value = match p.value {
+                Some(number_data_point::Value::AsDouble(d)) => d,
+                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                None => f64::NAN,
+            };
+            out.push(Point {
+                name: m.name.clone(),
+                unit: m.unit.clone(),
+                kind,
+                attributes: attributes(&p.attributes),
+                value,
+            });
+        }
+    }
+    out
+}
+
+/// A running receiver; stops when dropped.
+pub struct OtlpReceiver {
+    /// Base endpoint to give the agent, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: &'static str,
+    received: Arc<Mutex<Received>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Received>>);
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        if let Ok(mut r) = self.0.lock() {
+            r.metrics.push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if let Ok(mut r) = self.0.lock() {
+            r.logs.push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+impl OtlpReceiver {
+    /// Starts a gRPC receiver on a free loopback port (accepts gzip).
+    pub async fn grpc() -> anyhow::Result<Self> {
+        Self::grpc_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts a gRPC receiver on `addr` (to come up late at a known address).
+    pub async fn grpc_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(Mutex::new(Received::default()));
+        let sink = Sink(received.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
+        let server = tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
+            .add_service(LogsServiceServer::new(sink).accept_compressed(gzip))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            });
+        tokio::spawn(server);
+        Ok(OtlpReceiver {
+            endpoint: format!("http://{addr}"),
+            protocol: "grpc",
+            received,
+            stop: Some(stop),
+        })
+    }
+
+    /// Starts an HTTP/protobuf receiver on a free loopback port (accepts gzip).
+    pub async fn http() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let state = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = &mut stopped => break,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, hyper::Error>(handle_http(req, state).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(OtlpReceiver {
+            endpoint: format!("http://{addr}"),
+            protocol: "http/protobuf",
+            received,
+            stop: Some(stop),
+        })
+    }
+
+    /// A copy of everything received so far.
+    pub fn received(&self) -> Received {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for what was received, or `timeout` passes; returns the last copy.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Received) -> bool,
+    ) -> (bool, Received) {
+        let started = Instant::now();
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return (true, received);
+            }
+            if started.elapsed() > timeout {
+                return (false, received);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn handle_http(
+    req: Request<hyper::body::Incoming>,
+    state: Arc<Mutex<Received>>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return status(StatusCode::BAD_REQUEST),
+    };
+    let body = if gzip {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
+            return status(StatusCode::BAD_REQUEST);
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let Ok(mut received) = state.lock() else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    match path.as_str() {
+        "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
+            Ok(r) => {
+                received.metrics.push(r);
+                protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
+            }
+            Err(_) => status(StatusCode::BAD_REQUEST),
+        },
+        "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
+            Ok(r) => {
+                received.logs.push(r);
+                protobuf(ExportLogsServiceResponse::default().encode_to_vec())
+            }
+            Err(_) => status(StatusCode::BAD_REQUEST),
+        },
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+fn protobuf(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-protobuf"),
+    );
+    response
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = code;
+    response
+}
