@@ -1,1 +1,103 @@
+//! End to end: `vigil check` and `vigil plugin test` on good and bad inputs.
 
+use vigil_testkit::agent::{Workspace, run_to_end};
+use vigil_testkit::plugins::{ALL, THRESHOLD};
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+const RULE: &str = r#"
+[[plugins.settings.threshold.rules]]
+name = "high-memory"
+metric = "system.memory.utilization"
+op = ">"
+value = 0.9
+match = { "system.memory.state" = "used" }
+"#;
+
+fn output_text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn check_accepts_a_good_config_and_plugin() {
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let config = ws.write_config(&format!("[plugins]\ndir = \"plugins\"\n{RULE}")).unwrap();
+    let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("plugin threshold") && text.contains("system.memory.utilization"), "{text}");
+}
+
+#[test]
+fn check_names_the_line_of_a_typo() {
+    let ws = Workspace::new().unwrap();
+    let config = ws.write_config("[collect.system]\nenabled = true\nintervall = \"5s\"\n").unwrap();
+    let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("agent.toml"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+    assert!(text.contains("unknown field `intervall`"), "{text}");
+}
+
+#[test]
+fn check_rejects_a_bad_plugin_by_name() {
+    let ws = Workspace::new().unwrap();
+    let good = std::fs::read(THRESHOLD).unwrap();
+    ws.write_plugin("broken", &good[..1000]).unwrap();
+    let config = ws.write_config("[plugins]\ndir = \"plugins\"\n").unwrap();
+    let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("broken.wasm") && text.contains("not a valid WebAssembly component"), "{text}");
+}
+
+#[test]
+fn check_reports_invalid_plugin_settings() {
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let config = ws
+        .write_config("[plugins]\ndir = \"plugins\"\n[[plugins.settings.threshold.rules]]\nname = \"r\"\nmetric = \"m\"\nop = \"~\"\nvalue = 1\n")
+        .unwrap();
+    let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("invalid threshold settings") && text.contains("threshold.wasm"), "{text}");
+}
+
+#[test]
+fn plugin_test_prints_findings_as_json() {
+    let ws = Workspace::new().unwrap();
+    let config = ws.write_config(RULE).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fixtures/memory-high.json");
+    // The plugin's name (file stem) picks its settings: copy it to threshold.wasm.
+    let plugin = ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let output = run_to_end(
+        VIGIL,
+        &["plugin", "test", plugin.to_str().unwrap(), "--batch", fixture, "--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = findings.as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{text}");
+    assert_eq!(findings[0]["rule"], "high-memory");
+    assert_eq!(findings[0]["value"], 0.95);
+    assert_eq!(findings[0]["labels"]["system.memory.state"], "used");
+}
+
+#[test]
+fn every_built_plugin_is_used_by_a_test() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests");
+    let sources: String = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    for (name, _) in ALL {
+        assert!(sources.contains(name), "plugin constant {name} is used by no test");
+    }
+}

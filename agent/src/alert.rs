@@ -63,6 +63,7 @@ pub struct Alert {
     pub severity: Severity,
     pub summary: String,
     pub value: Option<f64>,
+    #[serde(serialize_with = "crate::model::attributes_as_map")]
     pub labels: Attributes,
     pub hold_for: Duration,
     /// When it was first reported.

@@ -137,6 +137,11 @@ impl BatchBuilder {
     }
 }
 
+/// Serializes attributes as a JSON object (keys in their order).
+pub fn attributes_as_map<S: serde::Serializer>(attributes: &Attributes, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(attributes.iter().map(|(k, v)| (k, v)))
+}
+
 /// Builds attributes from string pairs.
 pub fn attrs<const N: usize>(pairs: [(&str, &str); N]) -> Attributes {
     pairs
@@ -173,6 +178,7 @@ pub struct Finding {
     pub severity: Severity,
     pub summary: String,
     pub value: Option<f64>,
+    #[serde(serialize_with = "attributes_as_map")]
     pub labels: Attributes,
     /// How long the condition must hold before its alert fires.
     #[serde(with = "humantime_serde")]

@@ -186,12 +186,12 @@ impl Agent {
         }
     }
 
-    /// Flushes and stops export.
+    /// Stops export (what could not be sent was reported by the last flush).
     pub async fn shutdown(self: &Arc<Self>) {
         let agent = self.clone();
         let result = tokio::task::spawn_blocking(move || agent.exporter.shutdown()).await;
         if let Ok(Err(error)) = result {
-            tracing::warn!("{error}");
+            tracing::debug!("{error}");
         }
     }
 
@@ -200,6 +200,7 @@ impl Agent {
         for collector in collectors.iter_mut() {
             self.tick(collector.as_mut()).await;
         }
+        self.flush().await;
         self.shutdown().await;
     }
 
@@ -224,6 +225,7 @@ impl Agent {
         stop.await;
         tracing::info!("stopping: flushing export");
         tasks.abort_all();
+        self.flush().await;
         self.shutdown().await;
     }
 }
