@@ -15,24 +15,35 @@ match = { "system.memory.state" = "used" }
 "#;
 
 fn output_text(output: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[test]
 fn check_accepts_a_good_config_and_plugin() {
     let ws = Workspace::new().unwrap();
     ws.add_plugin("threshold", THRESHOLD).unwrap();
-    let config = ws.write_config(&format!("[plugins]\ndir = \"plugins\"\n{RULE}")).unwrap();
+    let config = ws
+        .write_config(&format!("[plugins]\ndir = \"plugins\"\n{RULE}"))
+        .unwrap();
     let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("plugin threshold") && text.contains("system.memory.utilization"), "{text}");
+    assert!(
+        text.contains("plugin threshold") && text.contains("system.memory.utilization"),
+        "{text}"
+    );
 }
 
 #[test]
 fn check_names_the_line_of_a_typo() {
     let ws = Workspace::new().unwrap();
-    let config = ws.write_config("[collect.system]\nenabled = true\nintervall = \"5s\"\n").unwrap();
+    let config = ws
+        .write_config("[collect.system]\nenabled = true\nintervall = \"5s\"\n")
+        .unwrap();
     let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
@@ -50,7 +61,10 @@ fn check_rejects_a_bad_plugin_by_name() {
     let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains("broken.wasm") && text.contains("not a valid WebAssembly component"), "{text}");
+    assert!(
+        text.contains("broken.wasm") && text.contains("not a valid WebAssembly component"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,19 +77,33 @@ fn check_reports_invalid_plugin_settings() {
     let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains("invalid threshold settings") && text.contains("threshold.wasm"), "{text}");
+    assert!(
+        text.contains("invalid threshold settings") && text.contains("threshold.wasm"),
+        "{text}"
+    );
 }
 
 #[test]
 fn plugin_test_prints_findings_as_json() {
     let ws = Workspace::new().unwrap();
     let config = ws.write_config(RULE).unwrap();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fixtures/memory-high.json");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/fixtures/memory-high.json"
+    );
     // The plugin's name (file stem) picks its settings: copy it to threshold.wasm.
     let plugin = ws.add_plugin("threshold", THRESHOLD).unwrap();
     let output = run_to_end(
         VIGIL,
-        &["plugin", "test", plugin.to_str().unwrap(), "--batch", fixture, "--config", config.to_str().unwrap()],
+        &[
+            "plugin",
+            "test",
+            plugin.to_str().unwrap(),
+            "--batch",
+            fixture,
+            "--config",
+            config.to_str().unwrap(),
+        ],
     )
     .unwrap();
     let text = output_text(&output);
@@ -98,6 +126,9 @@ fn every_built_plugin_is_used_by_a_test() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect();
     for (name, _) in ALL {
-        assert!(sources.contains(name), "plugin constant {name} is used by no test");
+        assert!(
+            sources.contains(name),
+            "plugin constant {name} is used by no test"
+        );
     }
 }

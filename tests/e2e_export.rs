@@ -12,13 +12,23 @@ const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 fn uptime_secs() -> f64 {
     let text = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime is readable");
-    text.split_whitespace().next().and_then(|s| s.parse().ok()).expect("uptime is a number")
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("uptime is a number")
 }
 
 fn mem_total_bytes() -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo is readable");
-    let line = text.lines().find(|l| l.starts_with("MemTotal:")).expect("MemTotal line");
-    let kib: f64 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("MemTotal value");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .expect("MemTotal line");
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("MemTotal value");
     kib * 1024.0
 }
 
@@ -49,12 +59,18 @@ match = {{ "system.memory.state" = "used" }}
 fn alert_records<'a>(records: &'a [Record], rule: &str) -> Vec<&'a Record> {
     records
         .iter()
-        .filter(|r| r.event_name == "vigil.alert" && r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule))
+        .filter(|r| {
+            r.event_name == "vigil.alert"
+                && r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule)
+        })
         .collect()
 }
 
 fn states(records: &[&Record]) -> Vec<String> {
-    records.iter().map(|r| r.attributes["vigil.alert.state"].clone()).collect()
+    records
+        .iter()
+        .map(|r| r.attributes["vigil.alert.state"].clone())
+        .collect()
 }
 
 fn assert_system_metrics(received: &Received) {
@@ -78,43 +94,79 @@ fn assert_system_metrics(received: &Received) {
         "vigil.alerts.firing",
         "vigil.plugin.evaluations",
     ] {
-        assert!(names.contains(expected), "metric {expected} missing; got {names:?}");
+        assert!(
+            names.contains(expected),
+            "metric {expected} missing; got {names:?}"
+        );
     }
-    assert_eq!(received.resource_attributes().get("service.name").map(String::as_str), Some("vigil"));
+    assert_eq!(
+        received
+            .resource_attributes()
+            .get("service.name")
+            .map(String::as_str),
+        Some("vigil")
+    );
 
     // Memory: the states add up to the total, which is what the kernel reports.
     let usage = received.latest_points("system.memory.usage");
     assert_eq!(usage[0].unit, "By");
     assert_eq!(usage[0].kind, DataKind::Sum { monotonic: false });
-    let states: std::collections::BTreeSet<_> =
-        usage.iter().map(|p| p.attributes["system.memory.state"].clone()).collect();
+    let states: std::collections::BTreeSet<_> = usage
+        .iter()
+        .map(|p| p.attributes["system.memory.state"].clone())
+        .collect();
     assert_eq!(states, ["cached", "free", "used"].map(String::from).into());
     let sum: f64 = usage.iter().map(|p| p.value).sum();
     let limit = received.latest_points("system.memory.limit")[0].value;
     let total = mem_total_bytes();
-    assert!((limit - total).abs() / total < 0.001, "limit {limit} vs MemTotal {total}");
-    assert!((sum - limit).abs() / limit < 0.01, "usage states sum {sum} vs limit {limit}");
+    assert!(
+        (limit - total).abs() / total < 0.001,
+        "limit {limit} vs MemTotal {total}"
+    );
+    assert!(
+        (sum - limit).abs() / limit < 0.01,
+        "usage states sum {sum} vs limit {limit}"
+    );
 
     // CPU: a utilization in [0, 1] in total and one per logical CPU.
     let cpu = received.latest_points("system.cpu.utilization");
     assert_eq!(cpu[0].unit, "1");
     assert_eq!(cpu[0].kind, DataKind::Gauge);
-    assert!(cpu.iter().all(|p| (0.0..=1.0).contains(&p.value)), "{cpu:?}");
+    assert!(
+        cpu.iter().all(|p| (0.0..=1.0).contains(&p.value)),
+        "{cpu:?}"
+    );
     let cores = received.latest_points("system.cpu.logical.count")[0].value as usize;
-    let per_core = cpu.iter().filter(|p| p.attributes.contains_key("cpu.logical_number")).count();
+    let per_core = cpu
+        .iter()
+        .filter(|p| p.attributes.contains_key("cpu.logical_number"))
+        .count();
     assert_eq!(per_core, cores);
-    assert_eq!(cores, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(cores));
+    assert_eq!(
+        cores,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(cores)
+    );
 
     // Network: loopback is there, counters are monotonic sums in bytes.
     let net = received.latest_points("system.network.io");
     assert_eq!(net[0].kind, DataKind::Sum { monotonic: true });
     assert_eq!(net[0].unit, "By");
-    assert!(net.iter().any(|p| p.attributes.get("network.interface.name").map(String::as_str) == Some("lo")
-        && p.attributes.get("network.io.direction").map(String::as_str) == Some("receive")));
+    assert!(net.iter().any(|p| {
+        p.attributes
+            .get("network.interface.name")
+            .map(String::as_str)
+            == Some("lo")
+            && p.attributes.get("network.io.direction").map(String::as_str) == Some("receive")
+    }));
 
     // Filesystems: used + free per mount, utilization in [0, 1].
     let fs = received.latest_points("system.filesystem.usage");
-    assert!(fs.iter().all(|p| p.attributes.contains_key("system.filesystem.mountpoint") && p.value >= 0.0));
+    assert!(
+        fs.iter()
+            .all(|p| p.attributes.contains_key("system.filesystem.mountpoint") && p.value >= 0.0)
+    );
     let fs_util = received.latest_points("system.filesystem.utilization");
     assert!(fs_util.iter().all(|p| (0.0..=1.0).contains(&p.value)));
 
@@ -127,9 +179,15 @@ fn assert_system_metrics(received: &Received) {
 async fn exercise(receiver: OtlpReceiver) {
     let ws = Workspace::new().unwrap();
     ws.add_plugin("threshold", THRESHOLD).unwrap();
-    let limit = uptime_secs() + 4.0;
+    // Generous: the agent must start, load the plugin and see the rule hold at least twice.
+    let limit = uptime_secs() + 8.0;
     let config = ws
-        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "500ms", &threshold_settings(limit)))
+        .write_config(&ws.config_for(
+            &receiver.endpoint,
+            receiver.protocol,
+            "500ms",
+            &threshold_settings(limit),
+        ))
         .unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
 
@@ -139,27 +197,61 @@ async fn exercise(receiver: OtlpReceiver) {
                 && r.metric_names().contains("system.memory.usage")
         })
         .await;
-    assert!(done, "the uptime alert was never resolved; records: {:#?}\nagent log:\n{}", received.records(), agent.log());
+    assert!(
+        done,
+        "the uptime alert was never resolved; records: {:#?}\nagent log:\n{}",
+        received.records(),
+        agent.log()
+    );
 
     let records = received.records();
     let uptime = alert_records(&records, "uptime-window");
-    assert_eq!(states(&uptime), ["pending", "firing", "resolved"], "{uptime:#?}");
+    assert_eq!(
+        states(&uptime),
+        ["pending", "firing", "resolved"],
+        "{uptime:#?}"
+    );
     let firing = uptime[1];
     assert_eq!(firing.attributes["vigil.plugin"], "threshold");
     assert_eq!(firing.attributes["vigil.alert.severity"], "critical");
-    assert_eq!(firing.severity_number, 17, "critical firing alerts are ERROR records");
-    assert_eq!(firing.attributes["vigil.alert.label.metric"], "system.uptime");
-    assert!(firing.attributes["vigil.alert.value"].parse::<f64>().unwrap() < limit);
-    assert!(firing.body.contains("uptime-window firing"), "{}", firing.body);
+    assert_eq!(
+        firing.severity_number, 17,
+        "critical firing alerts are ERROR records"
+    );
+    assert_eq!(
+        firing.attributes["vigil.alert.label.metric"],
+        "system.uptime"
+    );
+    assert!(
+        firing.attributes["vigil.alert.value"]
+            .parse::<f64>()
+            .unwrap()
+            < limit
+    );
+    assert!(
+        firing.body.contains("uptime-window firing"),
+        "{}",
+        firing.body
+    );
     assert_eq!(uptime[2].severity_number, 9, "resolved records are INFO");
 
     let memory = alert_records(&records, "memory-in-use");
-    assert_eq!(states(&memory), ["firing"], "for = 0 fires at once and keeps firing");
-    assert_eq!(memory[0].attributes["vigil.alert.key"], "system.memory.state=used");
+    assert_eq!(
+        states(&memory),
+        ["firing"],
+        "for = 0 fires at once and keeps firing"
+    );
+    assert_eq!(
+        memory[0].attributes["vigil.alert.key"],
+        "system.memory.state=used"
+    );
     assert_eq!(memory[0].severity_number, 13);
 
     let firing_gauge = received.latest_points("vigil.alerts.firing");
-    let warning = firing_gauge.iter().find(|p| p.attributes["vigil.alert.severity"] == "warning").unwrap();
+    let warning = firing_gauge
+        .iter()
+        .find(|p| p.attributes["vigil.alert.severity"] == "warning")
+        .unwrap();
     assert_eq!(warning.value, 1.0);
 
     assert_system_metrics(&received);
@@ -180,7 +272,9 @@ async fn otel_environment_variables_override_the_config() {
     let receiver = OtlpReceiver::http().await.unwrap();
     let ws = Workspace::new().unwrap();
     // The file points at a closed port over gRPC; the standard variables win.
-    let config = ws.write_config(&ws.config_for("http://127.0.0.1:9", "grpc", "1s", "")).unwrap();
+    let config = ws
+        .write_config(&ws.config_for("http://127.0.0.1:9", "grpc", "1s", ""))
+        .unwrap();
     let output = tokio::task::spawn_blocking(move || {
         vigil(VIGIL)
             .args(["run", "--once", "--config"])
@@ -194,17 +288,34 @@ async fn otel_environment_variables_override_the_config() {
     .unwrap()
     .unwrap();
     let (output, receiver) = output;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let received = receiver.received();
-    assert!(received.metric_names().contains("system.cpu.utilization"), "{:?}", received.metric_names());
+    assert!(
+        received.metric_names().contains("system.cpu.utilization"),
+        "{:?}",
+        received.metric_names()
+    );
 }
 
 #[test]
 fn unreachable_endpoint_is_a_warning_not_a_crash() {
     let ws = Workspace::new().unwrap();
-    let config = ws.write_config(&ws.config_for("http://127.0.0.1:9", "grpc", "1s", "")).unwrap();
-    let output = vigil(VIGIL).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
+    let config = ws
+        .write_config(&ws.config_for("http://127.0.0.1:9", "grpc", "1s", ""))
+        .unwrap();
+    let output = vigil(VIGIL)
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("http://127.0.0.1:9"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("http://127.0.0.1:9"),
+        "{stderr}"
+    );
 }

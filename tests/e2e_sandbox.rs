@@ -24,8 +24,10 @@ fn counter(received: &Received, metric: &str, plugin: &str, cause: &str) -> f64 
     received
         .latest_points(metric)
         .iter()
-        .find(|p| p.attributes.get("vigil.plugin").map(String::as_str) == Some(plugin)
-            && p.attributes.get("error.type").map(String::as_str) == Some(cause))
+        .find(|p| {
+            p.attributes.get("vigil.plugin").map(String::as_str) == Some(plugin)
+                && p.attributes.get("error.type").map(String::as_str) == Some(cause)
+        })
         .map_or(0.0, |p| p.value)
 }
 
@@ -61,8 +63,10 @@ match = { "system.memory.state" = "used" }
     settings.push_str("[plugins.settings.describe-loop]\nmode = \"loop\"\nwhen = \"describe\"\n");
     ws.add_plugin("wrong-world", WRONG_WORLD).unwrap();
     let good = std::fs::read(THRESHOLD).unwrap();
-    ws.write_plugin("truncated", &good[..good.len() / 2]).unwrap();
-    ws.write_plugin("not-wasm", b"this is not a component").unwrap();
+    ws.write_plugin("truncated", &good[..good.len() / 2])
+        .unwrap();
+    ws.write_plugin("not-wasm", b"this is not a component")
+        .unwrap();
 
     let config = ws
         .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &settings))
@@ -79,9 +83,19 @@ match = { "system.memory.state" = "used" }
         .await;
     let counts: Vec<_> = BAD_EVALUATIONS
         .iter()
-        .map(|(name, _, cause)| (name, cause, counter(&received, "vigil.plugin.errors", name, cause)))
+        .map(|(name, _, cause)| {
+            (
+                name,
+                cause,
+                counter(&received, "vigil.plugin.errors", name, cause),
+            )
+        })
         .collect();
-    assert!(done, "bad plugins not counted as expected: {counts:?}\nagent log:\n{}", agent.log());
+    assert!(
+        done,
+        "bad plugins not counted as expected: {counts:?}\nagent log:\n{}",
+        agent.log()
+    );
     assert!(agent.is_running(), "the agent must survive its plugins");
 
     // Refused at load, each with its cause.
@@ -91,7 +105,11 @@ match = { "system.memory.state" = "used" }
         ("truncated", "compile"),
         ("not-wasm", "compile"),
     ] {
-        assert_eq!(counter(&received, "vigil.plugin.load_failures", name, cause), 1.0, "{name}");
+        assert_eq!(
+            counter(&received, "vigil.plugin.load_failures", name, cause),
+            1.0,
+            "{name}"
+        );
     }
     assert_eq!(received.latest_points("vigil.plugins.loaded")[0].value, 7.0);
 
@@ -108,14 +126,23 @@ match = { "system.memory.state" = "used" }
         .iter()
         .filter(|r| format!("{r:?}").contains("system.memory.usage"))
         .count();
-    assert!(exports_with_memory >= 3, "only {exports_with_memory} exports carried system metrics");
+    assert!(
+        exports_with_memory >= 3,
+        "only {exports_with_memory} exports carried system metrics"
+    );
 
     // Each failure was logged with the plugin and the cause.
     let log = agent.log();
     for (name, _, _) in BAD_EVALUATIONS {
-        assert!(log.contains(&format!("plugin {name}:")), "no log line for {name}:\n{log}");
+        assert!(
+            log.contains(&format!("plugin {name}:")),
+            "no log line for {name}:\n{log}"
+        );
     }
     assert!(log.contains("exceeded its CPU deadline"), "{log}");
     assert!(log.contains("exceeded its memory limit"), "{log}");
-    assert!(log.contains("does not implement the vigil:plugin/alert-rule world"), "{log}");
+    assert!(
+        log.contains("does not implement the vigil:plugin/alert-rule world"),
+        "{log}"
+    );
 }

@@ -1,1 +1,66 @@
-fn main() {}
+//! Cost of one plugin evaluation per batch: the `threshold` plugin (built from
+//! source) on a real system batch and on synthetic batches of growing size, next to
+//! the same comparison done natively, so the boundary's cost shows as a ratio.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vigil::collect::system::SystemCollector;
+use vigil::config::{Config, SystemCollectorConfig};
+use vigil::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
+use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
+use vigil_testkit::plugins::THRESHOLD;
+
+const SETTINGS: &str = r#"{"rules":[{"name":"hot","metric":"bench.value","op":">","value":0.999},
+  {"name":"high-memory","metric":"system.memory.utilization","op":">","value":0.99,"match":{"system.memory.state":"used"}}]}"#;
+
+fn synthetic(points: usize) -> Batch {
+    let metric = MetricDesc::new("bench.value", "1", MetricKind::Gauge, "");
+    let mut b = BatchBuilder::new("bench", "h");
+    for i in 0..points {
+        b.point(
+            &metric,
+            attrs([("series", &i.to_string())]),
+            (i % 1000) as f64 / 1000.0,
+        );
+    }
+    b.build()
+}
+
+/// The same rule evaluated natively: the floor the plugin is compared with.
+fn native_threshold(batch: &Batch) -> usize {
+    batch
+        .points()
+        .filter(|(m, _, v)| m.name == "bench.value" && *v > 0.999)
+        .count()
+}
+
+fn bench(c: &mut Criterion) {
+    let config = Config::default_embedded().expect("embedded config");
+    let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins)).expect("runtime");
+    let mut plugin =
+        PluginInstance::load(&runtime, THRESHOLD.as_ref(), "threshold", SETTINGS.into())
+            .expect("threshold plugin loads");
+
+    let system =
+        SystemCollector::new(SystemCollectorConfig::default(), "bench".into()).expect("collector");
+    let system_batch = system.collect_blocking().expect("system batch");
+    c.bench_function(
+        &format!("plugin_eval/system_batch/{}_points", system_batch.len()),
+        |b| b.iter(|| plugin.evaluate(&system_batch).expect("evaluates")),
+    );
+
+    let mut group = c.benchmark_group("threshold_per_batch");
+    for points in [100, 1_000, 10_000] {
+        let batch = synthetic(points);
+        group.throughput(Throughput::Elements(points as u64));
+        group.bench_with_input(BenchmarkId::new("plugin", points), &batch, |b, batch| {
+            b.iter(|| plugin.evaluate(batch).expect("evaluates"))
+        });
+        group.bench_with_input(BenchmarkId::new("native", points), &batch, |b, batch| {
+            b.iter(|| native_threshold(batch))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -208,16 +208,25 @@ mod tests {
         let mut book = AlertBook::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let f = [finding("r", "a", 30)];
-        assert_eq!(transitions(&book.apply("p", "system", &f, t0)), [("a", Transition::Pending)]);
+        assert_eq!(
+            transitions(&book.apply("p", "system", &f, t0)),
+            [("a", Transition::Pending)]
+        );
         let t1 = t0 + Duration::from_secs(10);
         assert!(book.apply("p", "system", &f, t1).is_empty());
         assert_eq!(book.firing().count(), 0);
         let t2 = t0 + Duration::from_secs(30);
-        assert_eq!(transitions(&book.apply("p", "system", &f, t2)), [("a", Transition::Firing)]);
+        assert_eq!(
+            transitions(&book.apply("p", "system", &f, t2)),
+            [("a", Transition::Firing)]
+        );
         assert_eq!(book.firing().next().unwrap().firing_since, Some(t2));
         assert_eq!(book.firing_by_severity()[1], (Severity::Warning, 1));
         let t3 = t2 + Duration::from_secs(10);
-        assert_eq!(transitions(&book.apply("p", "system", &[], t3)), [("a", Transition::Resolved)]);
+        assert_eq!(
+            transitions(&book.apply("p", "system", &[], t3)),
+            [("a", Transition::Resolved)]
+        );
         assert_eq!(book.firing().count(), 0);
     }
 
@@ -225,12 +234,22 @@ mod tests {
     fn zero_hold_fires_at_once_and_pending_can_be_cancelled() {
         let mut book = AlertBook::default();
         let t0 = SystemTime::UNIX_EPOCH;
-        let events = book.apply("p", "s", &[finding("r", "now", 0), finding("r", "later", 60)], t0);
+        let events = book.apply(
+            "p",
+            "s",
+            &[finding("r", "now", 0), finding("r", "later", 60)],
+            t0,
+        );
         assert_eq!(
             transitions(&events),
             [("now", Transition::Firing), ("later", Transition::Pending)]
         );
-        let events = book.apply("p", "s", &[finding("r", "now", 0)], t0 + Duration::from_secs(1));
+        let events = book.apply(
+            "p",
+            "s",
+            &[finding("r", "now", 0)],
+            t0 + Duration::from_secs(1),
+        );
         assert_eq!(transitions(&events), [("later", Transition::Cancelled)]);
     }
 

@@ -87,6 +87,10 @@ mod tests {
         assert_eq!(batch.source, "fixture");
         assert_eq!(batch.metrics[0].kind, MetricKind::Counter);
         assert_eq!(batch.series[0].attributes, vec![("a".into(), "b".into())]);
-        assert!(BatchFixture::parse(r#"{"pointz":[]}"#, "t").unwrap_err().contains("pointz"));
+        assert!(
+            BatchFixture::parse(r#"{"pointz":[]}"#, "t")
+                .unwrap_err()
+                .contains("pointz")
+        );
     }
 }

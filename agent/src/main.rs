@@ -86,11 +86,12 @@ fn main() -> ExitCode {
         Command::Run { config, once } => run(config.as_deref(), once),
         Command::Check { config } => Ok(run_check(config.as_deref())),
         Command::Plugin {
-            command: PluginCommand::Test {
-                plugin,
-                batch,
-                config,
-            },
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    batch,
+                    config,
+                },
         } => plugin_test(&plugin, &batch, config.as_deref()),
     };
     match result {
@@ -170,11 +171,16 @@ fn run_check(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn plugin_test(plugin: &Path, batch: &Path, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn plugin_test(
+    plugin: &Path,
+    batch: &Path,
+    config_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let json = std::fs::read_to_string(batch)
         .with_context(|| format!("cannot read batch fixture {}", batch.display()))?;
-    let fixture = BatchFixture::parse(&json, &batch.display().to_string()).map_err(anyhow::Error::msg)?;
+    let fixture =
+        BatchFixture::parse(&json, &batch.display().to_string()).map_err(anyhow::Error::msg)?;
     let name = plugin
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

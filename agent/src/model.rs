@@ -138,7 +138,10 @@ impl BatchBuilder {
 }
 
 /// Serializes attributes as a JSON object (keys in their order).
-pub fn attributes_as_map<S: serde::Serializer>(attributes: &Attributes, s: S) -> Result<S::Ok, S::Error> {
+pub fn attributes_as_map<S: serde::Serializer>(
+    attributes: &Attributes,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_map(attributes.iter().map(|(k, v)| (k, v)))
 }
 
@@ -201,7 +204,10 @@ mod tests {
         let batch = b.build();
         assert_eq!(batch.metrics.len(), 2);
         assert_eq!(batch.len(), 3);
-        let names: Vec<_> = batch.points().map(|(m, _, v)| (m.name.as_str(), v)).collect();
+        let names: Vec<_> = batch
+            .points()
+            .map(|(m, _, v)| (m.name.as_str(), v))
+            .collect();
         assert_eq!(
             names,
             [

@@ -44,7 +44,9 @@ pub fn host_name(config: &Config) -> String {
 
 impl Agent {
     /// Sets up export, loads the plugins and builds the collectors. Must run inside Tokio.
-    pub async fn start(config: &Config) -> Result<(Arc<Agent>, Vec<Box<dyn Collector>>), StartError> {
+    pub async fn start(
+        config: &Config,
+    ) -> Result<(Arc<Agent>, Vec<Box<dyn Collector>>), StartError> {
         let host = host_name(config);
         let exporter = if config.export.otlp.enabled {
             OtlpExporter::new(&config.export.otlp, &host)?
@@ -138,7 +140,12 @@ impl Agent {
                 duration: evaluation.duration,
             });
             let events = match self.alerts.lock() {
-                Ok(mut book) => book.apply(&evaluation.plugin, &batch.source, &findings, batch.timestamp),
+                Ok(mut book) => book.apply(
+                    &evaluation.plugin,
+                    &batch.source,
+                    &findings,
+                    batch.timestamp,
+                ),
                 Err(_) => Vec::new(),
             };
             for event in events {

@@ -18,7 +18,11 @@ pub enum Event<'a> {
     /// A collection round failed.
     CollectFailed { collector: &'a str },
     /// A collection round succeeded.
-    Collected { collector: &'a str, duration: Duration, points: usize },
+    Collected {
+        collector: &'a str,
+        duration: Duration,
+        points: usize,
+    },
 }
 
 /// Running totals of self-telemetry.
@@ -76,37 +80,115 @@ impl SelfTelemetry {
     pub fn batch(&self, host: &str, firing: &[(Severity, usize)], plugins_loaded: usize) -> Batch {
         use MetricKind::*;
         let mut b = BatchBuilder::new("vigil", host);
-        let evaluations = desc("vigil.plugin.evaluations", "{evaluation}", Counter, "Plugin evaluations");
-        let eval_time = desc("vigil.plugin.evaluation.time", "s", Counter, "Time spent in plugin evaluations");
+        let evaluations = desc(
+            "vigil.plugin.evaluations",
+            "{evaluation}",
+            Counter,
+            "Plugin evaluations",
+        );
+        let eval_time = desc(
+            "vigil.plugin.evaluation.time",
+            "s",
+            Counter,
+            "Time spent in plugin evaluations",
+        );
         for (plugin, (count, time)) in &self.evaluations {
-            b.point(&evaluations, attrs([("vigil.plugin", plugin)]), *count as f64);
-            b.point(&eval_time, attrs([("vigil.plugin", plugin)]), time.as_secs_f64());
+            b.point(
+                &evaluations,
+                attrs([("vigil.plugin", plugin)]),
+                *count as f64,
+            );
+            b.point(
+                &eval_time,
+                attrs([("vigil.plugin", plugin)]),
+                time.as_secs_f64(),
+            );
         }
-        let errors = desc("vigil.plugin.errors", "{error}", Counter, "Failed plugin evaluations by cause");
+        let errors = desc(
+            "vigil.plugin.errors",
+            "{error}",
+            Counter,
+            "Failed plugin evaluations by cause",
+        );
         for ((plugin, cause), count) in &self.plugin_errors {
-            b.point(&errors, attrs([("vigil.plugin", plugin), ("error.type", cause)]), *count as f64);
+            b.point(
+                &errors,
+                attrs([("vigil.plugin", plugin), ("error.type", cause)]),
+                *count as f64,
+            );
         }
-        let load = desc("vigil.plugin.load_failures", "{failure}", Counter, "Plugin files that failed to load, by cause");
+        let load = desc(
+            "vigil.plugin.load_failures",
+            "{failure}",
+            Counter,
+            "Plugin files that failed to load, by cause",
+        );
         for ((plugin, cause), count) in &self.load_failures {
-            b.point(&load, attrs([("vigil.plugin", plugin), ("error.type", cause)]), *count as f64);
+            b.point(
+                &load,
+                attrs([("vigil.plugin", plugin), ("error.type", cause)]),
+                *count as f64,
+            );
         }
-        b.point(&desc("vigil.plugins.loaded", "{plugin}", Gauge, "Plugins loaded and running"), vec![], plugins_loaded as f64);
-        let collect_errors = desc("vigil.collector.errors", "{error}", Counter, "Failed collection rounds");
+        b.point(
+            &desc(
+                "vigil.plugins.loaded",
+                "{plugin}",
+                Gauge,
+                "Plugins loaded and running",
+            ),
+            vec![],
+            plugins_loaded as f64,
+        );
+        let collect_errors = desc(
+            "vigil.collector.errors",
+            "{error}",
+            Counter,
+            "Failed collection rounds",
+        );
         for (collector, count) in &self.collect_errors {
-            b.point(&collect_errors, attrs([("vigil.collector", collector)]), *count as f64);
+            b.point(
+                &collect_errors,
+                attrs([("vigil.collector", collector)]),
+                *count as f64,
+            );
         }
-        let rounds = desc("vigil.collector.rounds", "{round}", Counter, "Successful collection rounds");
-        let round_time = desc("vigil.collector.time", "s", Counter, "Time spent collecting");
-        let points = desc("vigil.collector.points", "{point}", Gauge, "Datapoints in the last round");
+        let rounds = desc(
+            "vigil.collector.rounds",
+            "{round}",
+            Counter,
+            "Successful collection rounds",
+        );
+        let round_time = desc(
+            "vigil.collector.time",
+            "s",
+            Counter,
+            "Time spent collecting",
+        );
+        let points = desc(
+            "vigil.collector.points",
+            "{point}",
+            Gauge,
+            "Datapoints in the last round",
+        );
         for (collector, (count, time, last_points)) in &self.collections {
             let a = attrs([("vigil.collector", collector)]);
             b.point(&rounds, a.clone(), *count as f64);
             b.point(&round_time, a.clone(), time.as_secs_f64());
             b.point(&points, a, *last_points as f64);
         }
-        let firing_desc = desc("vigil.alerts.firing", "{alert}", Gauge, "Alerts firing now, by severity");
+        let firing_desc = desc(
+            "vigil.alerts.firing",
+            "{alert}",
+            Gauge,
+            "Alerts firing now, by severity",
+        );
         for (severity, count) in firing {
-            b.point(&firing_desc, attrs([("vigil.alert.severity", severity.as_str())]), *count as f64);
+            b.point(
+                &firing_desc,
+                attrs([("vigil.alert.severity", severity.as_str())]),
+                *count as f64,
+            );
         }
         b.build()
     }
@@ -119,11 +201,25 @@ mod tests {
     #[test]
     fn events_become_counters() {
         let mut t = SelfTelemetry::default();
-        t.emit(Event::PluginEvaluated { plugin: "p", duration: Duration::from_millis(2) });
-        t.emit(Event::PluginEvaluated { plugin: "p", duration: Duration::from_millis(3) });
-        t.emit(Event::PluginFailed { plugin: "p", cause: "trap" });
+        t.emit(Event::PluginEvaluated {
+            plugin: "p",
+            duration: Duration::from_millis(2),
+        });
+        t.emit(Event::PluginEvaluated {
+            plugin: "p",
+            duration: Duration::from_millis(3),
+        });
+        t.emit(Event::PluginFailed {
+            plugin: "p",
+            cause: "trap",
+        });
         let batch = t.batch("h", &[(Severity::Critical, 2)], 1);
-        let get = |name: &str| batch.points().find(|(m, _, _)| m.name == name).map(|(_, _, v)| v);
+        let get = |name: &str| {
+            batch
+                .points()
+                .find(|(m, _, _)| m.name == name)
+                .map(|(_, _, v)| v)
+        };
         assert_eq!(get("vigil.plugin.evaluations"), Some(2.0));
         assert_eq!(get("vigil.plugin.errors"), Some(1.0));
         assert_eq!(get("vigil.alerts.firing"), Some(2.0));

@@ -19,52 +19,127 @@ pub mod metrics {
     use super::{MetricDesc, MetricKind::*};
 
     pub fn cpu_utilization() -> MetricDesc {
-        MetricDesc::new("system.cpu.utilization", "1", Gauge, "Busy share of CPU time since the last round (0..1); per core with cpu.logical_number")
+        MetricDesc::new(
+            "system.cpu.utilization",
+            "1",
+            Gauge,
+            "Busy share of CPU time since the last round (0..1); per core with cpu.logical_number",
+        )
     }
     pub fn cpu_logical_count() -> MetricDesc {
-        MetricDesc::new("system.cpu.logical.count", "{cpu}", UpDownCounter, "Number of logical CPUs")
+        MetricDesc::new(
+            "system.cpu.logical.count",
+            "{cpu}",
+            UpDownCounter,
+            "Number of logical CPUs",
+        )
     }
     pub fn memory_usage() -> MetricDesc {
-        MetricDesc::new("system.memory.usage", "By", UpDownCounter, "Memory in use by state; used + free + cached = system.memory.limit")
+        MetricDesc::new(
+            "system.memory.usage",
+            "By",
+            UpDownCounter,
+            "Memory in use by state; used + free + cached = system.memory.limit",
+        )
     }
     pub fn memory_utilization() -> MetricDesc {
-        MetricDesc::new("system.memory.utilization", "1", Gauge, "Share of memory by state (0..1)")
+        MetricDesc::new(
+            "system.memory.utilization",
+            "1",
+            Gauge,
+            "Share of memory by state (0..1)",
+        )
     }
     pub fn memory_limit() -> MetricDesc {
         MetricDesc::new("system.memory.limit", "By", UpDownCounter, "Total memory")
     }
     pub fn memory_available() -> MetricDesc {
-        MetricDesc::new("system.linux.memory.available", "By", UpDownCounter, "Memory available for new work without swapping (MemAvailable)")
+        MetricDesc::new(
+            "system.linux.memory.available",
+            "By",
+            UpDownCounter,
+            "Memory available for new work without swapping (MemAvailable)",
+        )
     }
     pub fn paging_usage() -> MetricDesc {
-        MetricDesc::new("system.paging.usage", "By", UpDownCounter, "Swap space by state")
+        MetricDesc::new(
+            "system.paging.usage",
+            "By",
+            UpDownCounter,
+            "Swap space by state",
+        )
     }
     pub fn paging_utilization() -> MetricDesc {
-        MetricDesc::new("system.paging.utilization", "1", Gauge, "Share of swap space by state (0..1)")
+        MetricDesc::new(
+            "system.paging.utilization",
+            "1",
+            Gauge,
+            "Share of swap space by state (0..1)",
+        )
     }
     pub fn load_average(window: &str) -> MetricDesc {
-        MetricDesc::new(&format!("system.cpu.load_average.{window}"), "{thread}", Gauge, "Load average")
+        MetricDesc::new(
+            &format!("system.cpu.load_average.{window}"),
+            "{thread}",
+            Gauge,
+            "Load average",
+        )
     }
     pub fn filesystem_usage() -> MetricDesc {
-        MetricDesc::new("system.filesystem.usage", "By", UpDownCounter, "Filesystem space by state")
+        MetricDesc::new(
+            "system.filesystem.usage",
+            "By",
+            UpDownCounter,
+            "Filesystem space by state",
+        )
     }
     pub fn filesystem_utilization() -> MetricDesc {
-        MetricDesc::new("system.filesystem.utilization", "1", Gauge, "Share of filesystem space used (0..1)")
+        MetricDesc::new(
+            "system.filesystem.utilization",
+            "1",
+            Gauge,
+            "Share of filesystem space used (0..1)",
+        )
     }
     pub fn disk_io() -> MetricDesc {
-        MetricDesc::new("system.disk.io", "By", Counter, "Bytes read from and written to a disk")
+        MetricDesc::new(
+            "system.disk.io",
+            "By",
+            Counter,
+            "Bytes read from and written to a disk",
+        )
     }
     pub fn network_io() -> MetricDesc {
-        MetricDesc::new("system.network.io", "By", Counter, "Bytes received and transmitted by an interface")
+        MetricDesc::new(
+            "system.network.io",
+            "By",
+            Counter,
+            "Bytes received and transmitted by an interface",
+        )
     }
     pub fn network_packets() -> MetricDesc {
-        MetricDesc::new("system.network.packets", "{packet}", Counter, "Packets received and transmitted by an interface")
+        MetricDesc::new(
+            "system.network.packets",
+            "{packet}",
+            Counter,
+            "Packets received and transmitted by an interface",
+        )
     }
     pub fn network_errors() -> MetricDesc {
-        MetricDesc::new("system.network.errors", "{error}", Counter, "Errors on receive and transmit by an interface")
+        MetricDesc::new(
+            "system.network.errors",
+            "{error}",
+            Counter,
+            "Errors on receive and transmit by an interface",
+        )
     }
     pub fn process_count() -> MetricDesc {
-        MetricDesc::new("system.process.count", "{process}", UpDownCounter, "Number of processes")
+        MetricDesc::new(
+            "system.process.count",
+            "{process}",
+            UpDownCounter,
+            "Number of processes",
+        )
     }
     pub fn uptime() -> MetricDesc {
         MetricDesc::new("system.uptime", "s", Gauge, "Time since boot")
@@ -77,6 +152,8 @@ struct Probe {
     disks: Disks,
     networks: Networks,
     last_cpu_refresh: Instant,
+    /// Whether a round has run since the first CPU sample.
+    sampled: bool,
 }
 
 /// Collects host metrics.
@@ -89,7 +166,8 @@ pub struct SystemCollector {
 impl SystemCollector {
     /// Creates the collector and takes the first CPU sample (utilization needs two).
     pub fn new(config: SystemCollectorConfig, host: String) -> Result<Self, CollectError> {
-        let mut system = System::new().map_err(|e| failed(format!("cannot read system information: {e}")))?;
+        let mut system =
+            System::new().map_err(|e| failed(format!("cannot read system information: {e}")))?;
         system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
         let disks = Disks::new_with_refreshed_list()
             .map_err(|e| failed(format!("cannot list disks: {e}")))?;
@@ -101,22 +179,25 @@ impl SystemCollector {
                 disks,
                 networks,
                 last_cpu_refresh: Instant::now(),
+                sampled: false,
             })),
             host,
             config,
         })
     }
 
-    /// Collects one round synchronously (blocks for the CPU sampling gap on the first round).
+    /// Collects one round synchronously. The first round waits until the CPU sample
+    /// taken at creation is old enough for a meaningful utilization (sysinfo's minimum).
     pub fn collect_blocking(&self) -> Result<Batch, CollectError> {
         let mut probe = self
             .probe
             .lock()
             .map_err(|_| failed("an earlier round panicked".into()))?;
         let since = probe.last_cpu_refresh.elapsed();
-        if since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+        if !probe.sampled && since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
             std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL - since);
         }
+        probe.sampled = true;
         let mut batch = BatchBuilder::new("system", self.host.clone());
         probe.collect_cpu(&mut batch, self.config.per_cpu);
         probe.collect_memory(&mut batch);
@@ -174,13 +255,30 @@ impl Probe {
         let used = s.used_memory() as f64;
         let cached = (total - used - free).max(0.0);
         let states = [("used", used), ("free", free), ("cached", cached)];
-        emit_states(batch, "system.memory.state", &states, total, metrics::memory_usage(), metrics::memory_utilization());
+        emit_states(
+            batch,
+            "system.memory.state",
+            &states,
+            total,
+            metrics::memory_usage(),
+            metrics::memory_utilization(),
+        );
         batch.point(&metrics::memory_limit(), Vec::new(), total);
         batch.point(&metrics::memory_available(), Vec::new(), available);
 
         let swap_total = s.total_swap() as f64;
-        let swap = [("used", s.used_swap() as f64), ("free", s.free_swap() as f64)];
-        emit_states(batch, "system.paging.state", &swap, swap_total, metrics::paging_usage(), metrics::paging_utilization());
+        let swap = [
+            ("used", s.used_swap() as f64),
+            ("free", s.free_swap() as f64),
+        ];
+        emit_states(
+            batch,
+            "system.paging.state",
+            &swap,
+            swap_total,
+            metrics::paging_usage(),
+            metrics::paging_utilization(),
+        );
     }
 
     fn collect_filesystems_and_disks(&mut self, batch: &mut BatchBuilder) {
@@ -224,7 +322,10 @@ impl Probe {
                 ] {
                     batch.point(
                         &io,
-                        attrs([("system.device", device.as_str()), ("disk.io.direction", direction)]),
+                        attrs([
+                            ("system.device", device.as_str()),
+                            ("disk.io.direction", direction),
+                        ]),
                         bytes as f64,
                     );
                 }
@@ -243,14 +344,25 @@ impl Probe {
             let name = name.to_string_lossy();
             let per_direction = [
                 (&io, data.total_received(), data.total_transmitted()),
-                (&packets, data.total_packets_received(), data.total_packets_transmitted()),
-                (&errors, data.total_errors_on_received(), data.total_errors_on_transmitted()),
+                (
+                    &packets,
+                    data.total_packets_received(),
+                    data.total_packets_transmitted(),
+                ),
+                (
+                    &errors,
+                    data.total_errors_on_received(),
+                    data.total_errors_on_transmitted(),
+                ),
             ];
             for (metric, received, transmitted) in per_direction {
                 for (direction, value) in [("receive", received), ("transmit", transmitted)] {
                     batch.point(
                         metric,
-                        attrs([("network.interface.name", name.as_ref()), ("network.io.direction", direction)]),
+                        attrs([
+                            ("network.interface.name", name.as_ref()),
+                            ("network.io.direction", direction),
+                        ]),
                         value as f64,
                     );
                 }

@@ -5,12 +5,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use opentelemetry::KeyValue;
 use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity as LogSeverity};
 use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder, BatchLogProcessor, SdkLogger, SdkLoggerProvider,
+};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 use super::ExportError;
@@ -50,7 +52,8 @@ fn grpc_metadata(config: &OtlpConfig) -> tonic::metadata::MetadataMap {
     let mut map = tonic::metadata::MetadataMap::new();
     for (key, value) in &config.headers {
         if let (Ok(key), Ok(value)) = (
-            key.to_ascii_lowercase().parse::<tonic::metadata::MetadataKey<_>>(),
+            key.to_ascii_lowercase()
+                .parse::<tonic::metadata::MetadataKey<_>>(),
             value.parse(),
         ) {
             map.insert(key, value);
@@ -192,7 +195,9 @@ impl OtlpExporter {
         let latest = self.latest.clone();
         let name = metric.name.clone();
         let callback = move |observer: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
-            latest.for_each(&name, |value, attributes| observer.observe(value, attributes));
+            latest.for_each(&name, |value, attributes| {
+                observer.observe(value, attributes)
+            });
         };
         let (name, unit, description) = (
             metric.name.clone(),
@@ -268,12 +273,10 @@ impl OtlpExporter {
     pub fn flush(&self) -> Result<(), ExportError> {
         let metrics = self.meter_provider.force_flush();
         let logs = self.logger_provider.force_flush();
-        metrics
-            .and(logs)
-            .map_err(|e| ExportError::Flush {
-                endpoint: self.endpoint.clone(),
-                reason: e.to_string(),
-            })
+        metrics.and(logs).map_err(|e| ExportError::Flush {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Flushes and stops the exporters. Blocking.

@@ -69,7 +69,8 @@ mod tests {
         let m = MetricDesc::new("m", "1", MetricKind::Gauge, "");
         let store = LatestValues::default();
         let mut a = BatchBuilder::new("a", "h");
-        a.point(&m, attrs([("k", "1")]), 1.0).point(&m, attrs([("k", "2")]), 2.0);
+        a.point(&m, attrs([("k", "1")]), 1.0)
+            .point(&m, attrs([("k", "2")]), 2.0);
         store.replace(&a.build());
         let mut b = BatchBuilder::new("b", "h");
         b.point(&m, vec![], 10.0);

@@ -104,14 +104,21 @@ pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<wit::Batch> {
 
 /// Checks a plugin's findings and converts them. All or nothing: the first problem
 /// rejects the whole output, so a half-broken plugin never resolves alerts by accident.
-pub fn findings_from(found: Vec<wit::Finding>, max_findings: usize) -> Result<Vec<Finding>, String> {
+pub fn findings_from(
+    found: Vec<wit::Finding>,
+    max_findings: usize,
+) -> Result<Vec<Finding>, String> {
     if found.len() > max_findings {
         return Err(format!(
             "{} findings; the limit is {max_findings} (plugins.max_findings)",
             found.len()
         ));
     }
-    found.into_iter().enumerate().map(|(i, f)| finding_from(f).map_err(|e| format!("finding #{i}: {e}"))).collect()
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| finding_from(f).map_err(|e| format!("finding #{i}: {e}")))
+        .collect()
 }
 
 fn finding_from(f: wit::Finding) -> Result<Finding, String> {
@@ -119,7 +126,10 @@ fn finding_from(f: wit::Finding) -> Result<Finding, String> {
     check_len("key", &f.key, 0, MAX_KEY_BYTES)?;
     check_len("summary", &f.summary, 0, MAX_SUMMARY_BYTES)?;
     if f.labels.len() > MAX_LABELS {
-        return Err(format!("{} labels; the limit is {MAX_LABELS}", f.labels.len()));
+        return Err(format!(
+            "{} labels; the limit is {MAX_LABELS}",
+            f.labels.len()
+        ));
     }
     for label in &f.labels {
         check_len("label key", &label.key, 1, MAX_LABEL_BYTES)?;
@@ -154,7 +164,10 @@ fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), Stri
         return Err(format!("{field} is empty"));
     }
     if text.len() > max {
-        return Err(format!("{field} is {} bytes; the limit is {max}", text.len()));
+        return Err(format!(
+            "{field} is {} bytes; the limit is {max}",
+            text.len()
+        ));
     }
     Ok(())
 }
@@ -201,9 +214,17 @@ mod tests {
     fn findings_are_checked_all_or_nothing() {
         let ok = findings_from(vec![finding("r")], 10).unwrap();
         assert_eq!(ok[0].hold_for, Duration::from_millis(1500));
-        assert!(findings_from(vec![finding("r"), finding("")], 10).unwrap_err().contains("#1"));
+        assert!(
+            findings_from(vec![finding("r"), finding("")], 10)
+                .unwrap_err()
+                .contains("#1")
+        );
         assert!(findings_from(vec![finding(&"x".repeat(200))], 10).is_err());
-        assert!(findings_from(vec![finding("a"), finding("b")], 1).unwrap_err().contains("limit"));
+        assert!(
+            findings_from(vec![finding("a"), finding("b")], 1)
+                .unwrap_err()
+                .contains("limit")
+        );
         let mut nan = finding("r");
         nan.value = Some(f64::NAN);
         assert!(findings_from(vec![nan], 10).is_err());

@@ -249,7 +249,9 @@ fn root_cause(error: &wasmtime::Error) -> String {
     text
 }
 
-fn check_info(info: super::bindings::vigil::plugin::types::PluginInfo) -> Result<PluginInfo, String> {
+fn check_info(
+    info: super::bindings::vigil::plugin::types::PluginInfo,
+) -> Result<PluginInfo, String> {
     if info.name.is_empty() || info.name.len() > MAX_INFO_BYTES {
         return Err(format!("name must be 1 to {MAX_INFO_BYTES} bytes"));
     }
@@ -262,7 +264,11 @@ fn check_info(info: super::bindings::vigil::plugin::types::PluginInfo) -> Result
             info.interests.len()
         ));
     }
-    if let Some(bad) = info.interests.iter().find(|i| i.is_empty() || i.len() > 256) {
+    if let Some(bad) = info
+        .interests
+        .iter()
+        .find(|i| i.is_empty() || i.len() > 256)
+    {
         return Err(format!("interest {bad:?} must be 1 to 256 bytes"));
     }
     Ok(PluginInfo {

@@ -7,7 +7,14 @@
 
 use serde::Deserialize;
 
-wit_bindgen::generate!({ world: "alert-rule", path: "../../wit" });
+/// Guest bindings of the vigil:plugin/alert-rule world.
+mod bindings {
+    #![allow(clippy::too_many_arguments)] // generated code
+    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
+}
+
+use bindings::{Guest, vigil};
+use bindings::{Batch, Finding, PluginInfo};
 
 use vigil::plugin::host;
 use vigil::plugin::types::Severity;
@@ -20,7 +27,10 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    serde_json::from_str(&host::config()).unwrap_or(Settings { mode: "ok".into(), when: None })
+    serde_json::from_str(&host::config()).unwrap_or(Settings {
+        mode: "ok".into(),
+        when: None,
+    })
 }
 
 fn finding(rule: &str) -> Finding {
@@ -53,7 +63,9 @@ fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
             }
         }
         "garbage" => Ok(vec![finding(""), finding(&"x".repeat(100_000))]),
-        "flood" => Ok((0..100_000).map(|i| finding(&format!("flood-{i}"))).collect()),
+        "flood" => Ok((0..100_000)
+            .map(|i| finding(&format!("flood-{i}")))
+            .collect()),
         "fail" => Err("misbehave fixture failed on purpose".into()),
         _ => Ok(vec![finding("misbehave-ok")]),
     }
@@ -83,4 +95,4 @@ impl Guest for Misbehave {
     }
 }
 
-export!(Misbehave);
+bindings::export!(Misbehave with_types_in bindings);

@@ -17,7 +17,14 @@ mod rule;
 
 use rule::{Rule, Settings};
 
-wit_bindgen::generate!({ world: "alert-rule", path: "../../wit" });
+/// Guest bindings of the vigil:plugin/alert-rule world.
+mod bindings {
+    #![allow(clippy::too_many_arguments)] // generated code
+    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
+}
+
+use bindings::{Guest, vigil};
+use bindings::{Batch, Finding, PluginInfo};
 
 use vigil::plugin::host;
 
@@ -63,4 +70,4 @@ fn findings_for<'a>(rule: &'a Rule, batch: &'a Batch) -> impl Iterator<Item = Fi
         .map(|(series, value)| rule.finding(&series.attributes, value))
 }
 
-export!(Threshold);
+bindings::export!(Threshold with_types_in bindings);

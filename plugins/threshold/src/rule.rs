@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::vigil::plugin::types::{Attribute, Finding, Severity};
+use crate::bindings::vigil::plugin::types::{Attribute, Finding, Severity};
 
 /// The plugin's settings: a list of rules.
 #[derive(Debug, Deserialize)]
@@ -17,8 +17,8 @@ pub struct Settings {
 impl Settings {
     /// Parses the JSON settings the host hands over, with an error that says what to fix.
     pub fn parse(json: &str) -> Result<Settings, String> {
-        let settings: Settings = serde_json::from_str(json)
-            .map_err(|e| format!("invalid threshold settings: {e}"))?;
+        let settings: Settings =
+            serde_json::from_str(json).map_err(|e| format!("invalid threshold settings: {e}"))?;
         if settings.rules.is_empty() {
             return Err("threshold settings need at least one [[rules]] entry".into());
         }
@@ -102,7 +102,10 @@ impl Rule {
             return Err("every threshold rule needs a non-empty `name` and `metric`".into());
         }
         if !self.value.is_finite() {
-            return Err(format!("rule `{}`: `value` must be a finite number", self.name));
+            return Err(format!(
+                "rule `{}`: `value` must be a finite number",
+                self.name
+            ));
         }
         self.for_ms().map(|_| ())
     }
@@ -114,7 +117,12 @@ impl Rule {
         };
         humantime::parse_duration(text)
             .map(|d: Duration| d.as_millis() as u64)
-            .map_err(|e| format!("rule `{}`: invalid `for` = {text:?}: {e} (use e.g. \"30s\", \"5m\")", self.name))
+            .map_err(|e| {
+                format!(
+                    "rule `{}`: invalid `for` = {text:?}: {e} (use e.g. \"30s\", \"5m\")",
+                    self.name
+                )
+            })
     }
 
     /// Whether a series with these attributes is one the rule watches.
@@ -139,7 +147,10 @@ impl Rule {
             .collect::<Vec<_>>()
             .join(",");
         let mut labels = attributes.to_vec();
-        labels.push(Attribute { key: "metric".into(), value: self.metric.clone() });
+        labels.push(Attribute {
+            key: "metric".into(),
+            value: self.metric.clone(),
+        });
         Finding {
             rule: self.name.clone(),
             summary: format!(

@@ -45,7 +45,13 @@ impl Workspace {
 
     /// A config that exports to `endpoint` with `protocol`, collects system metrics every
     /// `interval`, loads plugins from this workspace, plus `extra` TOML appended.
-    pub fn config_for(&self, endpoint: &str, protocol: &str, interval: &str, extra: &str) -> String {
+    pub fn config_for(
+        &self,
+        endpoint: &str,
+        protocol: &str,
+        interval: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"
 [collect.system]

@@ -41,7 +41,9 @@ pub struct Received {
 pub enum DataKind {
     Gauge,
     /// A sum; `monotonic` tells counters from up-down counters.
-    Sum { monotonic: bool },
+    Sum {
+        monotonic: bool,
+    },
     Other,
 }
 
@@ -77,7 +79,9 @@ fn text(value: &Option<AnyValue>) -> String {
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
 }
 
 impl Received {
@@ -318,7 +322,10 @@ async fn handle_http(
     };
     let body = if gzip {
         let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
             return status(StatusCode::BAD_REQUEST);
         }
         Bytes::from(out)
