@@ -59,6 +59,53 @@ pub struct AgentConfig {
 pub struct CollectConfig {
     #[serde(default)]
     pub system: SystemCollectorConfig,
+    /// `[[collect.postgres]]`: PostgreSQL servers.
+    #[serde(default)]
+    pub postgres: Vec<InstanceConfig>,
+    /// `[[collect.mysql]]`: MySQL / MariaDB servers.
+    #[serde(default)]
+    pub mysql: Vec<InstanceConfig>,
+    /// `[[collect.redis]]`: Redis servers.
+    #[serde(default)]
+    pub redis: Vec<InstanceConfig>,
+}
+
+/// One database or cache server to collect from.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Name of the instance, unique per kind; it names the source (`redis:NAME`) and the `vigil.instance` attribute.
+    pub name: String,
+    /// Connection URL, e.g. `postgres://vigil@127.0.0.1:5432/postgres`, `mysql://root@127.0.0.1:3306/test`,
+    /// `redis://127.0.0.1:6379`. Keep the password out of it: use `password_env` or `password_file`.
+    pub url: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// How often to collect.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time limit of one collection round; a slower server counts as down for that round.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How many tables, indexes, statements or commands the per-object metrics cover (largest first).
+    #[serde(default = "default_top_n")]
+    pub top_n: usize,
+}
+
+impl std::fmt::Debug for InstanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceConfig")
+            .field("name", &self.name)
+            .field("url", &"<redacted>")
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("top_n", &self.top_n)
+            .finish()
+    }
 }
 
 /// `[collect.system]`: host metrics from the operating system.
@@ -226,6 +273,12 @@ fn yes() -> bool {
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_top_n() -> usize {
+    10
+}
 fn default_plugin_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil/plugins")
 }
@@ -293,6 +346,37 @@ impl Config {
         };
         if self.collect.system.interval < Duration::from_millis(100) {
             return Err(invalid("collect.system.interval", "must be at least 100ms"));
+        }
+        for (kind, instances) in [
+            ("postgres", &self.collect.postgres),
+            ("mysql", &self.collect.mysql),
+            ("redis", &self.collect.redis),
+        ] {
+            let mut names = std::collections::HashSet::new();
+            for (i, instance) in instances.iter().enumerate() {
+                let field = format!("collect.{kind}[{i}]");
+                if instance.name.is_empty() || !names.insert(instance.name.as_str()) {
+                    return Err(invalid(
+                        &format!("{field}.name"),
+                        "must be non-empty and unique per kind",
+                    ));
+                }
+                if let Err(problem) = crate::collect::dsn::check(kind, &instance.url) {
+                    return Err(invalid(&format!("{field}.url"), &problem));
+                }
+                if instance.interval < Duration::from_millis(100) || instance.timeout.is_zero() {
+                    return Err(invalid(
+                        &field,
+                        "needs interval >= 100ms and a non-zero timeout",
+                    ));
+                }
+                if instance.password_env.is_some() && instance.password_file.is_some() {
+                    return Err(invalid(
+                        &field,
+                        "takes password_env or password_file, not both",
+                    ));
+                }
+            }
         }
         if self.plugins.deadline < Duration::from_millis(1) {
             return Err(invalid("plugins.deadline", "must be at least 1ms"));

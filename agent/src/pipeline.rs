@@ -32,6 +32,33 @@ pub struct Agent {
     telemetry: Mutex<SelfTelemetry>,
 }
 
+/// One collector per configured PostgreSQL, MySQL and Redis instance.
+fn server_collectors(config: &Config, host: &str) -> Result<Vec<Box<dyn Collector>>, StartError> {
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    let setup = |message: String| {
+        StartError::Collect(crate::collect::CollectError::Failed {
+            collector: "setup".into(),
+            message,
+        })
+    };
+    for instance in &config.collect.postgres {
+        collectors.push(Box::new(
+            crate::collect::postgres::collector(instance, host.to_owned()).map_err(setup)?,
+        ));
+    }
+    for instance in &config.collect.mysql {
+        collectors.push(Box::new(
+            crate::collect::mysql::collector(instance, host.to_owned()).map_err(setup)?,
+        ));
+    }
+    for instance in &config.collect.redis {
+        collectors.push(Box::new(
+            crate::collect::redis::collector(instance, host.to_owned()).map_err(setup)?,
+        ));
+    }
+    Ok(collectors)
+}
+
 /// The host name: configured, or the machine's.
 pub fn host_name(config: &Config) -> String {
     config
@@ -77,6 +104,7 @@ impl Agent {
                 host.clone(),
             )?));
         }
+        collectors.extend(server_collectors(config, &host)?);
         let agent = Arc::new(Agent {
             host,
             exporter,

@@ -2,6 +2,11 @@
 //!
 //! A collector knows nothing about plugins or export.
 
+pub mod dsn;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+pub mod server;
 pub mod system;
 
 use std::future::Future;

@@ -13,8 +13,8 @@ mod bindings {
     wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
 }
 
-use bindings::{Guest, vigil};
 use bindings::{Batch, Finding, PluginInfo};
+use bindings::{Guest, vigil};
 
 use vigil::plugin::host;
 use vigil::plugin::types::Severity;

@@ -1,0 +1,600 @@
+//! PostgreSQL metrics with `sqlx`, named like the OpenTelemetry Collector's
+//! postgresql receiver where one exists (`postgresql.backends`, `postgresql.commits`, ...).
+//!
+//! Every query casts numbers to `float8` and names to `text`, so rows decode uniformly.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{Connection, Row};
+
+use super::server::{Identity, Scraper, ServerCollector, password};
+use crate::config::InstanceConfig;
+use crate::model::{BatchBuilder, MetricDesc, MetricKind};
+
+use MetricKind::{Counter, Gauge, UpDownCounter};
+
+/// Longest normalized query text kept as an attribute.
+pub const MAX_QUERY_TEXT: usize = 256;
+
+/// Builds the collector of one PostgreSQL instance.
+pub fn collector(
+    config: &InstanceConfig,
+    host: String,
+) -> Result<ServerCollector<PostgresScraper>, String> {
+    let mut options = PgConnectOptions::from_str(&config.url)
+        .map_err(|e| format!("postgres {}: invalid url: {e}", config.name))?;
+    if let Some(secret) = password(config).map_err(|e| format!("postgres {}: {e}", config.name))? {
+        options = options.password(secret.expose());
+    }
+    options = options.application_name("vigil");
+    let who = Identity::new("postgresql", config, 5432);
+    Ok(ServerCollector::new(
+        PostgresScraper {
+            options,
+            connection: None,
+            top_n: config.top_n as i64,
+            statements_note_given: false,
+        },
+        who,
+        config,
+        host,
+    ))
+}
+
+/// Reads one PostgreSQL server (cluster-wide views, plus per-table views of the connected database).
+pub struct PostgresScraper {
+    options: PgConnectOptions,
+    connection: Option<PgConnection>,
+    top_n: i64,
+    statements_note_given: bool,
+}
+
+fn num(row: &PgRow, column: &str) -> Option<f64> {
+    row.try_get::<Option<f64>, _>(column).ok().flatten()
+}
+
+fn text(row: &PgRow, column: &str) -> String {
+    row.try_get::<Option<String>, _>(column)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn query_error(what: &str) -> impl Fn(sqlx::Error) -> String + '_ {
+    move |e| format!("query of {what} failed: {e}")
+}
+
+impl PostgresScraper {
+    async fn database_stats(
+        conn: &mut PgConnection,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+    ) -> Result<(), String> {
+        let rows = sqlx::query(
+            "SELECT d.datname::text AS db, d.numbackends::float8 AS backends,
+                    d.xact_commit::float8 AS commits, d.xact_rollback::float8 AS rollbacks,
+                    d.blks_read::float8 AS blks_read, d.blks_hit::float8 AS blks_hit,
+                    d.tup_returned::float8 AS returned, d.tup_fetched::float8 AS fetched,
+                    d.tup_inserted::float8 AS inserted, d.tup_updated::float8 AS updated,
+                    d.tup_deleted::float8 AS deleted, d.deadlocks::float8 AS deadlocks,
+                    d.temp_files::float8 AS temp_files, d.temp_bytes::float8 AS temp_bytes,
+                    CASE WHEN has_database_privilege(d.datname, 'CONNECT')
+                         THEN pg_database_size(d.datid)::float8 END AS size
+             FROM pg_stat_database d WHERE d.datname IS NOT NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_stat_database"))?;
+        let metrics = [
+            (
+                "backends",
+                MetricDesc::new(
+                    "postgresql.backends",
+                    "{connection}",
+                    UpDownCounter,
+                    "Backends connected to a database",
+                ),
+            ),
+            (
+                "commits",
+                MetricDesc::new(
+                    "postgresql.commits",
+                    "{transaction}",
+                    Counter,
+                    "Committed transactions",
+                ),
+            ),
+            (
+                "rollbacks",
+                MetricDesc::new(
+                    "postgresql.rollbacks",
+                    "{transaction}",
+                    Counter,
+                    "Rolled back transactions",
+                ),
+            ),
+            (
+                "blks_read",
+                MetricDesc::new(
+                    "postgresql.blks_read",
+                    "{block}",
+                    Counter,
+                    "Blocks read from disk (buffer cache misses)",
+                ),
+            ),
+            (
+                "blks_hit",
+                MetricDesc::new(
+                    "postgresql.blks_hit",
+                    "{block}",
+                    Counter,
+                    "Blocks found in the buffer cache",
+                ),
+            ),
+            (
+                "returned",
+                MetricDesc::new(
+                    "postgresql.tup_returned",
+                    "{row}",
+                    Counter,
+                    "Rows returned by queries",
+                ),
+            ),
+            (
+                "fetched",
+                MetricDesc::new(
+                    "postgresql.tup_fetched",
+                    "{row}",
+                    Counter,
+                    "Rows fetched by queries",
+                ),
+            ),
+            (
+                "inserted",
+                MetricDesc::new("postgresql.tup_inserted", "{row}", Counter, "Rows inserted"),
+            ),
+            (
+                "updated",
+                MetricDesc::new("postgresql.tup_updated", "{row}", Counter, "Rows updated"),
+            ),
+            (
+                "deleted",
+                MetricDesc::new("postgresql.tup_deleted", "{row}", Counter, "Rows deleted"),
+            ),
+            (
+                "deadlocks",
+                MetricDesc::new(
+                    "postgresql.deadlocks",
+                    "{deadlock}",
+                    Counter,
+                    "Deadlocks detected",
+                ),
+            ),
+            (
+                "temp_files",
+                MetricDesc::new(
+                    "postgresql.temp_files",
+                    "{file}",
+                    Counter,
+                    "Temporary files created",
+                ),
+            ),
+            (
+                "temp_bytes",
+                MetricDesc::new(
+                    "postgresql.temp.io",
+                    "By",
+                    Counter,
+                    "Bytes written to temporary files",
+                ),
+            ),
+            (
+                "size",
+                MetricDesc::new("postgresql.db_size", "By", UpDownCounter, "Database size"),
+            ),
+        ];
+        for row in &rows {
+            let attrs = who.with(&[("db.namespace", &text(row, "db"))]);
+            for (column, metric) in &metrics {
+                if let Some(v) = num(row, column) {
+                    batch.point(metric, attrs.clone(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_stats(
+        conn: &mut PgConnection,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+    ) -> Result<(), String> {
+        let row = sqlx::query(
+            "SELECT (SELECT setting::float8 FROM pg_settings WHERE name = 'max_connections') AS max_connections,
+                    (SELECT count(*)::float8 FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections,
+                    current_setting('server_version_num')::float8 AS version",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(query_error("connection counts"))?;
+        let base = who.attributes();
+        if let Some(v) = num(&row, "max_connections") {
+            batch.point(
+                &MetricDesc::new(
+                    "postgresql.connection.max",
+                    "{connection}",
+                    Gauge,
+                    "max_connections",
+                ),
+                base.clone(),
+                v,
+            );
+        }
+        if let Some(v) = num(&row, "connections") {
+            batch.point(
+                &MetricDesc::new(
+                    "postgresql.connection.count",
+                    "{connection}",
+                    UpDownCounter,
+                    "Client connections to the server",
+                ),
+                base.clone(),
+                v,
+            );
+        }
+        let version = num(&row, "version").unwrap_or(0.0);
+
+        let locks = sqlx::query(
+            "SELECT mode::text AS mode, count(*)::float8 AS n FROM pg_locks GROUP BY mode",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_locks"))?;
+        let lock_metric = MetricDesc::new(
+            "postgresql.database.locks",
+            "{lock}",
+            Gauge,
+            "Locks held or awaited, by mode",
+        );
+        for row in &locks {
+            batch.point(
+                &lock_metric,
+                who.with(&[("postgresql.lock.mode", &text(row, "mode"))]),
+                num(&row, "n").unwrap_or(0.0),
+            );
+        }
+
+        let replicas = sqlx::query(
+            "SELECT coalesce(application_name, '')::text AS app, coalesce(client_addr::text, 'local') AS addr,
+                    extract(epoch FROM replay_lag)::float8 AS replay_lag,
+                    (pg_current_wal_lsn() - replay_lsn)::float8 AS replay_bytes
+             FROM pg_stat_replication",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_stat_replication"))?;
+        let lag = MetricDesc::new(
+            "postgresql.replication.lag",
+            "s",
+            Gauge,
+            "Replay lag of a replica",
+        );
+        let lag_bytes = MetricDesc::new(
+            "postgresql.replication.data_delay",
+            "By",
+            Gauge,
+            "WAL not yet replayed by a replica",
+        );
+        for row in &replicas {
+            let attrs = who.with(&[
+                ("postgresql.replica.application", &text(row, "app")),
+                ("postgresql.replica.address", &text(row, "addr")),
+            ]);
+            if let Some(v) = num(row, "replay_lag") {
+                batch.point(&lag, attrs.clone(), v);
+            }
+            if let Some(v) = num(row, "replay_bytes") {
+                batch.point(&lag_bytes, attrs, v);
+            }
+        }
+
+        let checkpoints_sql = if version >= 170000.0 {
+            "SELECT num_timed::float8 AS timed, num_requested::float8 AS requested, buffers_written::float8 AS buffers_checkpoint,
+                    write_time::float8 AS write_time, sync_time::float8 AS sync_time FROM pg_stat_checkpointer"
+        } else {
+            "SELECT checkpoints_timed::float8 AS timed, checkpoints_req::float8 AS requested, buffers_checkpoint::float8 AS buffers_checkpoint,
+                    checkpoint_write_time::float8 AS write_time, checkpoint_sync_time::float8 AS sync_time FROM pg_stat_bgwriter"
+        };
+        let row = sqlx::query(checkpoints_sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(query_error("checkpoints"))?;
+        let count = MetricDesc::new(
+            "postgresql.bgwriter.checkpoint.count",
+            "{checkpoint}",
+            Counter,
+            "Checkpoints, by type",
+        );
+        let duration = MetricDesc::new(
+            "postgresql.bgwriter.duration",
+            "ms",
+            Counter,
+            "Time spent writing and syncing checkpoints",
+        );
+        let writes = MetricDesc::new(
+            "postgresql.bgwriter.buffers.writes",
+            "{buffer}",
+            Counter,
+            "Buffers written by checkpoints",
+        );
+        for (column, kind) in [("timed", "scheduled"), ("requested", "requested")] {
+            if let Some(v) = num(&row, column) {
+                batch.point(&count, who.with(&[("type", kind)]), v);
+            }
+        }
+        for (column, kind) in [("write_time", "write"), ("sync_time", "sync")] {
+            if let Some(v) = num(&row, column) {
+                batch.point(&duration, who.with(&[("type", kind)]), v);
+            }
+        }
+        if let Some(v) = num(&row, "buffers_checkpoint") {
+            batch.point(&writes, who.with(&[("source", "checkpoints")]), v);
+        }
+        if version >= 140000.0 {
+            let row = sqlx::query("SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes FROM pg_stat_wal")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(query_error("pg_stat_wal"))?;
+            if let Some(v) = num(&row, "bytes") {
+                batch.point(
+                    &MetricDesc::new("postgresql.wal.bytes", "By", Counter, "WAL generated"),
+                    base.clone(),
+                    v,
+                );
+            }
+            if let Some(v) = num(&row, "records") {
+                batch.point(
+                    &MetricDesc::new(
+                        "postgresql.wal.records",
+                        "{record}",
+                        Counter,
+                        "WAL records generated",
+                    ),
+                    base,
+                    v,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn table_stats(
+        conn: &mut PgConnection,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+        top_n: i64,
+    ) -> Result<(), String> {
+        let db: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(query_error("current_database"))?;
+        let tables = sqlx::query(
+            "SELECT schemaname::text AS schema, relname::text AS tbl, seq_scan::float8 AS seq_scan,
+                    seq_tup_read::float8 AS seq_tup_read, coalesce(idx_scan, 0)::float8 AS idx_scan,
+                    n_live_tup::float8 AS live, n_dead_tup::float8 AS dead,
+                    pg_total_relation_size(relid)::float8 AS size
+             FROM pg_stat_user_tables ORDER BY seq_tup_read DESC, relname LIMIT $1",
+        )
+        .bind(top_n)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_stat_user_tables"))?;
+        let metrics = [
+            (
+                "seq_scan",
+                MetricDesc::new(
+                    "postgresql.sequential_scans",
+                    "{sequential_scan}",
+                    Counter,
+                    "Sequential scans of a table",
+                ),
+            ),
+            (
+                "seq_tup_read",
+                MetricDesc::new(
+                    "postgresql.table.seq_rows_read",
+                    "{row}",
+                    Counter,
+                    "Rows read by sequential scans of a table",
+                ),
+            ),
+            (
+                "idx_scan",
+                MetricDesc::new(
+                    "postgresql.table.index_scans",
+                    "{index_scan}",
+                    Counter,
+                    "Index scans on a table",
+                ),
+            ),
+            (
+                "size",
+                MetricDesc::new(
+                    "postgresql.table.size",
+                    "By",
+                    UpDownCounter,
+                    "Table size with indexes and TOAST",
+                ),
+            ),
+        ];
+        let rows_metric = MetricDesc::new(
+            "postgresql.rows",
+            "{row}",
+            UpDownCounter,
+            "Live and dead rows of a table",
+        );
+        for row in &tables {
+            let attrs = who.with(&[
+                ("db.namespace", &db),
+                ("postgresql.schema.name", &text(row, "schema")),
+                ("postgresql.table.name", &text(row, "tbl")),
+            ]);
+            for (column, metric) in &metrics {
+                if let Some(v) = num(row, column) {
+                    batch.point(metric, attrs.clone(), v);
+                }
+            }
+            for (column, state) in [("live", "live"), ("dead", "dead")] {
+                if let Some(v) = num(row, column) {
+                    let mut a = attrs.clone();
+                    a.push(("state".into(), state.into()));
+                    batch.point(&rows_metric, a, v);
+                }
+            }
+        }
+
+        let indexes = sqlx::query(
+            "SELECT s.schemaname::text AS schema, s.relname::text AS tbl, s.indexrelname::text AS idx,
+                    s.idx_scan::float8 AS scans, pg_relation_size(s.indexrelid)::float8 AS size,
+                    (NOT i.indisunique AND s.idx_scan = 0)::int::float8 AS unused
+             FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+             ORDER BY pg_relation_size(s.indexrelid) DESC, s.indexrelname LIMIT $1",
+        )
+        .bind(top_n)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_stat_user_indexes"))?;
+        let scans = MetricDesc::new(
+            "postgresql.index.scans",
+            "{scan}",
+            Counter,
+            "Scans of an index",
+        );
+        let size = MetricDesc::new("postgresql.index.size", "By", UpDownCounter, "Index size");
+        let unused = MetricDesc::new(
+            "postgresql.index.unused",
+            "1",
+            Gauge,
+            "1 for a non-unique index never scanned since stats reset",
+        );
+        for row in &indexes {
+            let attrs = who.with(&[
+                ("db.namespace", &db),
+                ("postgresql.schema.name", &text(row, "schema")),
+                ("postgresql.table.name", &text(row, "tbl")),
+                ("postgresql.index.name", &text(row, "idx")),
+            ]);
+            for (column, metric) in [("scans", &scans), ("size", &size), ("unused", &unused)] {
+                if let Some(v) = num(row, column) {
+                    batch.point(metric, attrs.clone(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn statement_stats(
+        &mut self,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+    ) -> Result<(), String> {
+        let top_n = self.top_n;
+        let Some(conn) = self.connection.as_mut() else {
+            return Ok(());
+        };
+        let installed: Option<String> = sqlx::query_scalar(
+            "SELECT extname::text FROM pg_extension WHERE extname = 'pg_stat_statements'",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_error("pg_extension"))?;
+        let statements = match installed {
+            Some(_) => sqlx::query(
+                "(SELECT queryid::text AS id, left(query, $2)::text AS query, calls::float8 AS calls,
+                         total_exec_time::float8 AS total_ms, mean_exec_time::float8 AS mean_ms
+                  FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT $1)
+                 UNION
+                 (SELECT queryid::text, left(query, $2)::text, calls::float8, total_exec_time::float8, mean_exec_time::float8
+                  FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1)",
+            )
+            .bind(top_n)
+            .bind(MAX_QUERY_TEXT as i32)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| e.to_string()),
+            None => Err("the extension is not installed in this database".to_owned()),
+        };
+        let statements = match statements {
+            Ok(rows) => rows,
+            Err(reason) => {
+                if !self.statements_note_given {
+                    self.statements_note_given = true;
+                    tracing::info!(instance = %who.name, "{who}: slow-query metrics are off: pg_stat_statements is unavailable ({reason}). To enable them: set shared_preload_libraries = 'pg_stat_statements' in postgresql.conf, restart PostgreSQL, then run CREATE EXTENSION pg_stat_statements; in the database vigil connects to");
+                }
+                return Ok(());
+            }
+        };
+        let calls = MetricDesc::new(
+            "postgresql.query.calls",
+            "{call}",
+            Counter,
+            "Calls of a normalized statement",
+        );
+        let total = MetricDesc::new(
+            "postgresql.query.total_time",
+            "s",
+            Counter,
+            "Total execution time of a normalized statement",
+        );
+        let mean = MetricDesc::new(
+            "postgresql.query.mean_time",
+            "s",
+            Gauge,
+            "Mean execution time of a normalized statement",
+        );
+        for row in &statements {
+            let attrs = who.with(&[
+                ("postgresql.query.id", &text(row, "id")),
+                ("db.query.text", &text(row, "query")),
+            ]);
+            if let Some(v) = num(row, "calls") {
+                batch.point(&calls, attrs.clone(), v);
+            }
+            if let Some(v) = num(row, "total_ms") {
+                batch.point(&total, attrs.clone(), v / 1000.0);
+            }
+            if let Some(v) = num(row, "mean_ms") {
+                batch.point(&mean, attrs, v / 1000.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scraper for PostgresScraper {
+    async fn scrape<'a>(
+        &'a mut self,
+        batch: &'a mut BatchBuilder,
+        who: &'a Identity,
+    ) -> Result<(), String> {
+        if self.connection.is_none() {
+            let connection = PgConnection::connect_with(&self.options)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            self.connection = Some(connection);
+        }
+        let top_n = self.top_n;
+        let Some(conn) = self.connection.as_mut() else {
+            return Err("no connection".into());
+        };
+        Self::server_stats(conn, batch, who).await?;
+        Self::database_stats(conn, batch, who).await?;
+        Self::table_stats(conn, batch, who, top_n).await?;
+        self.statement_stats(batch, who).await
+    }
+
+    fn disconnect(&mut self) {
+        self.connection = None;
+    }
+}

@@ -1,0 +1,289 @@
+//! What every database and cache collector shares: the instance's identity and
+//! attributes, its password, a per-round timeout, and health with back-off: a server
+//! that is down yields `<kind>.up = 0`, one warning per outage (not one per round),
+//! reconnect attempts spaced out exponentially, and one message when it is back.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{CollectError, CollectFuture, Collector};
+use crate::config::InstanceConfig;
+use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
+
+/// Shortest and longest pause between reconnect attempts.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A password read from the environment or a file. Never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, for the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Reads the password an instance config points at, if any.
+pub fn password(config: &InstanceConfig) -> Result<Option<Secret>, String> {
+    if let Some(var) = &config.password_env {
+        return std::env::var(var)
+            .map(|p| Some(Secret(p)))
+            .map_err(|_| format!("password_env names {var}, which is not set"));
+    }
+    if let Some(file) = &config.password_file {
+        return read_password_file(file).map(Some);
+    }
+    Ok(None)
+}
+
+fn read_password_file(file: &Path) -> Result<Secret, String> {
+    std::fs::read_to_string(file)
+        .map(|p| Secret(p.trim_end_matches(['\n', '\r']).to_owned()))
+        .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))
+}
+
+/// Who a server is: kind, name and address, as attributes on every series.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `postgresql`, `mysql` or `redis` (the `db.system` value and metric prefix).
+    pub system: &'static str,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl Identity {
+    /// The identity of an instance of `system`, read from its URL.
+    pub fn new(system: &'static str, config: &InstanceConfig, default_port: u16) -> Self {
+        let (address, port, _) = super::dsn::describe(&config.url, default_port);
+        Identity {
+            system,
+            name: config.name.clone(),
+            address,
+            port,
+        }
+    }
+
+    /// The attributes every series of this server carries.
+    pub fn attributes(&self) -> Attributes {
+        vec![
+            ("db.system".into(), self.system.into()),
+            ("server.address".into(), self.address.clone()),
+            ("server.port".into(), self.port.to_string()),
+            ("vigil.instance".into(), self.name.clone()),
+        ]
+    }
+
+    /// These attributes plus `extra`.
+    pub fn with(&self, extra: &[(&str, &str)]) -> Attributes {
+        let mut a = self.attributes();
+        a.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        a
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({}:{})",
+            self.system, self.name, self.address, self.port
+        )
+    }
+}
+
+/// A server's reachability and when to try it next.
+#[derive(Debug)]
+pub struct Health {
+    down_since: Option<Instant>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            down_since: None,
+            failures: 0,
+            next_attempt: Instant::now(),
+        }
+    }
+}
+
+impl Health {
+    /// Whether a round should contact the server now (not while backing off).
+    pub fn should_attempt(&self, now: Instant) -> bool {
+        now >= self.next_attempt
+    }
+
+    /// Whether the server answered the last attempt.
+    pub fn is_up(&self) -> bool {
+        self.down_since.is_none()
+    }
+
+    /// Records a good round; says so once when the server comes back.
+    pub fn succeeded(&mut self, who: &Identity) {
+        if let Some(since) = self.down_since.take() {
+            tracing::info!(instance = %who.name, "{who} is reachable again after {:.1?}", since.elapsed());
+        }
+        self.failures = 0;
+        self.next_attempt = Instant::now();
+    }
+
+    /// Records a failed round; warns once per outage and backs off exponentially.
+    pub fn failed(&mut self, who: &Identity, reason: &str, now: Instant) {
+        if self.down_since.is_none() {
+            self.down_since = Some(now);
+            tracing::warn!(instance = %who.name, "{who} is unreachable: {reason}; reporting {}.up = 0 and retrying with back-off (up to {}s)", who.system, BACKOFF_MAX.as_secs());
+        } else {
+            tracing::debug!(instance = %who.name, "{who} still unreachable: {reason}");
+        }
+        let backoff = BACKOFF_MIN
+            .saturating_mul(1u32 << self.failures.min(6))
+            .min(BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        self.next_attempt = now + backoff;
+    }
+}
+
+/// The part that differs per server kind: connecting and reading metrics.
+pub trait Scraper: Send + 'static {
+    /// Reads one round of metrics into `batch`, connecting first if needed.
+    fn scrape<'a>(
+        &'a mut self,
+        batch: &'a mut BatchBuilder,
+        who: &'a Identity,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'a;
+
+    /// Drops the connection after a failure, so the next round reconnects.
+    fn disconnect(&mut self);
+}
+
+/// A collector for one server: a [`Scraper`] with timeout, health and the `up` metric.
+pub struct ServerCollector<S> {
+    scraper: S,
+    who: Identity,
+    source: String,
+    host: String,
+    interval: Duration,
+    timeout: Duration,
+    health: Health,
+    up: MetricDesc,
+}
+
+impl<S: Scraper> ServerCollector<S> {
+    /// A collector of `scraper` for the server `who`, configured by `config`.
+    pub fn new(scraper: S, who: Identity, config: &InstanceConfig, host: String) -> Self {
+        let kind = match who.system {
+            "postgresql" => "postgres",
+            other => other,
+        };
+        ServerCollector {
+            source: format!("{kind}:{}", who.name),
+            up: MetricDesc::new(
+                &format!("{}.up", who.system),
+                "1",
+                MetricKind::Gauge,
+                "1 when the last round reached the server, 0 when not",
+            ),
+            scraper,
+            who,
+            host,
+            interval: config.interval,
+            timeout: config.timeout,
+            health: Health::default(),
+        }
+    }
+
+    async fn round(&mut self) -> BatchBuilder {
+        let now = Instant::now();
+        let mut batch = BatchBuilder::new(self.source.clone(), self.host.clone());
+        if self.health.should_attempt(now) {
+            let result =
+                tokio::time::timeout(self.timeout, self.scraper.scrape(&mut batch, &self.who))
+                    .await;
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(_) => Some(format!(
+                    "no answer within {:?} (collect timeout)",
+                    self.timeout
+                )),
+            };
+            match failure {
+                None => self.health.succeeded(&self.who),
+                Some(reason) => {
+                    self.scraper.disconnect();
+                    self.health.failed(&self.who, &reason, now);
+                    batch = BatchBuilder::new(self.source.clone(), self.host.clone());
+                }
+            }
+        }
+        let up = if self.health.is_up() { 1.0 } else { 0.0 };
+        batch.point(&self.up, self.who.attributes(), up);
+        batch
+    }
+}
+
+impl<S: Scraper> Collector for ServerCollector<S> {
+    fn name(&self) -> &str {
+        &self.source
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn collect(&mut self) -> CollectFuture<'_> {
+        Box::pin(async move { Ok::<_, CollectError>(self.round().await.build()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_recovery_resets() {
+        let who = Identity {
+            system: "redis",
+            name: "r".into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+        };
+        let mut health = Health::default();
+        let t0 = Instant::now();
+        assert!(health.should_attempt(t0));
+        health.failed(&who, "refused", t0);
+        assert!(!health.is_up());
+        assert!(!health.should_attempt(t0 + Duration::from_millis(500)));
+        assert!(health.should_attempt(t0 + Duration::from_secs(1)));
+        health.failed(&who, "refused", t0);
+        assert!(!health.should_attempt(t0 + Duration::from_millis(1500)));
+        for _ in 0..20 {
+            health.failed(&who, "refused", t0);
+        }
+        assert!(health.should_attempt(t0 + BACKOFF_MAX));
+        health.succeeded(&who);
+        assert!(health.is_up());
+        assert!(health.should_attempt(Instant::now()));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
+    }
+}

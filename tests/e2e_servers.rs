@@ -1,0 +1,578 @@
+//! End to end against the real PostgreSQL, MariaDB and Redis on this machine: known
+//! traffic is generated, the agent collects, and the exported values are checked
+//! against what the servers report; the example plugins built from source fire;
+//! a Redis the test starts itself is stopped and started again.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqlx::{Connection, Row};
+use vigil_testkit::agent::{AgentProcess, Workspace, vigil};
+use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
+use vigil_testkit::plugins::{
+    PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
+};
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn redis_info() -> HashMap<String, f64> {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let text: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+fn point_for<'a>(points: &'a [Point], instance: &str) -> Option<&'a Point> {
+    points
+        .iter()
+        .find(|p| p.attributes.get("vigil.instance").map(String::as_str) == Some(instance))
+}
+
+fn value(received: &Received, metric: &str, instance: &str) -> Option<f64> {
+    point_for(&received.latest_points(metric), instance).map(|p| p.value)
+}
+
+fn firing<'a>(records: &'a [Record], rule: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| {
+            r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule)
+                && r.attributes["vigil.alert.state"] == "firing"
+        })
+        .collect()
+}
+
+/// Runs `vigil run --once` with `config` and returns what the receiver got and the agent's stderr.
+async fn run_once(receiver: &OtlpReceiver, ws: &Workspace, extra: &str) -> (Received, String) {
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "10s", extra))
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        vigil(VIGIL)
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (receiver.received(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_metrics_match_info() {
+    let before = redis_info();
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let key = format!("vigil-test-{}", std::process::id());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    for _ in 0..200 {
+        let _: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    }
+    for i in 0..300 {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(format!("{key}-missing-{i}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (received, _) = run_once(
+        &receiver,
+        &ws,
+        &format!("[[collect.redis]]\nname = \"main\"\nurl = \"{REDIS_URL}\"\n"),
+    )
+    .await;
+    let after = redis_info();
+
+    for (metric, field, generated) in [
+        ("redis.keyspace.hits", "keyspace_hits", 200.0),
+        ("redis.keyspace.misses", "keyspace_misses", 300.0),
+    ] {
+        let exported =
+            value(&received, metric, "main").unwrap_or_else(|| panic!("{metric} missing"));
+        assert!(
+            exported >= before[field] + generated && exported <= after[field],
+            "{metric}: {} + {generated} <= {exported} <= {}",
+            before[field],
+            after[field]
+        );
+    }
+    assert_eq!(value(&received, "redis.up", "main"), Some(1.0));
+    assert!(value(&received, "redis.clients.connected", "main").unwrap() >= 1.0);
+    assert!(value(&received, "redis.memory.used", "main").unwrap() > 0.0);
+    let calls = received.latest_points("redis.cmd.calls");
+    let get = calls
+        .iter()
+        .find(|p| p.attributes.get("redis.cmd").map(String::as_str) == Some("get"))
+        .expect("GET command stats");
+    assert!(get.value >= 500.0);
+    let up = &received.latest_points("redis.up")[0];
+    assert_eq!(up.attributes["db.system"], "redis");
+    assert_eq!(up.attributes["server.port"], "6379");
+    assert_eq!(up.attributes["server.address"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("redis-hit-ratio", REDIS_HIT_RATIO).unwrap();
+    let extra = format!(
+        "[[collect.redis]]\nname = \"cache\"\nurl = \"{REDIS_URL}\"\ninterval = \"500ms\"\n[plugins.settings.redis-hit-ratio]\nmin_ratio = 0.9\nmin_lookups = 500\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let (started, _) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            value(r, "redis.up", "cache") == Some(1.0)
+        })
+        .await;
+    assert!(started, "{}", agent.log());
+
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for i in 0..2000 {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(format!("vigil-miss-{}-{i}", std::process::id()))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let (fired, received) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            !firing(&r.records(), "redis-hit-ratio").is_empty()
+        })
+        .await;
+    assert!(fired, "no hit-ratio alert; log:\n{}", agent.log());
+    let records = received.records();
+    let alert = firing(&records, "redis-hit-ratio")[0];
+    assert_eq!(alert.attributes["vigil.alert.key"], "instance=cache");
+    assert!(
+        alert.attributes["vigil.alert.value"]
+            .parse::<f64>()
+            .unwrap()
+            < 0.9
+    );
+    assert!(alert.body.contains("cache hit ratio"), "{}", alert.body);
+}
+
+async fn pg() -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(PG_URL).await.unwrap()
+}
+
+async fn pg_number(sql: &str) -> f64 {
+    let mut conn = pg().await;
+    let v: f64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
+    let table = format!("vigil_seqscan_{}", std::process::id());
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE TABLE {table} (id int, v int)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {table} SELECT g, g % 100 FROM generate_series(1, 5000) g"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for i in 0..30 {
+        let _: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE v = $1"))
+            .bind(i)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap(); // a closing backend flushes its statistics
+    let seq_sql = format!(
+        "SELECT coalesce((SELECT seq_scan::float8 FROM pg_stat_user_tables WHERE relname = '{table}'), 0)"
+    );
+    for _ in 0..50 {
+        if pg_number(&seq_sql).await >= 30.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let commits_sql = "SELECT xact_commit::float8 FROM pg_stat_database WHERE datname = 'test'";
+    let commits_before = pg_number(commits_sql).await;
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("pg-seqscan", PG_SEQSCAN).unwrap();
+    ws.add_plugin("pg-connection-saturation", PG_CONNECTION_SATURATION)
+        .unwrap();
+    ws.add_plugin("pg-slow-query", PG_SLOW_QUERY).unwrap();
+    let extra = format!(
+        "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ntop_n = 1000\n\
+         [plugins.settings.pg-seqscan]\nmin_seq_scans = 30\nmin_rows_per_scan = 4000\n\
+         [plugins.settings.pg-connection-saturation]\nmax_ratio = 0.0\n"
+    );
+    let (received, log) = run_once(&receiver, &ws, &extra).await;
+    let seq_after = pg_number(&seq_sql).await;
+    let commits_after = pg_number(commits_sql).await;
+
+    assert_eq!(
+        value(&received, "postgresql.up", "main"),
+        Some(1.0),
+        "{log}"
+    );
+    let scans = received.latest_points("postgresql.sequential_scans");
+    let ours = scans
+        .iter()
+        .find(|p| p.attributes.get("postgresql.table.name") == Some(&table))
+        .expect("our table is reported");
+    assert_eq!(
+        ours.value, seq_after,
+        "sequential scans match pg_stat_user_tables"
+    );
+    assert!(ours.value >= 30.0);
+    assert_eq!(ours.attributes["db.namespace"], "test");
+    let rows = received.latest_points("postgresql.table.seq_rows_read");
+    let rows = rows
+        .iter()
+        .find(|p| p.attributes.get("postgresql.table.name") == Some(&table))
+        .unwrap();
+    assert_eq!(
+        rows.value,
+        ours.value * 5000.0,
+        "every scan read the whole table"
+    );
+
+    let commits = received.latest_points("postgresql.commits");
+    let test_db = commits
+        .iter()
+        .find(|p| p.attributes["db.namespace"] == "test")
+        .unwrap();
+    assert!(
+        test_db.value >= commits_before && test_db.value <= commits_after,
+        "{commits_before} <= {} <= {commits_after}",
+        test_db.value
+    );
+    let max = value(&received, "postgresql.connection.max", "main").unwrap();
+    assert_eq!(
+        max,
+        pg_number("SELECT setting::float8 FROM pg_settings WHERE name = 'max_connections'").await
+    );
+    assert!(value(&received, "postgresql.connection.count", "main").unwrap() >= 1.0);
+    assert!(!received.latest_points("postgresql.db_size").is_empty());
+    assert!(
+        !received
+            .latest_points("postgresql.bgwriter.checkpoint.count")
+            .is_empty()
+    );
+
+    let records = received.records();
+    let seqscan = firing(&records, "pg-seqscan-heavy");
+    let ours = seqscan
+        .iter()
+        .find(|r| r.attributes["vigil.alert.key"].contains(&table))
+        .expect("seq-scan alert for our table");
+    assert!(
+        ours.attributes["vigil.alert.summary"].contains("sequential scans reading 5000 rows each"),
+        "{:?}",
+        ours.attributes
+    );
+    assert_eq!(ours.attributes["vigil.alert.label.rows_per_scan"], "5000");
+    let saturation = firing(&records, "pg-connection-saturation");
+    assert_eq!(saturation.len(), 1);
+    assert!(
+        saturation[0].attributes["vigil.alert.summary"].contains(&format!("of {max} connections"))
+    );
+
+    // pg_stat_statements is not preloaded here: one clear message says how to enable it.
+    assert_eq!(
+        log.matches("pg_stat_statements is unavailable").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("shared_preload_libraries"), "{log}");
+
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn slow_query_plugin_reports_statements_over_the_limit() {
+    let ws = Workspace::new().unwrap();
+    let plugin = ws.add_plugin("pg-slow-query", PG_SLOW_QUERY).unwrap();
+    let config = ws
+        .write_config("[plugins.settings.pg-slow-query]\nmax_mean_ms = 50\nmin_calls = 10\n")
+        .unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/fixtures/pg-statements.json"
+    );
+    let output = vigil(VIGIL)
+        .args([
+            "plugin",
+            "test",
+            plugin.to_str().unwrap(),
+            "--batch",
+            fixture,
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = findings.as_array().unwrap();
+    assert_eq!(
+        findings.len(),
+        1,
+        "only the slow statement with enough calls: {findings:?}"
+    );
+    assert_eq!(findings[0]["labels"]["postgresql.query.id"], "42");
+    assert_eq!(findings[0]["value"], 120.0);
+}
+
+async fn mysql_status(name: &str) -> f64 {
+    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
+    let row = sqlx::query(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let v: String = row.try_get(1).unwrap();
+    conn.close().await.unwrap();
+    v.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_metrics_match_show_global_status() {
+    let before = mysql_status("Queries").await;
+    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
+    for _ in 0..50 {
+        let _: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let receiver = OtlpReceiver::http().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (received, log) = run_once(
+        &receiver,
+        &ws,
+        &format!("[[collect.mysql]]\nname = \"maria\"\nurl = \"{MYSQL_URL}\"\n"),
+    )
+    .await;
+    let after = mysql_status("Queries").await;
+
+    assert_eq!(value(&received, "mysql.up", "maria"), Some(1.0), "{log}");
+    let queries = value(&received, "mysql.query.count", "maria").unwrap();
+    assert!(
+        queries >= before + 50.0 && queries <= after,
+        "{before} + 50 <= {queries} <= {after}"
+    );
+    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
+    let row = sqlx::query("SHOW GLOBAL VARIABLES LIKE 'innodb_buffer_pool_size'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let pool: String = row.try_get(1).unwrap();
+    assert_eq!(
+        value(&received, "mysql.buffer_pool.limit", "maria"),
+        Some(pool.parse().unwrap())
+    );
+    let threads = received.latest_points("mysql.threads");
+    assert!(
+        threads
+            .iter()
+            .any(|p| p.attributes["kind"] == "connected" && p.value >= 1.0)
+    );
+    assert!(!received.latest_points("mysql.row_operations").is_empty());
+    assert!(!received.latest_points("mysql.locks").is_empty());
+}
+
+/// A redis-server of the test's own on a free port; killed when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnRedis { child, port }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_going_down_and_up_is_tracked_without_disturbing_others() {
+    let own = OwnRedis::start(free_port());
+    let port = own.port;
+    // A "server" that accepts connections and never answers: must time out, not stall the rest.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let extra = format!(
+        "[[collect.redis]]\nname = \"main\"\nurl = \"{REDIS_URL}\"\ninterval = \"300ms\"\n\
+         [[collect.redis]]\nname = \"flaky\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"300ms\"\ntimeout = \"1s\"\n\
+         [[collect.redis]]\nname = \"silent\"\nurl = \"redis://127.0.0.1:{silent_port}\"\ninterval = \"300ms\"\ntimeout = \"500ms\"\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "300ms", &extra))
+        .unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    let up = |r: &Received, name: &str| value(r, "redis.up", name);
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            up(r, "flaky") == Some(1.0)
+                && up(r, "main") == Some(1.0)
+                && up(r, "silent") == Some(0.0)
+        })
+        .await;
+    assert!(ok, "{:?}\n{}", r.latest_points("redis.up"), agent.log());
+
+    drop(own);
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(20), |r| up(r, "flaky") == Some(0.0))
+        .await;
+    assert!(ok, "{:?}\n{}", r.latest_points("redis.up"), agent.log());
+    assert_eq!(
+        up(&r, "main"),
+        Some(1.0),
+        "the other instance is unaffected"
+    );
+    let rounds_during_outage = r.latest_points("vigil.collector.rounds");
+    let system_rounds = rounds_during_outage
+        .iter()
+        .find(|p| p.attributes["vigil.collector"] == "system")
+        .unwrap()
+        .value;
+
+    let _again = OwnRedis::start(port);
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(30), |r| up(r, "flaky") == Some(1.0))
+        .await;
+    assert!(
+        ok,
+        "no recovery: {:?}\n{}",
+        r.latest_points("redis.up"),
+        agent.log()
+    );
+    let system_rounds_after = r
+        .latest_points("vigil.collector.rounds")
+        .iter()
+        .find(|p| p.attributes["vigil.collector"] == "system")
+        .unwrap()
+        .value;
+    assert!(
+        system_rounds_after > system_rounds,
+        "system collection kept going"
+    );
+    assert!(agent.is_running());
+
+    let log = agent.log();
+    let flaky_warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("redis flaky"))
+        .count();
+    assert_eq!(flaky_warnings, 1, "one warning per outage:\n{log}");
+    assert!(
+        log.contains("redis flaky") && log.contains("reachable again"),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("redis silent"))
+            .count(),
+        1,
+        "{log}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn check_rejects_a_bad_dsn() {
+    let ws = Workspace::new().unwrap();
+    let config = ws
+        .write_config("[[collect.postgres]]\nname = \"db\"\nurl = \"postgres://vigil:s3cret@db:notaport/app\"\n")
+        .unwrap();
+    let output = vigil(VIGIL)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        text.contains("collect.postgres[0].url") && text.contains("is not a valid postgres URL"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret"),
+        "the password must not be printed: {text}"
+    );
+}
