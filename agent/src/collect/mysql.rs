@@ -44,8 +44,36 @@ pub struct MysqlScraper {
 
 /// (status variable, metric, unit, kind, attribute, description): one line per exported status value.
 /// `A|B`: the first of the variables the server has (MySQL and MariaDB name some differently).
-const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
-    (
+/// One exported status value.
+struct Status {
+    variable: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    kind: MetricKind,
+    attribute: Option<(&'static str, &'static str)>,
+    description: &'static str,
+}
+
+const fn status(
+    variable: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    kind: MetricKind,
+    attribute: Option<(&'static str, &'static str)>,
+    description: &'static str,
+) -> Status {
+    Status {
+        variable,
+        metric,
+        unit,
+        kind,
+        attribute,
+        description,
+    }
+}
+
+const STATUS: &[Status] = &[
+    status(
         "Threads_connected",
         "mysql.threads",
         "{thread}",
@@ -53,7 +81,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "connected")),
         "Threads by state",
     ),
-    (
+    status(
         "Threads_running",
         "mysql.threads",
         "{thread}",
@@ -61,7 +89,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "running")),
         "Threads by state",
     ),
-    (
+    status(
         "Threads_cached",
         "mysql.threads",
         "{thread}",
@@ -69,7 +97,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "cached")),
         "Threads by state",
     ),
-    (
+    status(
         "Connections",
         "mysql.connection.count",
         "{connection}",
@@ -77,7 +105,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Connection attempts",
     ),
-    (
+    status(
         "Max_used_connections",
         "mysql.connection.max_used",
         "{connection}",
@@ -85,7 +113,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Most connections at once since start",
     ),
-    (
+    status(
         "Aborted_clients",
         "mysql.connection.errors",
         "{error}",
@@ -93,7 +121,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("error", "aborted_clients")),
         "Aborted connections",
     ),
-    (
+    status(
         "Aborted_connects",
         "mysql.connection.errors",
         "{error}",
@@ -101,7 +129,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("error", "aborted_connects")),
         "Aborted connections",
     ),
-    (
+    status(
         "Queries",
         "mysql.query.count",
         "{query}",
@@ -109,7 +137,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Statements executed, including stored programs",
     ),
-    (
+    status(
         "Questions",
         "mysql.query.client.count",
         "{query}",
@@ -117,7 +145,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Statements sent by clients",
     ),
-    (
+    status(
         "Slow_queries",
         "mysql.query.slow.count",
         "{query}",
@@ -125,7 +153,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Queries slower than long_query_time",
     ),
-    (
+    status(
         "Com_select",
         "mysql.commands",
         "{command}",
@@ -133,7 +161,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("command", "select")),
         "Statements by command",
     ),
-    (
+    status(
         "Com_insert",
         "mysql.commands",
         "{command}",
@@ -141,7 +169,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("command", "insert")),
         "Statements by command",
     ),
-    (
+    status(
         "Com_update",
         "mysql.commands",
         "{command}",
@@ -149,7 +177,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("command", "update")),
         "Statements by command",
     ),
-    (
+    status(
         "Com_delete",
         "mysql.commands",
         "{command}",
@@ -157,7 +185,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("command", "delete")),
         "Statements by command",
     ),
-    (
+    status(
         "Innodb_buffer_pool_read_requests",
         "mysql.buffer_pool.read_requests",
         "{request}",
@@ -165,7 +193,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Logical reads from the InnoDB buffer pool",
     ),
-    (
+    status(
         "Innodb_buffer_pool_reads",
         "mysql.buffer_pool.reads",
         "{read}",
@@ -173,7 +201,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         None,
         "Reads the buffer pool could not serve (went to disk)",
     ),
-    (
+    status(
         "Innodb_buffer_pool_bytes_data",
         "mysql.buffer_pool.usage",
         "By",
@@ -181,7 +209,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("status", "data")),
         "Bytes in the buffer pool",
     ),
-    (
+    status(
         "Innodb_buffer_pool_bytes_dirty",
         "mysql.buffer_pool.usage",
         "By",
@@ -189,7 +217,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("status", "dirty")),
         "Bytes in the buffer pool",
     ),
-    (
+    status(
         "Innodb_buffer_pool_pages_total",
         "mysql.buffer_pool.pages",
         "{page}",
@@ -197,7 +225,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "total")),
         "Buffer pool pages",
     ),
-    (
+    status(
         "Innodb_buffer_pool_pages_free",
         "mysql.buffer_pool.pages",
         "{page}",
@@ -205,7 +233,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "free")),
         "Buffer pool pages",
     ),
-    (
+    status(
         "Innodb_buffer_pool_pages_data",
         "mysql.buffer_pool.pages",
         "{page}",
@@ -213,7 +241,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "data")),
         "Buffer pool pages",
     ),
-    (
+    status(
         "Innodb_rows_read|Rows_read",
         "mysql.row_operations",
         "{row}",
@@ -221,7 +249,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("operation", "read")),
         "InnoDB row operations",
     ),
-    (
+    status(
         "Innodb_rows_inserted|Handler_write",
         "mysql.row_operations",
         "{row}",
@@ -229,7 +257,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("operation", "inserted")),
         "InnoDB row operations",
     ),
-    (
+    status(
         "Innodb_rows_updated|Handler_update",
         "mysql.row_operations",
         "{row}",
@@ -237,7 +265,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("operation", "updated")),
         "InnoDB row operations",
     ),
-    (
+    status(
         "Innodb_rows_deleted|Handler_delete",
         "mysql.row_operations",
         "{row}",
@@ -245,7 +273,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("operation", "deleted")),
         "InnoDB row operations",
     ),
-    (
+    status(
         "Table_locks_immediate",
         "mysql.locks",
         "{lock}",
@@ -253,7 +281,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "immediate")),
         "Table locks",
     ),
-    (
+    status(
         "Table_locks_waited",
         "mysql.locks",
         "{lock}",
@@ -261,7 +289,7 @@ const STATUS: &[(&str, &str, &str, MetricKind, Option<(&str, &str)>, &str)] = &[
         Some(("kind", "waited")),
         "Table locks",
     ),
-    (
+    status(
         "Uptime",
         "mysql.uptime",
         "s",
@@ -325,15 +353,15 @@ impl Scraper for MysqlScraper {
         let status = show(conn, "SHOW GLOBAL STATUS").await?;
         let variables = show(conn, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('max_connections', 'innodb_buffer_pool_size')").await?;
 
-        for (variable, name, unit, kind, attribute, description) in STATUS {
-            let found = variable.split('|').find_map(|v| status.get(v));
+        for entry in STATUS {
+            let found = entry.variable.split('|').find_map(|v| status.get(v));
             if let Some(value) = found.and_then(|v| v.parse::<f64>().ok()) {
-                let attrs = match attribute {
-                    Some(pair) => who.with(&[*pair]),
+                let attrs = match entry.attribute {
+                    Some(pair) => who.with(&[pair]),
                     None => who.attributes(),
                 };
                 batch.point(
-                    &MetricDesc::new(name, unit, *kind, description),
+                    &MetricDesc::new(entry.metric, entry.unit, entry.kind, entry.description),
                     attrs,
                     value,
                 );

@@ -261,7 +261,7 @@ impl PostgresScraper {
             batch.point(
                 &lock_metric,
                 who.with(&[("postgresql.lock.mode", &text(row, "mode"))]),
-                num(&row, "n").unwrap_or(0.0),
+                num(row, "n").unwrap_or(0.0),
             );
         }
 
