@@ -1,6 +1,6 @@
 //! End to end: `vigil check` and `vigil plugin test` on good and bad inputs.
 
-use vigil_testkit::agent::{Workspace, run_to_end};
+use vigil_testkit::agent::{Workspace, plugin_test, run_to_end};
 use vigil_testkit::plugins::{ALL, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -93,19 +93,7 @@ fn plugin_test_prints_findings_as_json() {
     );
     // The plugin's name (file stem) picks its settings: copy it to threshold.wasm.
     let plugin = ws.add_plugin("threshold", THRESHOLD).unwrap();
-    let output = run_to_end(
-        VIGIL,
-        &[
-            "plugin",
-            "test",
-            plugin.to_str().unwrap(),
-            "--batch",
-            fixture,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let output = plugin_test(VIGIL, &plugin, fixture, &config).unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
     let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

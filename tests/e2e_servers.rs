@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
-use vigil_testkit::agent::{AgentProcess, Workspace, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, vigil};
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
@@ -332,18 +332,7 @@ fn slow_query_plugin_reports_statements_over_the_limit() {
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/fixtures/pg-statements.json"
     );
-    let output = vigil(VIGIL)
-        .args([
-            "plugin",
-            "test",
-            plugin.to_str().unwrap(),
-            "--batch",
-            fixture,
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = plugin_test(VIGIL, &plugin, fixture, &config).unwrap();
     assert!(
         output.status.success(),
         "{}",

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{Column, Connection, Row};
+use sqlx::{Column, Row};
 
-use super::server::{Identity, Scraper, ServerCollector, password};
+use super::server::{Identity, Scraper, ServerCollector, password, sql_connection};
 use crate::config::InstanceConfig;
 use crate::model::{BatchBuilder, MetricDesc, MetricKind};
 
@@ -341,15 +341,7 @@ impl Scraper for MysqlScraper {
         batch: &'a mut BatchBuilder,
         who: &'a Identity,
     ) -> Result<(), String> {
-        if self.connection.is_none() {
-            let connection = MySqlConnection::connect_with(&self.options)
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
-            self.connection = Some(connection);
-        }
-        let Some(conn) = self.connection.as_mut() else {
-            return Err("no connection".into());
-        };
+        let conn = sql_connection(&mut self.connection, &self.options).await?;
         let status = show(conn, "SHOW GLOBAL STATUS").await?;
         let variables = show(conn, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('max_connections', 'innodb_buffer_pool_size')").await?;
 
@@ -367,35 +359,22 @@ impl Scraper for MysqlScraper {
                 );
             }
         }
-        if let Some(v) = variables
-            .get("max_connections")
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            batch.point(
-                &MetricDesc::new(
-                    "mysql.connection.max",
-                    "{connection}",
-                    Gauge,
-                    "max_connections",
-                ),
-                who.attributes(),
-                v,
-            );
-        }
-        if let Some(v) = variables
-            .get("innodb_buffer_pool_size")
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            batch.point(
-                &MetricDesc::new(
-                    "mysql.buffer_pool.limit",
-                    "By",
-                    UpDownCounter,
-                    "innodb_buffer_pool_size",
-                ),
-                who.attributes(),
-                v,
-            );
+        for (variable, metric, kind) in [
+            ("max_connections", "mysql.connection.max", Gauge),
+            (
+                "innodb_buffer_pool_size",
+                "mysql.buffer_pool.limit",
+                UpDownCounter,
+            ),
+        ] {
+            if let Some(v) = variables.get(variable).and_then(|v| v.parse::<f64>().ok()) {
+                let unit = if kind == Gauge { "{connection}" } else { "By" };
+                batch.point(
+                    &MetricDesc::new(metric, unit, kind, variable),
+                    who.attributes(),
+                    v,
+                );
+            }
         }
 
         // Replica lag when this server replicates from a source (MariaDB and MySQL both accept SLAVE).

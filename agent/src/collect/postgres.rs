@@ -5,10 +5,10 @@
 
 use std::str::FromStr;
 
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{Connection, Row};
 
-use super::server::{Identity, Scraper, ServerCollector, password};
+use super::server::{Identity, Scraper, ServerCollector, password, sql_connection};
 use crate::config::InstanceConfig;
 use crate::model::{BatchBuilder, MetricDesc, MetricKind};
 
@@ -578,16 +578,8 @@ impl Scraper for PostgresScraper {
         batch: &'a mut BatchBuilder,
         who: &'a Identity,
     ) -> Result<(), String> {
-        if self.connection.is_none() {
-            let connection = PgConnection::connect_with(&self.options)
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
-            self.connection = Some(connection);
-        }
         let top_n = self.top_n;
-        let Some(conn) = self.connection.as_mut() else {
-            return Err("no connection".into());
-        };
+        let conn = sql_connection(&mut self.connection, &self.options).await?;
         Self::server_stats(conn, batch, who).await?;
         Self::database_stats(conn, batch, who).await?;
         Self::table_stats(conn, batch, who, top_n).await?;

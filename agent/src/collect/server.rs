@@ -159,6 +159,21 @@ impl Health {
     }
 }
 
+/// The open connection in `slot`, connecting with `options` first if there is none.
+pub async fn sql_connection<'a, C: sqlx::Connection>(
+    slot: &'a mut Option<C>,
+    options: &C::Options,
+) -> Result<&'a mut C, String> {
+    if slot.is_none() {
+        *slot = Some(
+            C::connect_with(options)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?,
+        );
+    }
+    slot.as_mut().ok_or_else(|| "no connection".to_owned())
+}
+
 /// The part that differs per server kind: connecting and reading metrics.
 pub trait Scraper: Send + 'static {
     /// Reads one round of metrics into `batch`, connecting first if needed.

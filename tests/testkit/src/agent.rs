@@ -94,6 +94,22 @@ pub fn run_to_end(binary: &str, args: &[&str]) -> anyhow::Result<Output> {
     Ok(vigil(binary).args(args).stdin(Stdio::null()).output()?)
 }
 
+/// Runs `vigil plugin test PLUGIN --batch FIXTURE --config CONFIG` and returns its output.
+pub fn plugin_test(
+    binary: &str,
+    plugin: &Path,
+    fixture: &str,
+    config: &Path,
+) -> anyhow::Result<Output> {
+    Ok(vigil(binary)
+        .args(["plugin", "test"])
+        .arg(plugin)
+        .args(["--batch", fixture, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()?)
+}
+
 /// A `vigil run` child process; killed when dropped.
 pub struct AgentProcess {
     child: Child,
