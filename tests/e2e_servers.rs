@@ -374,12 +374,25 @@ async fn mysql_metrics_match_show_global_status() {
 
     let receiver = OtlpReceiver::http().await.unwrap();
     let ws = Workspace::new().unwrap();
-    let (received, log) = run_once(
-        &receiver,
-        &ws,
-        &format!("[[collect.mysql]]\nname = \"maria\"\nurl = \"{MYSQL_URL}\"\n"),
-    )
-    .await;
+    // A second instance whose login is refused: down, one warning, and its password never shown.
+    let extra = format!(
+        "[[collect.mysql]]\nname = \"maria\"\nurl = \"{MYSQL_URL}\"\n\
+         [[collect.mysql]]\nname = \"denied\"\nurl = \"mysql://vigil_no_such_user@127.0.0.1:3306/test\"\npassword_file = \"{}\"\n",
+        ws.dir.path().join("secret").display()
+    );
+    std::fs::write(ws.dir.path().join("secret"), "pw-4711-never-shown\n").unwrap();
+    let (received, log) = run_once(&receiver, &ws, &extra).await;
+    assert_eq!(value(&received, "mysql.up", "denied"), Some(0.0), "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("mysql denied"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("Access denied"), "{log}");
+    assert!(!log.contains("pw-4711-never-shown"), "{log}");
+    assert!(!format!("{:?}", received.metrics).contains("pw-4711-never-shown"));
     let after = mysql_status("Queries").await;
 
     assert_eq!(value(&received, "mysql.up", "maria"), Some(1.0), "{log}");
