@@ -78,6 +78,8 @@ pub struct AlertEvent {
     pub transition: Transition,
     pub at: SystemTime,
     pub alert: Alert,
+    /// Why the host ended the alert when the plugin did not (e.g. `plugin removed`).
+    pub reason: Option<String>,
 }
 
 /// All current alerts.
@@ -154,6 +156,35 @@ impl AlertBook {
         events
     }
 
+    /// Ends every alert of `plugin` because the host stopped running it (removed,
+    /// quarantined): firing ones are resolved, pending ones cancelled, each with `reason`.
+    /// Nothing is left firing for a plugin that can no longer say it is over.
+    pub fn release_plugin(
+        &mut self,
+        plugin: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Vec<AlertEvent> {
+        let keys: Vec<AlertKey> = self
+            .alerts
+            .keys()
+            .filter(|k| k.plugin == plugin)
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.alerts.remove(&key))
+            .map(|alert| {
+                let transition = match alert.state {
+                    AlertState::Firing => Transition::Resolved,
+                    AlertState::Pending => Transition::Cancelled,
+                };
+                let mut e = event(transition, now, &alert);
+                e.reason = Some(reason.to_owned());
+                e
+            })
+            .collect()
+    }
+
     /// The alerts that are firing now.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.alerts
@@ -177,6 +208,7 @@ fn event(transition: Transition, at: SystemTime, alert: &Alert) -> AlertEvent {
         transition,
         at,
         alert: alert.clone(),
+        reason: None,
     }
 }
 
@@ -251,6 +283,25 @@ mod tests {
             t0 + Duration::from_secs(1),
         );
         assert_eq!(transitions(&events), [("later", Transition::Cancelled)]);
+    }
+
+    #[test]
+    fn releasing_a_plugin_ends_its_alerts_with_a_reason() {
+        let mut book = AlertBook::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        book.apply("p", "s", &[finding("r", "a", 0), finding("r", "b", 60)], t0);
+        book.apply("q", "s", &[finding("r", "a", 0)], t0);
+        let events = book.release_plugin("p", "plugin removed", t0);
+        assert_eq!(
+            transitions(&events),
+            [("a", Transition::Resolved), ("b", Transition::Cancelled)]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.reason.as_deref() == Some("plugin removed"))
+        );
+        assert_eq!(book.firing().count(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::plugin::registry::plugin_files;
-use crate::plugin::{PluginInstance, PluginLimits, PluginRuntime};
+use crate::plugin::{PluginInstance, PluginRuntime};
 
 /// What `vigil check` found.
 #[derive(Debug, Default)]
@@ -77,7 +77,7 @@ pub fn check(path: Option<&Path>) -> CheckReport {
             return report;
         }
     };
-    let runtime = match PluginRuntime::new(PluginLimits::from_config(&config.plugins)) {
+    let runtime = match PluginRuntime::from_config(&config.plugins) {
         Ok(runtime) => runtime,
         Err(e) => {
             report

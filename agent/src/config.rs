@@ -151,6 +151,15 @@ pub struct PluginsConfig {
     /// Per-plugin settings, handed to the plugin as JSON: `[plugins.settings.NAME]`.
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Table>,
+    /// Where compiled plugins are cached (by content hash); `""` turns the cache off.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Consecutive failed evaluations after which a plugin is quarantined.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
+    /// Watch the plugin directory and the config file and apply changes while running.
+    #[serde(default = "yes")]
+    pub watch: bool,
 }
 
 impl Default for PluginsConfig {
@@ -161,6 +170,9 @@ impl Default for PluginsConfig {
             memory_limit_mib: default_memory_limit_mib(),
             max_findings: default_max_findings(),
             settings: BTreeMap::new(),
+            cache_dir: default_cache_dir(),
+            quarantine_after: default_quarantine_after(),
+            watch: true,
         }
     }
 }
@@ -279,6 +291,12 @@ fn five_seconds() -> Duration {
 fn default_top_n() -> usize {
     10
 }
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("/var/cache/vigil/plugins")
+}
+fn default_quarantine_after() -> u32 {
+    3
+}
 fn default_plugin_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil/plugins")
 }
@@ -312,10 +330,12 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, &path.display().to_string())?;
-        if config.plugins.dir.is_relative()
-            && let Some(base) = path.parent()
-        {
-            config.plugins.dir = base.join(&config.plugins.dir);
+        if let Some(base) = path.parent() {
+            for dir in [&mut config.plugins.dir, &mut config.plugins.cache_dir] {
+                if dir.is_relative() && !dir.as_os_str().is_empty() {
+                    *dir = base.join(&*dir);
+                }
+            }
         }
         Ok(config)
     }
@@ -386,6 +406,9 @@ impl Config {
                 "plugins.memory_limit_mib",
                 "must be between 1 and 4096",
             ));
+        }
+        if self.plugins.quarantine_after == 0 {
+            return Err(invalid("plugins.quarantine_after", "must be at least 1"));
         }
         if self.plugins.max_findings == 0 {
             return Err(invalid("plugins.max_findings", "must be at least 1"));

@@ -15,3 +15,4 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod telemetry;
+pub mod watch;

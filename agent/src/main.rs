@@ -10,7 +10,7 @@ use vigil::check::check;
 use vigil::config::Config;
 use vigil::fixture::BatchFixture;
 use vigil::pipeline::Agent;
-use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
+use vigil::plugin::{PluginInstance, PluginRuntime};
 
 /// vigil: a WebAssembly-extensible observability agent.
 #[derive(Parser)]
@@ -113,7 +113,7 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (agent, mut collectors) = Agent::start(&config).await?;
+        let (agent, mut collectors) = Agent::start(&config, config_path).await?;
         tracing::info!(
             endpoint = %config.export.otlp.effective_endpoint(),
             protocol = ?config.export.otlp.protocol,
@@ -123,11 +123,32 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         if once {
             agent.run_once(&mut collectors).await;
         } else {
-            agent.run_until(collectors, shutdown_signal()).await;
+            agent
+                .run_until(collectors, reload_requests(), shutdown_signal())
+                .await;
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A message per SIGHUP: reload the config and rescan the plugin directory.
+fn reload_requests() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+    }
+    rx
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -185,7 +206,7 @@ fn plugin_test(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))
+    let runtime = PluginRuntime::from_config(&config.plugins)
         .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
     let mut instance =
         PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;

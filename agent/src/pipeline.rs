@@ -1,16 +1,24 @@
-//! Wires the stages together: collectors -> plugins -> alert state machine -> exporter.
+//! Wires the stages together: collectors -> plugins -> alert state machine -> exporter,
+//! and applies changes while running: plugin files and the config file are reloaded
+//! between evaluations, and a bad file never replaces a good one.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use crate::alert::AlertBook;
+use tokio::task::AbortHandle;
+
+use crate::alert::{AlertBook, AlertEvent};
 use crate::collect::Collector;
 use crate::collect::system::SystemCollector;
 use crate::config::Config;
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
-use crate::plugin::{PluginLimits, PluginRegistry, PluginRuntime};
+use crate::plugin::registry::{plugin_files, plugin_name};
+use crate::plugin::{PluginInstance, PluginRegistry, PluginRuntime};
 use crate::telemetry::{Event, SelfTelemetry};
+use crate::watch::Change;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,37 +34,13 @@ pub enum StartError {
 /// The running agent's shared stages.
 pub struct Agent {
     host: String,
+    config_path: Option<PathBuf>,
+    config: Mutex<Config>,
     exporter: OtlpExporter,
     registry: Mutex<PluginRegistry>,
     alerts: Mutex<AlertBook>,
     telemetry: Mutex<SelfTelemetry>,
-}
-
-/// One collector per configured PostgreSQL, MySQL and Redis instance.
-fn server_collectors(config: &Config, host: &str) -> Result<Vec<Box<dyn Collector>>, StartError> {
-    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-    let setup = |message: String| {
-        StartError::Collect(crate::collect::CollectError::Failed {
-            collector: "setup".into(),
-            message,
-        })
-    };
-    for instance in &config.collect.postgres {
-        collectors.push(Box::new(
-            crate::collect::postgres::collector(instance, host.to_owned()).map_err(setup)?,
-        ));
-    }
-    for instance in &config.collect.mysql {
-        collectors.push(Box::new(
-            crate::collect::mysql::collector(instance, host.to_owned()).map_err(setup)?,
-        ));
-    }
-    for instance in &config.collect.redis {
-        collectors.push(Box::new(
-            crate::collect::redis::collector(instance, host.to_owned()).map_err(setup)?,
-        ));
-    }
-    Ok(collectors)
+    collectors: Mutex<HashMap<String, AbortHandle>>,
 }
 
 /// The host name: configured, or the machine's.
@@ -69,10 +53,74 @@ pub fn host_name(config: &Config) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+fn setup_error(message: String) -> StartError {
+    StartError::Collect(crate::collect::CollectError::Failed {
+        collector: "setup".into(),
+        message,
+    })
+}
+
+/// Every collector `config` asks for, by name.
+pub fn build_collectors(
+    config: &Config,
+    host: &str,
+) -> Result<Vec<Box<dyn Collector>>, StartError> {
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    if config.collect.system.enabled {
+        collectors.push(Box::new(SystemCollector::new(
+            config.collect.system.clone(),
+            host.to_owned(),
+        )?));
+    }
+    for instance in &config.collect.postgres {
+        collectors.push(Box::new(
+            crate::collect::postgres::collector(instance, host.to_owned()).map_err(setup_error)?,
+        ));
+    }
+    for instance in &config.collect.mysql {
+        collectors.push(Box::new(
+            crate::collect::mysql::collector(instance, host.to_owned()).map_err(setup_error)?,
+        ));
+    }
+    for instance in &config.collect.redis {
+        collectors.push(Box::new(
+            crate::collect::redis::collector(instance, host.to_owned()).map_err(setup_error)?,
+        ));
+    }
+    Ok(collectors)
+}
+
+/// Names of the collectors whose configuration differs between `old` and `new`
+/// (added, removed or changed).
+pub fn changed_collectors(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.collect.system != new.collect.system {
+        changed.push("system".to_owned());
+    }
+    for (kind, a, b) in [
+        ("postgres", &old.collect.postgres, &new.collect.postgres),
+        ("mysql", &old.collect.mysql, &new.collect.mysql),
+        ("redis", &old.collect.redis, &new.collect.redis),
+    ] {
+        let names = a
+            .iter()
+            .chain(b.iter())
+            .map(|i| i.name.clone())
+            .collect::<std::collections::BTreeSet<_>>();
+        for name in names {
+            if a.iter().find(|i| i.name == name) != b.iter().find(|i| i.name == name) {
+                changed.push(format!("{kind}:{name}"));
+            }
+        }
+    }
+    changed
+}
+
 impl Agent {
     /// Sets up export, loads the plugins and builds the collectors. Must run inside Tokio.
     pub async fn start(
         config: &Config,
+        config_path: Option<&Path>,
     ) -> Result<(Arc<Agent>, Vec<Box<dyn Collector>>), StartError> {
         let host = host_name(config);
         let exporter = if config.export.otlp.enabled {
@@ -82,9 +130,9 @@ impl Agent {
         };
         let plugins_config = config.plugins.clone();
         let registry = tokio::task::spawn_blocking(move || {
-            let runtime = PluginRuntime::new(PluginLimits::from_config(&plugins_config))
+            let runtime = PluginRuntime::from_config(&plugins_config)
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
-            Ok::<_, StartError>(PluginRegistry::load_dir(runtime, &plugins_config))
+            Ok::<_, StartError>(PluginRegistry::load_dir(Arc::new(runtime), &plugins_config))
         })
         .await
         .map_err(|e| StartError::Runtime(e.to_string()))??;
@@ -96,21 +144,16 @@ impl Agent {
                 cause: failure.error.cause(),
             });
         }
-
-        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-        if config.collect.system.enabled {
-            collectors.push(Box::new(SystemCollector::new(
-                config.collect.system.clone(),
-                host.clone(),
-            )?));
-        }
-        collectors.extend(server_collectors(config, &host)?);
+        let collectors = build_collectors(config, &host)?;
         let agent = Arc::new(Agent {
             host,
+            config_path: config_path.map(Path::to_owned),
+            config: Mutex::new(config.clone()),
             exporter,
             registry: Mutex::new(registry),
             alerts: Mutex::new(AlertBook::default()),
             telemetry: Mutex::new(telemetry),
+            collectors: Mutex::new(HashMap::new()),
         });
         Ok((agent, collectors))
     }
@@ -151,6 +194,8 @@ impl Agent {
         .unwrap_or_default();
 
         for evaluation in evaluations {
+            self.exporter
+                .record_evaluation(&evaluation.plugin, evaluation.duration);
             let findings = match evaluation.outcome {
                 Ok(None) => continue,
                 Ok(Some(findings)) => findings,
@@ -160,6 +205,13 @@ impl Agent {
                         plugin: &evaluation.plugin,
                         cause: error.cause(),
                     });
+                    if let Some(period) = evaluation.quarantined_for {
+                        tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                        self.count(Event::PluginQuarantined {
+                            plugin: &evaluation.plugin,
+                        });
+                        self.release_alerts(&evaluation.plugin, "plugin quarantined");
+                    }
                     continue;
                 }
             };
@@ -176,20 +228,33 @@ impl Agent {
                 ),
                 Err(_) => Vec::new(),
             };
-            for event in events {
-                tracing::info!(
-                    plugin = %event.alert.key.plugin,
-                    rule = %event.alert.key.rule,
-                    key = %event.alert.key.key,
-                    state = event.transition.as_str(),
-                    "alert {}: {}",
-                    event.transition.as_str(),
-                    event.alert.summary
-                );
-                self.exporter.emit_alert(&event);
-            }
+            self.emit_alerts(&events);
         }
         self.record_self_telemetry();
+    }
+
+    fn emit_alerts(&self, events: &[AlertEvent]) {
+        for event in events {
+            tracing::info!(
+                plugin = %event.alert.key.plugin,
+                rule = %event.alert.key.rule,
+                key = %event.alert.key.key,
+                state = event.transition.as_str(),
+                reason = event.reason.as_deref().unwrap_or(""),
+                "alert {}: {}",
+                event.transition.as_str(),
+                event.alert.summary
+            );
+            self.exporter.emit_alert(event);
+        }
+    }
+
+    fn release_alerts(&self, plugin: &str, reason: &str) {
+        let events = match self.alerts.lock() {
+            Ok(mut book) => book.release_plugin(plugin, reason, SystemTime::now()),
+            Err(_) => Vec::new(),
+        };
+        self.emit_alerts(&events);
     }
 
     fn count(&self, event: Event<'_>) {
@@ -204,12 +269,216 @@ impl Agent {
             .lock()
             .map(|book| book.firing_by_severity().to_vec())
             .unwrap_or_default();
-        let loaded = self.registry.lock().map(|r| r.plugins().len()).unwrap_or(0);
+        let plugins = self
+            .registry
+            .lock()
+            .map(|r| r.statuses())
+            .unwrap_or_default();
         let batch = match self.telemetry.lock() {
-            Ok(telemetry) => telemetry.batch(&self.host, &firing, loaded),
+            Ok(telemetry) => telemetry.batch(&self.host, &firing, &plugins),
             Err(_) => return,
         };
         self.exporter.record(&batch);
+    }
+
+    /// Loads the plugin file at `path` (added or changed) and swaps it in; a file that
+    /// is gone unloads its plugin. A file that fails to load leaves the running version
+    /// in place. Returns whether anything changed.
+    pub async fn reload_plugin(self: &Arc<Self>, path: &Path) -> bool {
+        let Some(name) = plugin_name(path) else {
+            return false;
+        };
+        if !path.exists() {
+            let removed = self
+                .registry
+                .lock()
+                .map(|mut r| r.remove(&name))
+                .unwrap_or(false);
+            if removed {
+                tracing::info!(plugin = %name, "plugin file removed: plugin unloaded; its alerts are resolved with reason \"plugin removed\"");
+                self.count(Event::PluginReloaded { plugin: &name });
+                self.release_alerts(&name, "plugin removed");
+            }
+            return removed;
+        }
+        let settings = self
+            .config
+            .lock()
+            .map(|c| c.plugins.settings_json(&name))
+            .unwrap_or_else(|_| "{}".into());
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        let hash = crate::plugin::cache::content_hash(&bytes);
+        let unchanged = self
+            .registry
+            .lock()
+            .map(|r| r.loaded_as(&name) == Some((hash.as_str(), settings.as_str())))
+            .unwrap_or(false);
+        if unchanged {
+            return false;
+        }
+        let runtime = match self.registry.lock() {
+            Ok(r) => r.runtime().clone(),
+            Err(_) => return false,
+        };
+        let (load_path, load_name) = (path.to_owned(), name.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
+        })
+        .await;
+        let Ok(loaded) = loaded else { return false };
+        if let Err(error) = &loaded {
+            self.count(Event::PluginLoadFailed {
+                plugin: &name,
+                cause: error.cause(),
+            });
+        }
+        let installed = self
+            .registry
+            .lock()
+            .map(|mut r| r.apply_load(&name, path, loaded))
+            .unwrap_or(false);
+        if installed {
+            self.count(Event::PluginReloaded { plugin: &name });
+        }
+        installed
+    }
+
+    /// Brings the loaded plugins in line with the plugin directory: new and changed
+    /// files are loaded, plugins whose file is gone are unloaded.
+    pub async fn rescan_plugins(self: &Arc<Self>) {
+        let dir = match self.config.lock() {
+            Ok(c) => c.plugins.dir.clone(),
+            Err(_) => return,
+        };
+        let files = plugin_files(&dir).unwrap_or_default();
+        let loaded = self.registry.lock().map(|r| r.names()).unwrap_or_default();
+        for name in loaded {
+            if !files.iter().any(|(n, _)| *n == name) {
+                self.reload_plugin(&dir.join(format!("{name}.wasm"))).await;
+            }
+        }
+        for (_, path) in files {
+            self.reload_plugin(&path).await;
+        }
+    }
+
+    /// Reads the config file again. An invalid file changes nothing (the error is
+    /// logged); a valid one is applied: changed collectors restart, plugins whose
+    /// settings changed are reloaded. Export and plugin-limit changes need a restart.
+    pub async fn reload_config(self: &Arc<Self>) -> bool {
+        let Some(path) = self.config_path.clone() else {
+            return false;
+        };
+        let parsed = Config::load(&path)
+            .and_then(|mut c| c.apply_otel_env(|k| std::env::var(k).ok()).map(|()| c));
+        let new = match parsed {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!("config reload refused, the running config stays: {error}");
+                self.count(Event::ConfigReloaded { ok: false });
+                return false;
+            }
+        };
+        let old = match self.config.lock() {
+            Ok(mut current) => std::mem::replace(&mut *current, new.clone()),
+            Err(_) => return false,
+        };
+        if old == new {
+            return true;
+        }
+        self.count(Event::ConfigReloaded { ok: true });
+        if old.export != new.export
+            || old.plugins.deadline != new.plugins.deadline
+            || old.plugins.memory_limit_mib != new.plugins.memory_limit_mib
+            || old.plugins.max_findings != new.plugins.max_findings
+            || old.agent != new.agent
+        {
+            tracing::warn!(
+                "config changes to [agent], [export] or plugin limits take effect after a restart"
+            );
+        }
+        for name in changed_collectors(&old, &new) {
+            self.restart_collector(&name, &new);
+        }
+        if old.plugins.dir != new.plugins.dir {
+            self.rescan_plugins().await;
+        } else {
+            let names: std::collections::BTreeSet<&String> = old
+                .plugins
+                .settings
+                .keys()
+                .chain(new.plugins.settings.keys())
+                .collect();
+            for name in names {
+                if old.plugins.settings.get(name) != new.plugins.settings.get(name) {
+                    let path = new.plugins.dir.join(format!("{name}.wasm"));
+                    if path.exists() {
+                        tracing::info!(plugin = %name, "plugin settings changed: reloading the plugin");
+                        self.reload_plugin(&path).await;
+                    }
+                }
+            }
+        }
+        tracing::info!(config = %path.display(), "config reloaded");
+        true
+    }
+
+    fn restart_collector(self: &Arc<Self>, name: &str, config: &Config) {
+        if let Ok(mut running) = self.collectors.lock()
+            && let Some(handle) = running.remove(name)
+        {
+            handle.abort();
+        }
+        let collectors = match build_collectors(config, &self.host) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(collector = name, "cannot restart collector: {error}");
+                return;
+            }
+        };
+        match collectors.into_iter().find(|c| c.name() == name) {
+            Some(collector) => {
+                tracing::info!(collector = name, "collector restarted with its new config");
+                self.spawn_collector(collector);
+            }
+            None => tracing::info!(
+                collector = name,
+                "collector stopped: it is no longer configured"
+            ),
+        }
+    }
+
+    /// Runs `collector` on its interval in a task of its own.
+    pub fn spawn_collector(self: &Arc<Self>, mut collector: Box<dyn Collector>) {
+        let agent = self.clone();
+        let name = collector.name().to_owned();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(collector.interval());
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                agent.tick(collector.as_mut()).await;
+            }
+        });
+        if let Ok(mut running) = self.collectors.lock()
+            && let Some(old) = running.insert(name, task.abort_handle())
+        {
+            old.abort();
+        }
+    }
+
+    /// Applies one watched change.
+    pub async fn apply(self: &Arc<Self>, change: Change) {
+        match change {
+            Change::Plugin(path) => {
+                self.reload_plugin(&path).await;
+            }
+            Change::Config => {
+                self.reload_config().await;
+            }
+        }
     }
 
     /// Sends everything buffered now; a failure is a warning, never fatal.
@@ -239,27 +508,51 @@ impl Agent {
         self.shutdown().await;
     }
 
-    /// Runs every collector on its interval until `stop` completes, then flushes.
+    /// Runs every collector on its interval, applies file changes (when watching) and
+    /// `reload` requests (SIGHUP), until `stop` completes; then flushes.
     pub async fn run_until(
         self: &Arc<Self>,
         collectors: Vec<Box<dyn Collector>>,
+        mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
         stop: impl std::future::Future<Output = ()>,
     ) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for mut collector in collectors {
-            let agent = self.clone();
-            tasks.spawn(async move {
-                let mut ticker = tokio::time::interval(collector.interval());
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticker.tick().await;
-                    agent.tick(collector.as_mut()).await;
-                }
-            });
+        for collector in collectors {
+            self.spawn_collector(collector);
         }
-        stop.await;
+        let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let (watching, plugin_dir) = match self.config.lock() {
+            Ok(c) => (c.plugins.watch, c.plugins.dir.clone()),
+            Err(_) => (false, PathBuf::new()),
+        };
+        let _watch = if watching {
+            match crate::watch::watch(&plugin_dir, self.config_path.as_deref(), changes_tx) {
+                Ok(watch) => Some(watch),
+                Err(e) => {
+                    tracing::warn!("hot reload is off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(change) = changes.recv() => self.apply(change).await,
+                Some(()) = reload.recv() => {
+                    tracing::info!("reload requested");
+                    self.reload_config().await;
+                    self.rescan_plugins().await;
+                }
+            }
+        }
         tracing::info!("stopping: flushing export");
-        tasks.abort_all();
+        if let Ok(mut running) = self.collectors.lock() {
+            for (_, handle) in running.drain() {
+                handle.abort();
+            }
+        }
         self.flush().await;
         self.shutdown().await;
     }

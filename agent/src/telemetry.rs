@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity, attrs};
+use crate::plugin::PluginStatus;
 
 /// Something worth counting happened.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,12 @@ pub enum Event<'a> {
     PluginLoadFailed { plugin: &'a str, cause: &'a str },
     /// A collection round failed.
     CollectFailed { collector: &'a str },
+    /// A plugin was loaded again (file or settings changed) or unloaded.
+    PluginReloaded { plugin: &'a str },
+    /// A plugin was put in quarantine.
+    PluginQuarantined { plugin: &'a str },
+    /// The config file was applied (`ok`) or refused.
+    ConfigReloaded { ok: bool },
     /// A collection round succeeded.
     Collected {
         collector: &'a str,
@@ -33,6 +40,9 @@ pub struct SelfTelemetry {
     load_failures: BTreeMap<(String, String), u64>,
     collect_errors: BTreeMap<String, u64>,
     collections: BTreeMap<String, (u64, Duration, usize)>,
+    reloads: BTreeMap<String, u64>,
+    quarantines: BTreeMap<String, u64>,
+    config_reloads: BTreeMap<&'static str, u64>,
 }
 
 fn desc(name: &str, unit: &str, kind: MetricKind, text: &str) -> MetricDesc {
@@ -60,6 +70,18 @@ impl SelfTelemetry {
                     .entry((plugin.to_owned(), cause.to_owned()))
                     .or_default() += 1;
             }
+            Event::PluginReloaded { plugin } => {
+                *self.reloads.entry(plugin.to_owned()).or_default() += 1;
+            }
+            Event::PluginQuarantined { plugin } => {
+                *self.quarantines.entry(plugin.to_owned()).or_default() += 1;
+            }
+            Event::ConfigReloaded { ok } => {
+                *self
+                    .config_reloads
+                    .entry(if ok { "ok" } else { "error" })
+                    .or_default() += 1;
+            }
             Event::CollectFailed { collector } => {
                 *self.collect_errors.entry(collector.to_owned()).or_default() += 1;
             }
@@ -76,10 +98,69 @@ impl SelfTelemetry {
         }
     }
 
-    /// The totals as a batch from source `vigil`, with the firing alerts per severity.
-    pub fn batch(&self, host: &str, firing: &[(Severity, usize)], plugins_loaded: usize) -> Batch {
+    /// The totals as a batch from source `vigil`, with the firing alerts per severity
+    /// and the state of every loaded plugin.
+    pub fn batch(
+        &self,
+        host: &str,
+        firing: &[(Severity, usize)],
+        plugins: &[PluginStatus],
+    ) -> Batch {
         use MetricKind::*;
         let mut b = BatchBuilder::new("vigil", host);
+        let plugins_loaded = plugins.len();
+        let quarantined = desc(
+            "vigil.plugin.quarantined",
+            "1",
+            Gauge,
+            "1 while a plugin is in quarantine",
+        );
+        let memory = desc(
+            "vigil.plugin.memory",
+            "By",
+            Gauge,
+            "Linear memory of a plugin instance",
+        );
+        for status in plugins {
+            let a = attrs([("vigil.plugin", &status.name)]);
+            b.point(
+                &quarantined,
+                a.clone(),
+                if status.quarantined { 1.0 } else { 0.0 },
+            );
+            b.point(&memory, a, status.memory_bytes as f64);
+        }
+        let reloads = desc(
+            "vigil.plugin.reloads",
+            "{reload}",
+            Counter,
+            "Plugin versions swapped in or unloaded while running",
+        );
+        for (plugin, count) in &self.reloads {
+            b.point(&reloads, attrs([("vigil.plugin", plugin)]), *count as f64);
+        }
+        let quarantines = desc(
+            "vigil.plugin.quarantines",
+            "{quarantine}",
+            Counter,
+            "Times a plugin was put in quarantine",
+        );
+        for (plugin, count) in &self.quarantines {
+            b.point(
+                &quarantines,
+                attrs([("vigil.plugin", plugin)]),
+                *count as f64,
+            );
+        }
+        let config_reloads = desc(
+            "vigil.config.reloads",
+            "{reload}",
+            Counter,
+            "Config file reloads by result",
+        );
+        for (result, count) in &self.config_reloads {
+            b.point(&config_reloads, attrs([("result", result)]), *count as f64);
+        }
         let evaluations = desc(
             "vigil.plugin.evaluations",
             "{evaluation}",
@@ -213,7 +294,7 @@ mod tests {
             plugin: "p",
             cause: "trap",
         });
-        let batch = t.batch("h", &[(Severity::Critical, 2)], 1);
+        let batch = t.batch("h", &[(Severity::Critical, 2)], &[]);
         let get = |name: &str| {
             batch
                 .points()

@@ -24,6 +24,7 @@ use crate::model::{Batch, MetricDesc, MetricKind, Severity};
 /// Sends metrics and alert events to an OTLP endpoint.
 pub struct OtlpExporter {
     endpoint: String,
+    evaluation_duration: opentelemetry::metrics::Histogram<f64>,
     latest: Arc<LatestValues>,
     meter: Meter,
     registered: Mutex<HashSet<String>>,
@@ -156,8 +157,17 @@ impl OtlpExporter {
     ) -> Self {
         let meter = meter_provider.meter("vigil");
         let logger = logger_provider.logger("vigil");
+        let evaluation_duration = meter
+            .f64_histogram("vigil.plugin.evaluation.duration")
+            .with_unit("s")
+            .with_description("Duration of one plugin evaluation")
+            .with_boundaries(vec![
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ])
+            .build();
         OtlpExporter {
             endpoint,
+            evaluation_duration,
             latest: Arc::new(LatestValues::default()),
             meter,
             registered: Mutex::new(HashSet::new()),
@@ -232,6 +242,14 @@ impl OtlpExporter {
         }
     }
 
+    /// Records how long one evaluation by `plugin` took.
+    pub fn record_evaluation(&self, plugin: &str, duration: std::time::Duration) {
+        self.evaluation_duration.record(
+            duration.as_secs_f64(),
+            &[KeyValue::new("vigil.plugin", plugin.to_owned())],
+        );
+    }
+
     /// Sends an alert event as an OTLP log record (event name `vigil.alert`).
     pub fn emit_alert(&self, event: &AlertEvent) {
         let alert = &event.alert;
@@ -260,6 +278,9 @@ impl OtlpExporter {
         record.add_attribute("vigil.alert.summary", alert.summary.clone());
         record.add_attribute("vigil.alert.source", alert.source.clone());
         record.add_attribute("vigil.plugin", alert.key.plugin.clone());
+        if let Some(reason) = &event.reason {
+            record.add_attribute("vigil.alert.reason", reason.clone());
+        }
         if let Some(value) = alert.value {
             record.add_attribute("vigil.alert.value", value);
         }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{AlertRule, AlertRulePre};
@@ -46,6 +45,8 @@ pub struct PluginInstance {
     live: Option<Live>,
     /// State kept while no instance is live (between a trap and the restart).
     parked_kv: PluginKv,
+    /// SHA-256 of the file it was loaded from.
+    content_hash: String,
 }
 
 impl PluginInstance {
@@ -72,8 +73,10 @@ impl PluginInstance {
         bytes: &[u8],
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
-        let component =
-            Component::from_binary(&runtime.engine, bytes).map_err(|e| LoadError::Compile {
+        let (component, cache) = runtime
+            .cache
+            .component(&runtime.engine, bytes)
+            .map_err(|e| LoadError::Compile {
                 path: path.to_owned(),
                 reason: root_cause(&e),
             })?;
@@ -102,6 +105,7 @@ impl PluginInstance {
             interests: Interests::default(),
             live: None,
             parked_kv: PluginKv::default(),
+            content_hash: super::cache::content_hash(bytes),
         };
         plugin.start().map_err(|reason| LoadError::Instantiate {
             path: path.to_owned(),
@@ -118,13 +122,49 @@ impl PluginInstance {
         let info = check_info(info).map_err(describe_error)?;
         plugin.interests = Interests::new(&info.interests);
         plugin.info = info;
-        tracing::debug!(plugin = name, path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+        plugin.dry_run().map_err(|reason| LoadError::DryRun {
+            path: path.to_owned(),
+            reason,
+        })?;
+        tracing::debug!(plugin = name, path = %path.display(), ?cache, elapsed_ms = started.elapsed().as_millis() as u64, "plugin compiled and started");
         Ok(plugin)
     }
 
     /// The plugin's name in the agent (its file stem).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// SHA-256 of the file it was loaded from.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    /// The settings (JSON) it runs with.
+    pub fn settings_json(&self) -> &str {
+        &self.settings_json
+    }
+
+    /// Hands over the key/value state (for the next version of the same plugin).
+    pub fn take_state(&mut self) -> PluginKv {
+        match self.live.take() {
+            Some(live) => live.store.into_data().kv,
+            None => std::mem::take(&mut self.parked_kv),
+        }
+    }
+
+    /// Takes over the key/value state of a previous version: the running instance is
+    /// replaced by a fresh one that starts with `kv`.
+    pub fn adopt_state(&mut self, kv: PluginKv) {
+        self.live = None;
+        self.parked_kv = kv;
+    }
+
+    /// Bytes of linear memory the live instance uses (0 when none is live).
+    pub fn memory_bytes(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |l| l.store.data().limiter.memory_in_use)
     }
 
     /// The file it was loaded from.
@@ -153,6 +193,22 @@ impl PluginInstance {
                 plugin: self.name.clone(),
                 reason,
             })
+    }
+
+    /// Evaluates an empty batch: a plugin that traps, hangs or exhausts memory on it is refused.
+    fn dry_run(&mut self) -> Result<(), String> {
+        let empty = super::bindings::vigil::plugin::types::Batch {
+            source: "vigil:dry-run".into(),
+            host: String::new(),
+            timestamp_ns: 0,
+            metrics: Vec::new(),
+            series: Vec::new(),
+            values: Vec::new(),
+        };
+        match self.call(|bindings, store| bindings.call_evaluate(store, &empty)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Starts a fresh instance, handing it the plugin's state.

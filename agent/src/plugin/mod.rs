@@ -8,6 +8,7 @@
 //! - [`registry`]: every plugin of a directory, evaluated together.
 
 pub mod bindings;
+pub mod cache;
 pub mod convert;
 pub mod host;
 pub mod instance;
@@ -17,7 +18,7 @@ pub mod runtime;
 use std::path::PathBuf;
 
 pub use instance::{PluginInfo, PluginInstance};
-pub use registry::{Evaluation, PluginRegistry};
+pub use registry::{Evaluation, PluginRegistry, PluginStatus};
 pub use runtime::{PluginLimits, PluginRuntime};
 
 /// Why a plugin file could not be loaded. Each names the file and what to do.
@@ -40,6 +41,8 @@ pub enum LoadError {
     Instantiate { path: PathBuf, reason: String },
     #[error("plugin {path}: describe() failed: {reason}")]
     Describe { path: PathBuf, reason: String },
+    #[error("plugin {path}: failed a dry evaluation on an empty batch: {reason}")]
+    DryRun { path: PathBuf, reason: String },
 }
 
 impl LoadError {
@@ -51,6 +54,7 @@ impl LoadError {
             LoadError::WrongWorld { .. } => "wrong-world",
             LoadError::Instantiate { .. } => "instantiate",
             LoadError::Describe { .. } => "describe",
+            LoadError::DryRun { .. } => "dry-run",
         }
     }
 }

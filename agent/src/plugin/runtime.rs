@@ -47,6 +47,8 @@ pub struct Limiter {
     memory_bytes: usize,
     /// Set when a memory growth was refused.
     pub memory_exceeded: bool,
+    /// Linear memory granted so far (the largest memory's size).
+    pub memory_in_use: usize,
 }
 
 impl Limiter {
@@ -55,6 +57,7 @@ impl Limiter {
         Limiter {
             memory_bytes,
             memory_exceeded: false,
+            memory_in_use: 0,
         }
     }
 }
@@ -73,6 +76,7 @@ impl ResourceLimiter for Limiter {
                 self.memory_bytes
             );
         }
+        self.memory_in_use = self.memory_in_use.max(desired);
         Ok(true)
     }
 
@@ -112,6 +116,7 @@ impl Drop for Ticker {
 
 /// The engine, the linker with every host import, and the limits: shared by all plugins.
 pub struct PluginRuntime {
+    pub(crate) cache: super::cache::CompileCache,
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
     pub(crate) limits: PluginLimits,
@@ -145,11 +150,27 @@ impl PluginRuntime {
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker thread: {e}"))?;
 
         Ok(PluginRuntime {
+            cache: super::cache::CompileCache::disabled(),
             engine,
             linker,
             limits,
             _ticker: Ticker { stop },
         })
+    }
+
+    /// Caches compiled components in `dir` (none when `dir` is empty).
+    pub fn with_cache_dir(mut self, dir: &std::path::Path) -> Self {
+        self.cache = if dir.as_os_str().is_empty() {
+            super::cache::CompileCache::disabled()
+        } else {
+            super::cache::CompileCache::new(Some(dir.to_owned()))
+        };
+        self
+    }
+
+    /// The runtime a `[plugins]` section describes: its limits and compile cache.
+    pub fn from_config(config: &PluginsConfig) -> wasmtime::Result<Self> {
+        Ok(Self::new(PluginLimits::from_config(config))?.with_cache_dir(&config.cache_dir))
     }
 
     /// The limits plugins run under.

@@ -1,6 +1,8 @@
 //! Test fixture: an alert rule that misbehaves on purpose, as its settings say.
 //!
-//! Settings: `{"mode": "...", "when": "describe" | "evaluate"}` (default `evaluate`), where mode is
+//! Settings: `{"mode": "...", "when": "describe" | "evaluate" | "always"}`, where `evaluate` (the
+//! default) misbehaves on batches with data only (so the host's dry run on an empty batch passes),
+//! `always` on every evaluation, `describe` in `describe`; and mode is
 //! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
 //! `garbage` (returns findings the host must reject), `flood` (returns 100,000 findings),
 //! `fail` (returns an error) or `ok` (reports one finding per batch).
@@ -86,9 +88,14 @@ impl Guest for Misbehave {
         })
     }
 
-    fn evaluate(_batch: Batch) -> Result<Vec<Finding>, String> {
+    fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
         let settings = settings();
-        if settings.when.as_deref() == Some("describe") {
+        let quiet = match settings.when.as_deref() {
+            Some("describe") => true,
+            Some("always") => false,
+            _ => batch.values.is_empty(),
+        };
+        if quiet {
             return Ok(Vec::new());
         }
         misbehave(&settings.mode)

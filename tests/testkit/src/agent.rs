@@ -59,6 +59,7 @@ interval = "{interval}"
 
 [plugins]
 dir = "plugins"
+cache_dir = "cache"
 deadline = "100ms"
 memory_limit_mib = 32
 

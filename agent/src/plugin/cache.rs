@@ -1,0 +1,179 @@
+//! On-disk cache of compiled components, keyed by the file's content hash and the
+//! engine's compatibility hash: restarting with many plugins deserializes them in
+//! milliseconds instead of recompiling. Each entry carries a SHA-256 of its payload,
+//! so a corrupt or truncated entry is detected and recompiled, never loaded.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// What the cache did for one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded a valid entry.
+    Hit,
+    /// Compiled and stored a new entry.
+    Miss,
+    /// Found a corrupt or incompatible entry, compiled and replaced it.
+    Replaced,
+    /// No cache directory: compiled.
+    Disabled,
+}
+
+/// The compile cache (or none).
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+/// Hex SHA-256 of `bytes`: a plugin file's identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl CompileCache {
+    /// A cache in `dir`, created if missing; without a usable directory, no cache.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        let dir = dir.and_then(|dir| match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "plugin compile cache disabled: cannot create the directory: {e}");
+                None
+            }
+        });
+        CompileCache { dir }
+    }
+
+    /// A cache that never stores anything.
+    pub fn disabled() -> Self {
+        CompileCache { dir: None }
+    }
+
+    /// The component for `bytes`: from the cache when a valid entry exists, else compiled (and stored).
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        let Some(dir) = &self.dir else {
+            return Ok((
+                Component::from_binary(engine, bytes)?,
+                CacheOutcome::Disabled,
+            ));
+        };
+        let mut engine_hash = DefaultHasher::new();
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let path = dir.join(format!(
+            "{}-{:016x}.cwasm",
+            content_hash(bytes),
+            engine_hash.finish()
+        ));
+
+        let mut outcome = CacheOutcome::Miss;
+        if let Ok(entry) = std::fs::read(&path) {
+            match verified_payload(&entry) {
+                Some(payload) => {
+                    // SAFETY: the payload's SHA-256 matches the one written beside it by
+                    // `store` below, so these are exactly the bytes `Component::serialize`
+                    // produced for this engine configuration.
+                    match unsafe { Component::deserialize(engine, payload) } {
+                        Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                        Err(e) => {
+                            tracing::warn!(entry = %path.display(), "plugin cache entry unusable, recompiling: {e}")
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(entry = %path.display(), "plugin cache entry is corrupt, recompiling")
+                }
+            }
+            outcome = CacheOutcome::Replaced;
+        }
+        let component = Component::from_binary(engine, bytes)?;
+        match component.serialize() {
+            Ok(payload) => store(&path, &payload),
+            Err(e) => tracing::warn!("cannot serialize a compiled plugin for the cache: {e}"),
+        }
+        Ok((component, outcome))
+    }
+}
+
+/// The payload of an entry whose checksum matches.
+fn verified_payload(entry: &[u8]) -> Option<&[u8]> {
+    let (sum, payload) = entry.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+}
+
+/// Writes an entry atomically (temporary file, then rename).
+fn store(path: &std::path::Path, payload: &[u8]) {
+    let mut entry = Sha256::digest(payload).to_vec();
+    entry.extend_from_slice(payload);
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let result =
+        std::fs::write(&temporary, &entry).and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temporary);
+        tracing::warn!(entry = %path.display(), "cannot write plugin cache entry: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPONENT: &str = "(component)";
+
+    #[test]
+    fn second_load_hits_and_corruption_is_recompiled() {
+        let engine = Engine::default();
+        let bytes = wat::parse_str(COMPONENT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(Some(dir.path().to_owned()));
+        assert_eq!(
+            cache.component(&engine, &bytes).unwrap().1,
+            CacheOutcome::Miss
+        );
+        assert_eq!(
+            cache.component(&engine, &bytes).unwrap().1,
+            CacheOutcome::Hit
+        );
+        let entry = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut corrupt = std::fs::read(&entry).unwrap();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        std::fs::write(&entry, corrupt).unwrap();
+        assert_eq!(
+            cache.component(&engine, &bytes).unwrap().1,
+            CacheOutcome::Replaced
+        );
+        assert_eq!(
+            cache.component(&engine, &bytes).unwrap().1,
+            CacheOutcome::Hit
+        );
+        std::fs::write(&entry, b"short").unwrap();
+        assert_eq!(
+            cache.component(&engine, &bytes).unwrap().1,
+            CacheOutcome::Replaced
+        );
+        assert_eq!(
+            CompileCache::disabled()
+                .component(&engine, &bytes)
+                .unwrap()
+                .1,
+            CacheOutcome::Disabled
+        );
+    }
+}
