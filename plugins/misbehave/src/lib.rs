@@ -5,7 +5,8 @@
 //! `always` on every evaluation, `describe` in `describe`; and mode is
 //! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
 //! `garbage` (returns findings the host must reject), `flood` (returns 100,000 findings),
-//! `fail` (returns an error) or `ok` (reports one finding per batch).
+//! `fail` (returns an error), `count` (counts evaluations in the host state and reports the
+//! count as the finding's key `n=N`) or `ok` (reports one finding per batch).
 
 use serde::Deserialize;
 
@@ -69,6 +70,18 @@ fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
             .map(|i| finding(&format!("flood-{i}")))
             .collect()),
         "fail" => Err("misbehave fixture failed on purpose".into()),
+        "count" => {
+            // Counts evaluations in the host's key/value state, which outlives reloads.
+            let n = host::state_get("n")
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+                + 1;
+            host::state_set("n", &n.to_le_bytes())?;
+            let mut f = finding("count");
+            f.key = format!("n={n}");
+            f.value = Some(n as f64);
+            Ok(vec![f])
+        }
         _ => Ok(vec![finding("misbehave-ok")]),
     }
 }
