@@ -259,7 +259,7 @@ async fn config_changes_apply_to_what_changed_and_bad_configs_are_refused() {
     ws.write_config("[collect.system]\nintervall = \"1s\"\n")
         .unwrap();
     let (ok, r) = receiver
-        .wait_for(WAIT, |r| agent.log().contains("config reload refused"))
+        .wait_for(WAIT, |_| agent.log().contains("config reload refused"))
         .await;
     assert!(ok, "{}", agent.log());
     let rounds = |r: &Received| {

@@ -33,7 +33,7 @@ pub fn watch(
     config_file: Option<&Path>,
     changes: UnboundedSender<Change>,
 ) -> Result<Watch, String> {
-    let config_file = config_file.map(|p| absolute(p));
+    let config_file = config_file.map(absolute);
     let plugin_dir_abs = absolute(plugin_dir);
     let config_for_events = config_file.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
