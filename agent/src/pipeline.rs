@@ -281,6 +281,22 @@ impl Agent {
         self.exporter.record(&batch);
     }
 
+    /// Successful evaluations of `plugin` so far.
+    pub fn evaluations(&self, plugin: &str) -> u64 {
+        self.telemetry
+            .lock()
+            .map(|t| t.evaluations(plugin))
+            .unwrap_or(0)
+    }
+
+    /// Status of every loaded plugin (version, content hash, quarantine, memory).
+    pub fn plugin_statuses(&self) -> Vec<crate::plugin::PluginStatus> {
+        self.registry
+            .lock()
+            .map(|r| r.statuses())
+            .unwrap_or_default()
+    }
+
     /// Loads the plugin file at `path` (added or changed) and swaps it in; a file that
     /// is gone unloads its plugin. A file that fails to load leaves the running version
     /// in place. Returns whether anything changed.

@@ -98,6 +98,11 @@ impl SelfTelemetry {
         }
     }
 
+    /// Successful evaluations of `plugin` so far.
+    pub fn evaluations(&self, plugin: &str) -> u64 {
+        self.evaluations.get(plugin).map_or(0, |e| e.0)
+    }
+
     /// The totals as a batch from source `vigil`, with the firing alerts per severity
     /// and the state of every loaded plugin.
     pub fn batch(
