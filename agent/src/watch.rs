@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify_debouncer_mini::{Config, DebounceEventResult, Debouncer, new_debouncer_opt};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Quiet time after the last event of a path before it is reported.
@@ -36,7 +36,11 @@ pub fn watch(
     let config_file = config_file.map(absolute);
     let plugin_dir_abs = absolute(plugin_dir);
     let config_for_events = config_file.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
+    // Not in batch mode: each path is reported as soon as it has been quiet for DEBOUNCE.
+    let config = Config::default()
+        .with_timeout(DEBOUNCE)
+        .with_batch_mode(false);
+    let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
             for event in events {
                 let path = absolute(&event.path);
@@ -50,8 +54,9 @@ pub fn watch(
             }
         }
         Err(e) => tracing::warn!("file watch error: {e}"),
-    })
-    .map_err(|e| format!("cannot start watching files: {e}"))?;
+    };
+    let mut debouncer = new_debouncer_opt::<_, RecommendedWatcher>(config, handler)
+        .map_err(|e| format!("cannot start watching files: {e}"))?;
     debouncer
         .watcher()
         .watch(plugin_dir, RecursiveMode::NonRecursive)
