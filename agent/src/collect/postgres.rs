@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 
 use super::server::{Identity, Scraper, ServerCollector, password, sql_connection};
 use crate::config::InstanceConfig;
-use crate::model::{BatchBuilder, MetricDesc, MetricKind};
+use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
 
 use MetricKind::{Counter, Gauge, UpDownCounter};
 
@@ -59,6 +59,19 @@ fn text(row: &PgRow, column: &str) -> String {
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+/// Adds a point of `metric` with `attrs` when `column` of `row` holds a number.
+fn emit(
+    batch: &mut BatchBuilder,
+    row: &PgRow,
+    column: &str,
+    metric: &MetricDesc,
+    attrs: Attributes,
+) {
+    if let Some(v) = num(row, column) {
+        batch.point(metric, attrs, v);
+    }
 }
 
 fn query_error(what: &str) -> impl Fn(sqlx::Error) -> String + '_ {
@@ -197,9 +210,7 @@ impl PostgresScraper {
         for row in &rows {
             let attrs = who.with(&[("db.namespace", &text(row, "db"))]);
             for (column, metric) in &metrics {
-                if let Some(v) = num(row, column) {
-                    batch.point(metric, attrs.clone(), v);
-                }
+                emit(batch, row, column, metric, attrs.clone());
             }
         }
         Ok(())
@@ -219,30 +230,30 @@ impl PostgresScraper {
         .await
         .map_err(query_error("connection counts"))?;
         let base = who.attributes();
-        if let Some(v) = num(&row, "max_connections") {
-            batch.point(
-                &MetricDesc::new(
-                    "postgresql.connection.max",
-                    "{connection}",
-                    Gauge,
-                    "max_connections",
-                ),
-                base.clone(),
-                v,
-            );
-        }
-        if let Some(v) = num(&row, "connections") {
-            batch.point(
-                &MetricDesc::new(
-                    "postgresql.connection.count",
-                    "{connection}",
-                    UpDownCounter,
-                    "Client connections to the server",
-                ),
-                base.clone(),
-                v,
-            );
-        }
+        emit(
+            batch,
+            &row,
+            "max_connections",
+            &MetricDesc::new(
+                "postgresql.connection.max",
+                "{connection}",
+                Gauge,
+                "max_connections",
+            ),
+            base.clone(),
+        );
+        emit(
+            batch,
+            &row,
+            "connections",
+            &MetricDesc::new(
+                "postgresql.connection.count",
+                "{connection}",
+                UpDownCounter,
+                "Client connections to the server",
+            ),
+            base.clone(),
+        );
         let version = num(&row, "version").unwrap_or(0.0);
 
         let locks = sqlx::query(
@@ -291,12 +302,8 @@ impl PostgresScraper {
                 ("postgresql.replica.application", &text(row, "app")),
                 ("postgresql.replica.address", &text(row, "addr")),
             ]);
-            if let Some(v) = num(row, "replay_lag") {
-                batch.point(&lag, attrs.clone(), v);
-            }
-            if let Some(v) = num(row, "replay_bytes") {
-                batch.point(&lag_bytes, attrs, v);
-            }
+            emit(batch, row, "replay_lag", &lag, attrs.clone());
+            emit(batch, row, "replay_bytes", &lag_bytes, attrs);
         }
 
         let checkpoints_sql = if version >= 170000.0 {
@@ -329,42 +336,42 @@ impl PostgresScraper {
             "Buffers written by checkpoints",
         );
         for (column, kind) in [("timed", "scheduled"), ("requested", "requested")] {
-            if let Some(v) = num(&row, column) {
-                batch.point(&count, who.with(&[("type", kind)]), v);
-            }
+            emit(batch, &row, column, &count, who.with(&[("type", kind)]));
         }
         for (column, kind) in [("write_time", "write"), ("sync_time", "sync")] {
-            if let Some(v) = num(&row, column) {
-                batch.point(&duration, who.with(&[("type", kind)]), v);
-            }
+            emit(batch, &row, column, &duration, who.with(&[("type", kind)]));
         }
-        if let Some(v) = num(&row, "buffers_checkpoint") {
-            batch.point(&writes, who.with(&[("source", "checkpoints")]), v);
-        }
+        emit(
+            batch,
+            &row,
+            "buffers_checkpoint",
+            &writes,
+            who.with(&[("source", "checkpoints")]),
+        );
         if version >= 140000.0 {
             let row = sqlx::query("SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes FROM pg_stat_wal")
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(query_error("pg_stat_wal"))?;
-            if let Some(v) = num(&row, "bytes") {
-                batch.point(
-                    &MetricDesc::new("postgresql.wal.bytes", "By", Counter, "WAL generated"),
-                    base.clone(),
-                    v,
-                );
-            }
-            if let Some(v) = num(&row, "records") {
-                batch.point(
-                    &MetricDesc::new(
-                        "postgresql.wal.records",
-                        "{record}",
-                        Counter,
-                        "WAL records generated",
-                    ),
-                    base,
-                    v,
-                );
-            }
+            emit(
+                batch,
+                &row,
+                "bytes",
+                &MetricDesc::new("postgresql.wal.bytes", "By", Counter, "WAL generated"),
+                base.clone(),
+            );
+            emit(
+                batch,
+                &row,
+                "records",
+                &MetricDesc::new(
+                    "postgresql.wal.records",
+                    "{record}",
+                    Counter,
+                    "WAL records generated",
+                ),
+                base,
+            );
         }
         Ok(())
     }
@@ -441,9 +448,7 @@ impl PostgresScraper {
                 ("postgresql.table.name", &text(row, "tbl")),
             ]);
             for (column, metric) in &metrics {
-                if let Some(v) = num(row, column) {
-                    batch.point(metric, attrs.clone(), v);
-                }
+                emit(batch, row, column, metric, attrs.clone());
             }
             for (column, state) in [("live", "live"), ("dead", "dead")] {
                 if let Some(v) = num(row, column) {
@@ -486,9 +491,7 @@ impl PostgresScraper {
                 ("postgresql.index.name", &text(row, "idx")),
             ]);
             for (column, metric) in [("scans", &scans), ("size", &size), ("unused", &unused)] {
-                if let Some(v) = num(row, column) {
-                    batch.point(metric, attrs.clone(), v);
-                }
+                emit(batch, row, column, metric, attrs.clone());
             }
         }
         Ok(())
@@ -558,9 +561,7 @@ impl PostgresScraper {
                 ("postgresql.query.id", &text(row, "id")),
                 ("db.query.text", &text(row, "query")),
             ]);
-            if let Some(v) = num(row, "calls") {
-                batch.point(&calls, attrs.clone(), v);
-            }
+            emit(batch, row, "calls", &calls, attrs.clone());
             if let Some(v) = num(row, "total_ms") {
                 batch.point(&total, attrs.clone(), v / 1000.0);
             }
