@@ -30,8 +30,13 @@ use vigil::plugin::host;
 
 struct Threshold;
 
-fn settings() -> Result<Settings, String> {
-    Settings::parse(&host::config())
+/// The settings, parsed once per instance (a reload starts a new instance).
+fn settings() -> Result<&'static Settings, String> {
+    static SETTINGS: std::sync::OnceLock<Result<Settings, String>> = std::sync::OnceLock::new();
+    SETTINGS
+        .get_or_init(|| Settings::parse(&host::config()))
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 impl Guest for Threshold {
