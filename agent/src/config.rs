@@ -322,14 +322,19 @@ impl Config {
         Config::parse(EMBEDDED_DEFAULT, "(embedded default)")
     }
 
-    /// Reads and validates a config file. Relative plugin directories are taken
-    /// relative to the file's directory.
+    /// Reads and validates a config file. Relative plugin and cache directories are
+    /// taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Config::parse(&text, &path.display().to_string())?;
+        Config::from_file_text(path, &text)
+    }
+
+    /// Parses the text of the config file at `path` (as [`Config::load`] does).
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text, &path.display().to_string())?;
         if let Some(base) = path.parent() {
             for dir in [&mut config.plugins.dir, &mut config.plugins.cache_dir] {
                 if dir.is_relative() && !dir.as_os_str().is_empty() {

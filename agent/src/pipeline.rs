@@ -116,6 +116,22 @@ pub fn changed_collectors(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
+/// The content of a file once it stops changing: editors and tools write in steps, and
+/// a half-written config must never be applied. `None` when the file stays empty or unreadable.
+async fn settled_text(path: &Path) -> Option<String> {
+    const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+    let mut last = tokio::fs::read_to_string(path).await.ok();
+    for _ in 0..40 {
+        tokio::time::sleep(SETTLE).await;
+        let now = tokio::fs::read_to_string(path).await.ok();
+        if now == last {
+            return now.filter(|t| !t.trim().is_empty());
+        }
+        last = now;
+    }
+    None
+}
+
 impl Agent {
     /// Sets up export, loads the plugins and builds the collectors. Must run inside Tokio.
     pub async fn start(
