@@ -403,7 +403,12 @@ impl Agent {
         let Some(path) = self.config_path.clone() else {
             return false;
         };
-        let parsed = Config::load(&path)
+        let Some(text) = settled_text(&path).await else {
+            tracing::warn!(config = %path.display(), "config file is empty or unreadable; ignored (the running config stays)");
+            self.count(Event::ConfigReloaded { ok: false });
+            return false;
+        };
+        let parsed = Config::from_file_text(&path, &text)
             .and_then(|mut c| c.apply_otel_env(|k| std::env::var(k).ok()).map(|()| c));
         let new = match parsed {
             Ok(new) => new,

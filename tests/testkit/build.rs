@@ -16,9 +16,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", repo.join("wit").display());
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    // OUT_DIR is <target>/<profile>/build/<pkg-hash>/out: share one plugin target dir per outer target.
-    let target_root = out_dir.ancestors().nth(4).unwrap_or(&out_dir).to_owned();
-    let wasm_target_dir = target_root.join("wasm-plugins");
+    // A target dir of the guest build's own inside OUT_DIR: never the outer build's
+    // (whose lock cargo holds) and never shared with another checkout of the project.
+    let wasm_target_dir = out_dir.join("wasm-plugins");
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -4,7 +4,7 @@
 //! default) misbehaves on batches with data only (so the host's dry run on an empty batch passes),
 //! `always` on every evaluation, `describe` in `describe`; and mode is
 //! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
-//! `garbage` (returns findings the host must reject), `flood` (returns 100,000 findings),
+//! `garbage` (returns findings the host must reject), `flood` (returns 2,000 findings, over the host's default cap of 1,000),
 //! `fail` (returns an error), `count` (counts evaluations in the host state and reports the
 //! count as the finding's key `n=N`) or `ok` (reports one finding per batch).
 
@@ -66,7 +66,7 @@ fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
             }
         }
         "garbage" => Ok(vec![finding(""), finding(&"x".repeat(100_000))]),
-        "flood" => Ok((0..100_000)
+        "flood" => Ok((0..2_000)
             .map(|i| finding(&format!("flood-{i}")))
             .collect()),
         "fail" => Err("misbehave fixture failed on purpose".into()),
