@@ -319,3 +319,23 @@ fn unreachable_endpoint_is_a_warning_not_a_crash() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_warns_once_while_the_collector_is_down() {
+    let ws = Workspace::new().unwrap();
+    let config = ws
+        .write_config(&ws.config_for("http://127.0.0.1:9", "grpc", "300ms", ""))
+        .unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(agent.is_running());
+    let log = agent.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("OTLP export to http://127.0.0.1:9 failed"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one warning per outage, not one per export:\n{log}"
+    );
+}

@@ -520,11 +520,48 @@ impl Agent {
 
     /// Sends everything buffered now; a failure is a warning, never fatal.
     pub async fn flush(self: &Arc<Self>) {
-        let agent = self.clone();
-        let result = tokio::task::spawn_blocking(move || agent.exporter.flush()).await;
-        if let Ok(Err(error)) = result {
+        if let Err(error) = self.try_flush().await {
             tracing::warn!("{error}");
         }
+    }
+
+    async fn try_flush(self: &Arc<Self>) -> Result<(), String> {
+        let agent = self.clone();
+        match tokio::task::spawn_blocking(move || agent.exporter.flush()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("export task failed: {e}")),
+        }
+    }
+
+    /// Exports every `interval`: one warning when export starts failing, one message when it recovers.
+    fn spawn_exports(
+        self: &Arc<Self>,
+        interval: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            let mut failing = false;
+            loop {
+                ticker.tick().await;
+                match agent.try_flush().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("OTLP export works again");
+                    }
+                    Ok(()) => {}
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(
+                            "{error}; retrying every {interval:?}, this is reported once per outage"
+                        );
+                    }
+                    Err(error) => tracing::debug!("{error}"),
+                }
+            }
+        })
     }
 
     /// Stops export (what could not be sent was reported by the last flush).
@@ -556,6 +593,12 @@ impl Agent {
         for collector in collectors {
             self.spawn_collector(collector);
         }
+        let export_interval = self
+            .config
+            .lock()
+            .map(|c| c.export.otlp.interval)
+            .unwrap_or(std::time::Duration::from_secs(10));
+        let exports = self.spawn_exports(export_interval);
         let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
         let (watching, plugin_dir) = match self.config.lock() {
             Ok(c) => (c.plugins.watch, c.plugins.dir.clone()),
@@ -585,6 +628,7 @@ impl Agent {
             }
         }
         tracing::info!("stopping: flushing export");
+        exports.abort();
         if let Ok(mut running) = self.collectors.lock() {
             for (_, handle) in running.drain() {
                 handle.abort();

@@ -120,8 +120,10 @@ impl OtlpExporter {
             config,
             "metrics"
         );
+        // The agent drives exports itself (see `Agent::run_until`) so that it sees every
+        // failure; the reader's own timer is only a backstop.
         let reader = PeriodicReader::builder(metric_exporter)
-            .with_interval(config.interval)
+            .with_interval(std::time::Duration::from_secs(24 * 3600))
             .build();
         let meter_provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())

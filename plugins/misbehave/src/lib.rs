@@ -66,9 +66,7 @@ fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
             }
         }
         "garbage" => Ok(vec![finding(""), finding(&"x".repeat(100_000))]),
-        "flood" => Ok((0..2_000)
-            .map(|i| finding(&format!("flood-{i}")))
-            .collect()),
+        "flood" => Ok((0..2_000).map(|i| finding(&format!("flood-{i}"))).collect()),
         "fail" => Err("misbehave fixture failed on purpose".into()),
         "count" => {
             // Counts evaluations in the host's key/value state, which outlives reloads.
