@@ -193,6 +193,9 @@ impl PluginsConfig {
 pub struct ExportConfig {
     #[serde(default)]
     pub otlp: OtlpConfig,
+    /// `[export.alertmanager]`: also deliver alerts to Prometheus Alertmanager (absent = off).
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerConfig>,
 }
 
 /// OTLP transport.
@@ -256,6 +259,45 @@ pub struct OtlpConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+/// `[export.alertmanager]`: firing and resolved alerts posted to Alertmanager's v2 API.
+///
+/// It holds no secret itself (only where to read one), so its `Debug` output is safe to log.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URLs of the Alertmanagers; every one is sent every alert (an HA cluster).
+    pub urls: Vec<String>,
+    /// Time limit of one request.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often firing alerts are posted again; keep it below Alertmanager's `resolve_timeout` (5m).
+    #[serde(default = "one_minute", with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Labels added to every alert (a label the alert already has is kept).
+    #[serde(default)]
+    pub extra_labels: BTreeMap<String, String>,
+    /// The alerts' `generatorURL`; defaults to `http://HOST/`.
+    pub generator_url: Option<String>,
+    /// Environment variable holding a bearer token.
+    pub bearer_token_env: Option<String>,
+    /// File holding a bearer token (trailing newline ignored).
+    pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic authentication.
+    pub basic_auth: Option<BasicAuthConfig>,
+}
+
+/// `basic_auth = { username = "...", password_env = "..." }`: the password comes from the
+/// environment or a file, never from the config itself.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+}
+
 impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
@@ -287,6 +329,9 @@ fn ten_seconds() -> Duration {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
+}
+fn one_minute() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_top_n() -> usize {
     10
@@ -429,6 +474,11 @@ impl Config {
                 "must be an http:// or https:// URL, e.g. \"http://localhost:4317\"",
             ));
         }
+        if let Some(am) = &self.export.alertmanager {
+            am.validate().map_err(|(field, problem)| {
+                invalid(&format!("export.alertmanager.{field}"), &problem)
+            })?;
+        }
         Ok(())
     }
 
@@ -454,6 +504,91 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl AlertmanagerConfig {
+    /// Label names Alertmanager accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn is_label_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// The field at fault and what is wrong with it.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, problem: &str| Err((field.to_owned(), problem.to_owned()));
+        if self.urls.is_empty() {
+            return fail(
+                "urls",
+                "must list at least one Alertmanager, e.g. [\"http://127.0.0.1:9093\"]",
+            );
+        }
+        for (i, url) in self.urls.iter().enumerate() {
+            if !is_http_url(url) {
+                return fail(
+                    &format!("urls[{i}]"),
+                    "must be an http:// or https:// URL with a host and no credentials (use basic_auth), e.g. \"http://127.0.0.1:9093\"",
+                );
+            }
+        }
+        if let Some(url) = &self.generator_url
+            && !is_http_url(url)
+        {
+            return fail("generator_url", "must be an http:// or https:// URL");
+        }
+        if self.timeout.is_zero() {
+            return fail("timeout", "must be more than 0s");
+        }
+        if self.resend_interval < Duration::from_secs(1) {
+            return fail("resend_interval", "must be at least 1s");
+        }
+        for (name, value) in &self.extra_labels {
+            if !Self::is_label_name(name) {
+                return fail(
+                    "extra_labels",
+                    &format!("has {name:?}, which is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                );
+            }
+            if value.is_empty() {
+                return fail("extra_labels", &format!("has an empty value for {name:?}"));
+            }
+        }
+        let auths = [
+            self.bearer_token_env.is_some(),
+            self.bearer_token_file.is_some(),
+            self.basic_auth.is_some(),
+        ];
+        if auths.iter().filter(|set| **set).count() > 1 {
+            return fail(
+                "basic_auth",
+                "takes one of bearer_token_env, bearer_token_file and basic_auth, not several",
+            );
+        }
+        if let Some(basic) = &self.basic_auth {
+            if basic.username.is_empty() {
+                return fail("basic_auth.username", "must not be empty");
+            }
+            if basic.password_env.is_some() == basic.password_file.is_some() {
+                return fail(
+                    "basic_auth",
+                    "takes exactly one of password_env and password_file",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` parses as an http(s) URL with a host and without credentials in it.
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.has_host()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
 }
 
 #[cfg(test)]
@@ -521,5 +656,49 @@ mod tests {
             serde_json::from_str(&config.plugins.settings_json("threshold")).unwrap();
         assert_eq!(json["rules"][0]["value"], 1.5);
         assert_eq!(config.plugins.settings_json("other"), "{}");
+    }
+
+    #[test]
+    fn alertmanager_section_is_checked() {
+        let config = Config::parse(
+            "[export.alertmanager]\nurls = [\"http://127.0.0.1:9093\", \"https://am2:9093/\"]\nresend_interval = \"30s\"\nextra_labels = { team = \"ops\" }\nbearer_token_env = \"AM_TOKEN\"\n",
+            "x",
+        )
+        .unwrap();
+        let am = config.export.alertmanager.unwrap();
+        assert_eq!(am.urls.len(), 2);
+        assert_eq!(am.timeout, Duration::from_secs(5));
+        assert_eq!(am.resend_interval, Duration::from_secs(30));
+        assert!(Config::default_embedded().unwrap().export.alertmanager.is_none());
+        for (text, field) in [
+            ("urls = []", "urls"),
+            ("urls = [\"127.0.0.1:9093\"]", "urls[0]"),
+            ("urls = [\"http://a\", \"http://u:p@b\"]", "urls[1]"),
+            ("urls = [\"http://a\"]\nextra_labels = { \"a.b\" = \"x\" }", "extra_labels"),
+            ("urls = [\"http://a\"]\nresend_interval = \"0s\"", "resend_interval"),
+            (
+                "urls = [\"http://a\"]\nbasic_auth = { username = \"u\" }",
+                "basic_auth",
+            ),
+            (
+                "urls = [\"http://a\"]\nbearer_token_env = \"T\"\nbearer_token_file = \"/t\"",
+                "basic_auth",
+            ),
+        ] {
+            let err = Config::parse(&format!("[export.alertmanager]\n{text}\n"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`export.alertmanager.{field}`")),
+                "{text}: {err}"
+            );
+        }
+        let err = Config::parse(
+            "[export.alertmanager]\nurls = [\"http://a\"]\nbearer_token = \"s3cret\"\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bearer_token"), "inline secrets are refused: {err}");
     }
 }

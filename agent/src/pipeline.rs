@@ -13,6 +13,7 @@ use crate::alert::{AlertBook, AlertEvent};
 use crate::collect::Collector;
 use crate::collect::system::SystemCollector;
 use crate::config::Config;
+use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
 use crate::plugin::registry::{plugin_files, plugin_name};
@@ -29,6 +30,8 @@ pub enum StartError {
     Runtime(String),
     #[error(transparent)]
     Collect(#[from] crate::collect::CollectError),
+    #[error(transparent)]
+    Alertmanager(#[from] AlertmanagerError),
 }
 
 /// The running agent's shared stages.
@@ -37,9 +40,11 @@ pub struct Agent {
     config_path: Option<PathBuf>,
     config: Mutex<Config>,
     exporter: OtlpExporter,
+    /// Delivery of firing and resolved alerts to Alertmanager, when configured.
+    alertmanager: Option<AlertmanagerSink>,
     registry: Mutex<PluginRegistry>,
     alerts: Mutex<AlertBook>,
-    telemetry: Mutex<SelfTelemetry>,
+    telemetry: Arc<Mutex<SelfTelemetry>>,
     collectors: Mutex<HashMap<String, AbortHandle>>,
 }
 
@@ -160,15 +165,32 @@ impl Agent {
                 cause: failure.error.cause(),
             });
         }
+        let telemetry = Arc::new(Mutex::new(telemetry));
+        let alertmanager = match &config.export.alertmanager {
+            Some(am) => {
+                let generator_url = am
+                    .generator_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{host}/"));
+                Some(AlertmanagerSink::start(
+                    am,
+                    &host,
+                    generator_url,
+                    telemetry.clone(),
+                )?)
+            }
+            None => None,
+        };
         let collectors = build_collectors(config, &host)?;
         let agent = Arc::new(Agent {
             host,
             config_path: config_path.map(Path::to_owned),
             config: Mutex::new(config.clone()),
             exporter,
+            alertmanager,
             registry: Mutex::new(registry),
             alerts: Mutex::new(AlertBook::default()),
-            telemetry: Mutex::new(telemetry),
+            telemetry,
             collectors: Mutex::new(HashMap::new()),
         });
         Ok((agent, collectors))
@@ -262,6 +284,9 @@ impl Agent {
                 event.alert.summary
             );
             self.exporter.emit_alert(event);
+            if let Some(alertmanager) = &self.alertmanager {
+                alertmanager.send(event);
+            }
         }
     }
 

@@ -24,6 +24,12 @@ pub enum Event<'a> {
     PluginQuarantined { plugin: &'a str },
     /// The config file was applied (`ok`) or refused.
     ConfigReloaded { ok: bool },
+    /// Alerts an Alertmanager accepted (`url` as configured).
+    AlertmanagerSent { url: &'a str, alerts: usize },
+    /// A post to an Alertmanager failed; `cause` is `connect`, `timeout`, `status_4xx` or `status_5xx`.
+    AlertmanagerFailed { url: &'a str, cause: &'a str },
+    /// Alerts waiting for an Alertmanager to accept them (a gauge).
+    AlertmanagerPending { url: &'a str, alerts: usize },
     /// A collection round succeeded.
     Collected {
         collector: &'a str,
@@ -43,6 +49,9 @@ pub struct SelfTelemetry {
     reloads: BTreeMap<String, u64>,
     quarantines: BTreeMap<String, u64>,
     config_reloads: BTreeMap<&'static str, u64>,
+    alertmanager_sent: BTreeMap<String, u64>,
+    alertmanager_failed: BTreeMap<(String, String), u64>,
+    alertmanager_pending: BTreeMap<String, usize>,
 }
 
 fn desc(name: &str, unit: &str, kind: MetricKind, text: &str) -> MetricDesc {
@@ -81,6 +90,18 @@ impl SelfTelemetry {
                     .config_reloads
                     .entry(if ok { "ok" } else { "error" })
                     .or_default() += 1;
+            }
+            Event::AlertmanagerSent { url, alerts } => {
+                *self.alertmanager_sent.entry(url.to_owned()).or_default() += alerts as u64;
+            }
+            Event::AlertmanagerFailed { url, cause } => {
+                *self
+                    .alertmanager_failed
+                    .entry((url.to_owned(), cause.to_owned()))
+                    .or_default() += 1;
+            }
+            Event::AlertmanagerPending { url, alerts } => {
+                self.alertmanager_pending.insert(url.to_owned(), alerts);
             }
             Event::CollectFailed { collector } => {
                 *self.collect_errors.entry(collector.to_owned()).or_default() += 1;
@@ -263,6 +284,7 @@ impl SelfTelemetry {
             b.point(&round_time, a.clone(), time.as_secs_f64());
             b.point(&points, a, *last_points as f64);
         }
+        self.alertmanager_points(&mut b);
         let firing_desc = desc(
             "vigil.alerts.firing",
             "{alert}",
@@ -277,6 +299,43 @@ impl SelfTelemetry {
             );
         }
         b.build()
+    }
+}
+
+impl SelfTelemetry {
+    fn alertmanager_points(&self, b: &mut BatchBuilder) {
+        use MetricKind::*;
+        let sent = desc(
+            "vigil.alertmanager.sent",
+            "{alert}",
+            Counter,
+            "Alerts posted to an Alertmanager and accepted (re-sends included)",
+        );
+        for (url, count) in &self.alertmanager_sent {
+            b.point(&sent, attrs([("url.full", url)]), *count as f64);
+        }
+        let failed = desc(
+            "vigil.alertmanager.failed",
+            "{request}",
+            Counter,
+            "Failed posts to an Alertmanager, by cause",
+        );
+        for ((url, cause), count) in &self.alertmanager_failed {
+            b.point(
+                &failed,
+                attrs([("url.full", url), ("error.type", cause)]),
+                *count as f64,
+            );
+        }
+        let pending = desc(
+            "vigil.alertmanager.pending",
+            "{alert}",
+            Gauge,
+            "Alerts waiting for an Alertmanager to accept them",
+        );
+        for (url, alerts) in &self.alertmanager_pending {
+            b.point(&pending, attrs([("url.full", url)]), *alerts as f64);
+        }
     }
 }
 
@@ -309,6 +368,30 @@ mod tests {
         assert_eq!(get("vigil.plugin.evaluations"), Some(2.0));
         assert_eq!(get("vigil.plugin.errors"), Some(1.0));
         assert_eq!(get("vigil.alerts.firing"), Some(2.0));
+        assert_eq!(get("vigil.alertmanager.sent"), None);
         assert!((get("vigil.plugin.evaluation.time").unwrap() - 0.005).abs() < 1e-9);
+    }
+
+    #[test]
+    fn alertmanager_delivery_is_counted_per_url() {
+        let mut t = SelfTelemetry::default();
+        let (a, b) = ("http://a:9093", "http://b:9093");
+        t.emit(Event::AlertmanagerSent { url: a, alerts: 2 });
+        t.emit(Event::AlertmanagerSent { url: a, alerts: 1 });
+        t.emit(Event::AlertmanagerFailed { url: b, cause: "connect" });
+        t.emit(Event::AlertmanagerPending { url: b, alerts: 4 });
+        t.emit(Event::AlertmanagerPending { url: b, alerts: 3 });
+        let batch = t.batch("h", &[], &[]);
+        let get = |name: &str, url: &str| {
+            batch
+                .points()
+                .find(|(m, attrs, _)| {
+                    m.name == name && attrs.iter().any(|(k, v)| k == "url.full" && v == url)
+                })
+                .map(|(_, attrs, v)| (attrs.len(), v))
+        };
+        assert_eq!(get("vigil.alertmanager.sent", a), Some((1, 3.0)));
+        assert_eq!(get("vigil.alertmanager.failed", b), Some((2, 1.0)));
+        assert_eq!(get("vigil.alertmanager.pending", b), Some((1, 3.0)));
     }
 }

@@ -1,6 +1,7 @@
 //! Export of batches, alert events and self-telemetry. The exporter knows nothing
 //! about plugins: it sees only [`Batch`]es and [`AlertEvent`]s.
 
+pub mod alertmanager;
 pub mod otlp;
 pub mod store;
 

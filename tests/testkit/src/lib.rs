@@ -4,8 +4,10 @@
 //! - [`otlp`]: an in-process OTLP receiver (gRPC and HTTP/protobuf) built on the
 //!   server side of `opentelemetry-proto`, with helpers to read what arrived.
 //! - [`agent`]: writing configs and running the `vigil` binary.
+//! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 
 pub mod agent;
+pub mod alertmanager;
 pub mod otlp;
 
 /// Plugin components built from source.

@@ -1,0 +1,329 @@
+//! End to end against real Prometheus Alertmanager processes (Debian's
+//! `prometheus-alertmanager`, started by each test on a free loopback port): the `threshold`
+//! plugin's firing alert reaches Alertmanager with its labels and annotations, a silence
+//! marks it silenced, a cleared condition resolves it, every Alertmanager of a pair
+//! receives it, and an Alertmanager that is down neither stops the agent nor loses the alert.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use vigil_testkit::agent::{AgentProcess, Workspace};
+use vigil_testkit::alertmanager::Alertmanager;
+use vigil_testkit::otlp::{OtlpReceiver, Received};
+use vigil_testkit::plugins::THRESHOLD;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+const WAIT: Duration = Duration::from_secs(30);
+const HOST: &str = "vigil-e2e-host";
+const RULE: &str = "memory-in-use";
+
+/// The `threshold` rule: memory in use `>= limit` (always true for 0, never for 2).
+fn rule(limit: f64) -> String {
+    format!(
+        r#"
+[agent]
+host = "{HOST}"
+
+[[plugins.settings.threshold.rules]]
+name = "{RULE}"
+metric = "system.memory.utilization"
+op = ">="
+value = {limit}
+severity = "critical"
+match = {{ "system.memory.state" = "used" }}
+"#
+    )
+}
+
+/// A config exporting to `receiver` and posting alerts to `urls`, with the rule at `limit`.
+fn config(ws: &Workspace, receiver: &OtlpReceiver, urls: &[&str], limit: f64) -> String {
+    let urls = urls
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let extra = format!(
+        r#"{}
+[export.alertmanager]
+urls = [{urls}]
+timeout = "1s"
+resend_interval = "1s"
+extra_labels = {{ team = "ops" }}
+"#,
+        rule(limit)
+    );
+    ws.config_for(&receiver.endpoint, "grpc", "200ms", &extra)
+}
+
+struct Setup {
+    ws: Workspace,
+    receiver: OtlpReceiver,
+    agent: AgentProcess,
+}
+
+async fn start_agent(urls: &[&str]) -> Setup {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let path = ws.write_config(&config(&ws, &receiver, urls, 0.0)).unwrap();
+    let agent = AgentProcess::start(VIGIL, &path).unwrap();
+    Setup {
+        ws,
+        receiver,
+        agent,
+    }
+}
+
+fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
+    alert["labels"][name].as_str().unwrap_or_default()
+}
+
+fn state(alert: &Value) -> &str {
+    alert["status"]["state"].as_str().unwrap_or_default()
+}
+
+/// Sum of the latest points of `metric` whose attributes include every `(key, value)` of `with`.
+fn metric(r: &Received, metric: &str, with: &[(&str, &str)]) -> f64 {
+    r.latest_points(metric)
+        .iter()
+        .filter(|p| {
+            with.iter()
+                .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|p| p.value)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
+    let am = Alertmanager::start().await.unwrap();
+    let s = start_agent(&[&am.url]).await;
+
+    let (ok, alerts) = am.wait_for(RULE, WAIT, |a| !a.is_empty()).await;
+    assert!(ok, "no alert reached Alertmanager\nagent log:\n{}", s.agent.log());
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let alert = &alerts[0];
+    for (name, value) in [
+        ("alertname", RULE),
+        ("severity", "critical"),
+        ("instance", HOST),
+        ("vigil_plugin", "threshold"),
+        ("vigil_key", "system.memory.state=used"),
+        ("system_memory_state", "used"),
+        ("metric", "system.memory.utilization"),
+        ("team", "ops"),
+    ] {
+        assert_eq!(label(alert, name), value, "label {name}: {alert:#}");
+    }
+    assert_eq!(
+        alert["labels"].as_object().unwrap().len(),
+        8,
+        "no other labels: {alert:#}"
+    );
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("system.memory.utilization{system.memory.state=used} = "),
+        "{summary}"
+    );
+    let value: f64 = alert["annotations"]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&value), "{value}");
+    assert_eq!(alert["annotations"]["source"], "system");
+    assert_eq!(alert["generatorURL"], format!("http://{HOST}/"));
+    assert_eq!(state(alert), "active", "{alert:#}");
+    let starts_at = humantime::parse_rfc3339_weak(
+        alert["startsAt"].as_str().unwrap().trim_end_matches('Z'),
+    )
+    .unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(starts_at)
+        .unwrap_or_default();
+    assert!(age < WAIT, "startsAt is when it began firing: {alert:#}");
+
+    // Re-sent while firing: Alertmanager's `updatedAt` moves on, the alert stays one.
+    let updated = alert["updatedAt"].as_str().unwrap().to_owned();
+    let (ok, alerts) = am
+        .wait_for(RULE, WAIT, |a| {
+            a.len() == 1 && a[0]["updatedAt"].as_str() != Some(updated.as_str())
+        })
+        .await;
+    assert!(ok, "never re-sent: {alerts:#?}\n{}", s.agent.log());
+    assert_eq!(alerts[0]["startsAt"], alert["startsAt"]);
+
+    let (ok, r) = s
+        .receiver
+        .wait_for(WAIT, |r| {
+            metric(r, "vigil.alertmanager.sent", &[("url.full", &am.url)]) >= 2.0
+        })
+        .await;
+    assert!(ok, "{:?}", r.latest_points("vigil.alertmanager.sent"));
+    assert_eq!(
+        metric(&r, "vigil.alertmanager.failed", &[]),
+        0.0,
+        "{}",
+        s.agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_created_in_alertmanager_marks_the_alert_silenced() {
+    let am = Alertmanager::start().await.unwrap();
+    let s = start_agent(&[&am.url]).await;
+    let (ok, alerts) = am
+        .wait_for(RULE, WAIT, |a| a.len() == 1 && state(&a[0]) == "active")
+        .await;
+    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+
+    let id = am
+        .silence(&[("alertname", RULE), ("instance", HOST)])
+        .await
+        .unwrap();
+    let (ok, alerts) = am
+        .wait_for(RULE, WAIT, |a| {
+            a.len() == 1 && state(&a[0]) == "suppressed"
+        })
+        .await;
+    assert!(ok, "not silenced: {alerts:#?}");
+    assert_eq!(alerts[0]["status"]["silencedBy"], serde_json::json!([id]));
+
+    // Still silenced after the agent re-sent it.
+    let updated = alerts[0]["updatedAt"].clone();
+    let (ok, alerts) = am
+        .wait_for(RULE, WAIT, |a| a.len() == 1 && a[0]["updatedAt"] != updated)
+        .await;
+    assert!(ok, "{alerts:#?}");
+    assert_eq!(state(&alerts[0]), "suppressed", "{alerts:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleared_condition_resolves_the_alert_in_alertmanager() {
+    let am = Alertmanager::start().await.unwrap();
+    let s = start_agent(&[&am.url]).await;
+    let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.len() == 1).await;
+    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+
+    // A limit memory use never reaches: the agent reloads the rule, the alert resolves.
+    s.ws
+        .write_config(&config(&s.ws, &s.receiver, &[&am.url], 2.0))
+        .unwrap();
+    let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.is_empty()).await;
+    assert!(
+        ok,
+        "still active in Alertmanager: {alerts:#?}\nagent log:\n{}",
+        s.agent.log()
+    );
+    let log = s.agent.log();
+    assert!(log.contains("alert resolved"), "{log}");
+    // Resolved means resolved: it does not come back with the next re-sends.
+    let (back, alerts) = am
+        .wait_for(RULE, Duration::from_secs(3), |a| !a.is_empty())
+        .await;
+    assert!(!back, "the resolved alert came back: {alerts:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alertmanager_of_a_pair_receives_the_alert() {
+    let (a, b) = (
+        Alertmanager::start().await.unwrap(),
+        Alertmanager::start().await.unwrap(),
+    );
+    let s = start_agent(&[&a.url, &b.url]).await;
+    for am in [&a, &b] {
+        let (ok, alerts) = am.wait_for(RULE, WAIT, |x| x.len() == 1).await;
+        assert!(
+            ok,
+            "{} got {alerts:#?}\nagent log:\n{}",
+            am.url,
+            s.agent.log()
+        );
+        assert_eq!(label(&alerts[0], "instance"), HOST);
+        assert_eq!(label(&alerts[0], "team"), "ops");
+    }
+    let (ok, r) = s
+        .receiver
+        .wait_for(WAIT, |r| {
+            [&a, &b].iter().all(|am| {
+                metric(r, "vigil.alertmanager.sent", &[("url.full", &am.url)]) >= 1.0
+            })
+        })
+        .await;
+    assert!(ok, "{:?}", r.latest_points("vigil.alertmanager.sent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_returns() {
+    let mut am = Alertmanager::start().await.unwrap();
+    let mut b = Alertmanager::start().await.unwrap();
+    am.stop();
+    let mut s = start_agent(&[&am.url, &b.url]).await;
+    let url = am.url.clone();
+
+    // The alert fires and is delivered to the live Alertmanager while the other is down;
+    // failures are counted, and collection, evaluation and OTLP export go on.
+    let (ok, alerts) = b.wait_for(RULE, WAIT, |x| x.len() == 1).await;
+    assert!(
+        ok,
+        "one dead Alertmanager held up the other: {alerts:#?}\n{}",
+        s.agent.log()
+    );
+    let (ok, r) = s
+        .receiver
+        .wait_for(WAIT, |r| {
+            metric(
+                r,
+                "vigil.alertmanager.failed",
+                &[("url.full", &url), ("error.type", "connect")],
+            ) >= 3.0
+                && metric(r, "vigil.alertmanager.pending", &[("url.full", &url)]) >= 1.0
+                && r.records().iter().any(|x| {
+                    x.attributes.get("vigil.alert.rule").map(String::as_str) == Some(RULE)
+                })
+        })
+        .await;
+    assert!(
+        ok,
+        "failed: {:?}\npending: {:?}\nagent log:\n{}",
+        r.latest_points("vigil.alertmanager.failed"),
+        r.latest_points("vigil.alertmanager.pending"),
+        s.agent.log()
+    );
+    let rounds = metric(&r, "vigil.collector.rounds", &[("vigil.collector", "system")]);
+    let (ok, _) = s
+        .receiver
+        .wait_for(WAIT, |r| {
+            metric(r, "vigil.collector.rounds", &[("vigil.collector", "system")]) >= rounds + 5.0
+        })
+        .await;
+    assert!(ok, "collection stalled while Alertmanager was down");
+    assert!(s.agent.is_running(), "{}", s.agent.log());
+    let log = s.agent.log();
+    assert_eq!(
+        log.matches("cannot deliver alerts to Alertmanager").count(),
+        1,
+        "one warning per outage, not one per retry:\n{log}"
+    );
+
+    // Back on the same port: the alert is delivered without any new transition.
+    am.resume().await.unwrap();
+    let (ok, alerts) = am.wait_for(RULE, WAIT, |x| x.len() == 1).await;
+    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+    assert_eq!(label(&alerts[0], "vigil_plugin"), "threshold");
+    let (ok, r) = s
+        .receiver
+        .wait_for(WAIT, |r| {
+            metric(r, "vigil.alertmanager.pending", &[("url.full", &url)]) == 0.0
+                && metric(r, "vigil.alertmanager.sent", &[("url.full", &url)]) >= 1.0
+        })
+        .await;
+    assert!(ok, "{:?}", r.latest_points("vigil.alertmanager.pending"));
+    let log = s.agent.log();
+    assert!(log.contains("accepts alerts again"), "{log}");
+
+    // The live one is unaffected throughout.
+    assert_eq!(b.alerts_named(RULE).await.len(), 1);
+    b.stop();
+    assert!(s.agent.is_running());
+}

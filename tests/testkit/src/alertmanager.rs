@@ -1,0 +1,208 @@
+//! A real Prometheus Alertmanager for tests: started on a free loopback port with a
+//! temporary config and data directory, stopped and restarted on the same port, and
+//! queried through its v2 API.
+//!
+//! The binary is `/usr/bin/prometheus-alertmanager` (Debian's `prometheus-alertmanager`
+//! package); `VIGIL_TEST_ALERTMANAGER` names another one.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Routes everything to a receiver that notifies no one, grouping quickly.
+const CONFIG: &str = r#"
+route:
+  receiver: null-receiver
+  group_wait: 1s
+  group_interval: 1s
+receivers:
+  - name: null-receiver
+"#;
+
+/// The Alertmanager binary the tests run.
+pub fn binary() -> String {
+    std::env::var("VIGIL_TEST_ALERTMANAGER")
+        .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".to_owned())
+}
+
+/// An Alertmanager process; killed when dropped.
+pub struct Alertmanager {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Alertmanager {
+    /// Starts an Alertmanager on a free loopback port and waits until it is ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("alertmanager.yml"), CONFIG)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut am = Alertmanager {
+            dir,
+            port,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        };
+        am.resume().await?;
+        Ok(am)
+    }
+
+    /// Kills the process: the alerts it held are lost, its silences stay on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the process on the same port with the same data directory and waits until it is ready.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(binary())
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("alertmanager.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot run {} (apt-get install prometheus-alertmanager)",
+                    binary()
+                )
+            })?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20)).await
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/-/ready", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("alertmanager exited with {status}:\n{}", self.log());
+            }
+            if started.elapsed() > timeout {
+                bail!("alertmanager not ready after {timeout:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("alertmanager.log")
+    }
+
+    /// What Alertmanager logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `GET /api/v2/alerts`: the alerts it holds that have not ended (active, silenced and inhibited).
+    pub async fn alerts(&self) -> anyhow::Result<Vec<Value>> {
+        let response = self
+            .client
+            .get(format!("{}/api/v2/alerts", self.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// The alerts named `alertname` (label `alertname`); empty when Alertmanager is unreachable.
+    pub async fn alerts_named(&self, alertname: &str) -> Vec<Value> {
+        self.alerts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == alertname)
+            .collect()
+    }
+
+    /// Polls the alerts named `alertname` until `done` holds or `timeout` passes; returns the last answer.
+    pub async fn wait_for(
+        &self,
+        alertname: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> (bool, Vec<Value>) {
+        let started = Instant::now();
+        loop {
+            let alerts = self.alerts_named(alertname).await;
+            if done(&alerts) {
+                return (true, alerts);
+            }
+            if started.elapsed() > timeout {
+                return (false, alerts);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `POST /api/v2/silences` for an hour, matching every `(label, value)` exactly; returns the silence's id.
+    pub async fn silence(&self, matchers: &[(&str, &str)]) -> anyhow::Result<String> {
+        let now = SystemTime::now();
+        let body = json!({
+            "matchers": matchers
+                .iter()
+                .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
+                .collect::<Vec<_>>(),
+            "startsAt": humantime::format_rfc3339_millis(now).to_string(),
+            "endsAt": humantime::format_rfc3339_millis(now + Duration::from_secs(3600)).to_string(),
+            "createdBy": "vigil-e2e",
+            "comment": "silence created by vigil's end-to-end test",
+        });
+        let response: Value = self
+            .client
+            .post(format!("{}/api/v2/silences", self.url))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        response["silenceID"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no silenceID in {response}"))
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
