@@ -100,7 +100,11 @@ async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
     let s = start_agent(&[&am.url]).await;
 
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| !a.is_empty()).await;
-    assert!(ok, "no alert reached Alertmanager\nagent log:\n{}", s.agent.log());
+    assert!(
+        ok,
+        "no alert reached Alertmanager\nagent log:\n{}",
+        s.agent.log()
+    );
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let alert = &alerts[0];
     for (name, value) in [
@@ -134,10 +138,9 @@ async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
     assert_eq!(alert["annotations"]["source"], "system");
     assert_eq!(alert["generatorURL"], format!("http://{HOST}/"));
     assert_eq!(state(alert), "active", "{alert:#}");
-    let starts_at = humantime::parse_rfc3339_weak(
-        alert["startsAt"].as_str().unwrap().trim_end_matches('Z'),
-    )
-    .unwrap();
+    let starts_at =
+        humantime::parse_rfc3339_weak(alert["startsAt"].as_str().unwrap().trim_end_matches('Z'))
+            .unwrap();
     let age = std::time::SystemTime::now()
         .duration_since(starts_at)
         .unwrap_or_default();
@@ -182,9 +185,7 @@ async fn silence_created_in_alertmanager_marks_the_alert_silenced() {
         .await
         .unwrap();
     let (ok, alerts) = am
-        .wait_for(RULE, WAIT, |a| {
-            a.len() == 1 && state(&a[0]) == "suppressed"
-        })
+        .wait_for(RULE, WAIT, |a| a.len() == 1 && state(&a[0]) == "suppressed")
         .await;
     assert!(ok, "not silenced: {alerts:#?}");
     assert_eq!(alerts[0]["status"]["silencedBy"], serde_json::json!([id]));
@@ -206,8 +207,7 @@ async fn cleared_condition_resolves_the_alert_in_alertmanager() {
     assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
 
     // A limit memory use never reaches: the agent reloads the rule, the alert resolves.
-    s.ws
-        .write_config(&config(&s.ws, &s.receiver, &[&am.url], 2.0))
+    s.ws.write_config(&config(&s.ws, &s.receiver, &[&am.url], 2.0))
         .unwrap();
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.is_empty()).await;
     assert!(
@@ -245,9 +245,9 @@ async fn every_alertmanager_of_a_pair_receives_the_alert() {
     let (ok, r) = s
         .receiver
         .wait_for(WAIT, |r| {
-            [&a, &b].iter().all(|am| {
-                metric(r, "vigil.alertmanager.sent", &[("url.full", &am.url)]) >= 1.0
-            })
+            [&a, &b]
+                .iter()
+                .all(|am| metric(r, "vigil.alertmanager.sent", &[("url.full", &am.url)]) >= 1.0)
         })
         .await;
     assert!(ok, "{:?}", r.latest_points("vigil.alertmanager.sent"));
@@ -278,9 +278,9 @@ async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_ret
                 &[("url.full", &url), ("error.type", "connect")],
             ) >= 3.0
                 && metric(r, "vigil.alertmanager.pending", &[("url.full", &url)]) >= 1.0
-                && r.records().iter().any(|x| {
-                    x.attributes.get("vigil.alert.rule").map(String::as_str) == Some(RULE)
-                })
+                && r.records()
+                    .iter()
+                    .any(|x| x.attributes.get("vigil.alert.rule").map(String::as_str) == Some(RULE))
         })
         .await;
     assert!(
@@ -290,11 +290,19 @@ async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_ret
         r.latest_points("vigil.alertmanager.pending"),
         s.agent.log()
     );
-    let rounds = metric(&r, "vigil.collector.rounds", &[("vigil.collector", "system")]);
+    let rounds = metric(
+        &r,
+        "vigil.collector.rounds",
+        &[("vigil.collector", "system")],
+    );
     let (ok, _) = s
         .receiver
         .wait_for(WAIT, |r| {
-            metric(r, "vigil.collector.rounds", &[("vigil.collector", "system")]) >= rounds + 5.0
+            metric(
+                r,
+                "vigil.collector.rounds",
+                &[("vigil.collector", "system")],
+            ) >= rounds + 5.0
         })
         .await;
     assert!(ok, "collection stalled while Alertmanager was down");

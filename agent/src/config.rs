@@ -669,13 +669,25 @@ mod tests {
         assert_eq!(am.urls.len(), 2);
         assert_eq!(am.timeout, Duration::from_secs(5));
         assert_eq!(am.resend_interval, Duration::from_secs(30));
-        assert!(Config::default_embedded().unwrap().export.alertmanager.is_none());
+        assert!(
+            Config::default_embedded()
+                .unwrap()
+                .export
+                .alertmanager
+                .is_none()
+        );
         for (text, field) in [
             ("urls = []", "urls"),
             ("urls = [\"127.0.0.1:9093\"]", "urls[0]"),
             ("urls = [\"http://a\", \"http://u:p@b\"]", "urls[1]"),
-            ("urls = [\"http://a\"]\nextra_labels = { \"a.b\" = \"x\" }", "extra_labels"),
-            ("urls = [\"http://a\"]\nresend_interval = \"0s\"", "resend_interval"),
+            (
+                "urls = [\"http://a\"]\nextra_labels = { \"a.b\" = \"x\" }",
+                "extra_labels",
+            ),
+            (
+                "urls = [\"http://a\"]\nresend_interval = \"0s\"",
+                "resend_interval",
+            ),
             (
                 "urls = [\"http://a\"]\nbasic_auth = { username = \"u\" }",
                 "basic_auth",
@@ -699,6 +711,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("bearer_token"), "inline secrets are refused: {err}");
+        assert!(
+            err.contains("bearer_token"),
+            "inline secrets are refused: {err}"
+        );
     }
 }

@@ -378,7 +378,10 @@ mod tests {
         let (a, b) = ("http://a:9093", "http://b:9093");
         t.emit(Event::AlertmanagerSent { url: a, alerts: 2 });
         t.emit(Event::AlertmanagerSent { url: a, alerts: 1 });
-        t.emit(Event::AlertmanagerFailed { url: b, cause: "connect" });
+        t.emit(Event::AlertmanagerFailed {
+            url: b,
+            cause: "connect",
+        });
         t.emit(Event::AlertmanagerPending { url: b, alerts: 4 });
         t.emit(Event::AlertmanagerPending { url: b, alerts: 3 });
         let batch = t.batch("h", &[], &[]);

@@ -256,7 +256,8 @@ impl Target {
             if !due || Instant::now() < next_try {
                 continue;
             }
-            self.resolved.retain(|_, (_, until)| *until > Instant::now());
+            self.resolved
+                .retain(|_, (_, until)| *until > Instant::now());
             match self.post_all().await {
                 Ok(sent) => {
                     due = false;
@@ -391,7 +392,9 @@ mod tests {
             "http://127.0.0.1:9093/api/v2/alerts"
         );
         assert_eq!(
-            alerts_endpoint("https://am.example/prefix/").unwrap().as_str(),
+            alerts_endpoint("https://am.example/prefix/")
+                .unwrap()
+                .as_str(),
             "https://am.example/prefix/api/v2/alerts"
         );
     }
@@ -403,7 +406,10 @@ mod tests {
             password: Secret("hunter2".into()),
         };
         let text = format!("{auth:?}");
-        assert!(!text.contains("hunter2") && text.contains("vigil"), "{text}");
+        assert!(
+            !text.contains("hunter2") && text.contains("vigil"),
+            "{text}"
+        );
         assert!(!format!("{:?}", Auth::Bearer(Secret("tok".into()))).contains("tok"));
     }
 

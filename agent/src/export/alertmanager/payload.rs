@@ -72,9 +72,7 @@ impl AlertTemplate {
             labels.insert(name, value.clone());
         }
         for (name, value) in &self.extra_labels {
-            labels
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
+            labels.entry(name.clone()).or_insert_with(|| value.clone());
         }
         for (name, value) in [
             ("alertname", alert.key.rule.as_str()),
@@ -239,7 +237,9 @@ mod tests {
         assert_eq!(sanitize_label_name("ünï"), "_n_");
         assert_eq!(sanitize_label_name("_ok_1"), "_ok_1");
         for name in ["db.namespace", "0x", "", "ünï"] {
-            assert!(AlertmanagerConfig::is_label_name(&sanitize_label_name(name)));
+            assert!(AlertmanagerConfig::is_label_name(&sanitize_label_name(
+                name
+            )));
         }
     }
 }
