@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_testkit::agent::{AgentProcess, Workspace};
-use vigil_testkit::alertmanager::Alertmanager;
+use vigil_testkit::alertmanager::{Alertmanager, BASIC_AUTH};
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::THRESHOLD;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 const HOST: &str = "vigil-e2e-host";
 const RULE: &str = "memory-in-use";
 
@@ -37,6 +37,17 @@ match = {{ "system.memory.state" = "used" }}
 
 /// A config exporting to `receiver` and posting alerts to `urls`, with the rule at `limit`.
 fn config(ws: &Workspace, receiver: &OtlpReceiver, urls: &[&str], limit: f64) -> String {
+    config_with(ws, receiver, urls, limit, "")
+}
+
+/// [`config`] with more `[export.alertmanager]` keys.
+fn config_with(
+    ws: &Workspace,
+    receiver: &OtlpReceiver,
+    urls: &[&str],
+    limit: f64,
+    more: &str,
+) -> String {
     let urls = urls
         .iter()
         .map(|u| format!("{u:?}"))
@@ -49,6 +60,7 @@ urls = [{urls}]
 timeout = "1s"
 resend_interval = "1s"
 extra_labels = {{ team = "ops" }}
+{more}
 "#,
         rule(limit)
     );
@@ -74,6 +86,19 @@ async fn start_agent(urls: &[&str]) -> Setup {
     }
 }
 
+/// What to show when a wait fails: whether the agent still runs, its log and the Alertmanagers' logs.
+fn report(agent: &mut AgentProcess, ams: &[&Alertmanager]) -> String {
+    let mut text = format!(
+        "agent running: {}\nagent log:\n{}",
+        agent.is_running(),
+        agent.log()
+    );
+    for am in ams {
+        text.push_str(&format!("\nalertmanager {} log:\n{}", am.url, am.log()));
+    }
+    text
+}
+
 fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
     alert["labels"][name].as_str().unwrap_or_default()
 }
@@ -97,13 +122,13 @@ fn metric(r: &Received, metric: &str, with: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
     let am = Alertmanager::start().await.unwrap();
-    let s = start_agent(&[&am.url]).await;
+    let mut s = start_agent(&[&am.url]).await;
 
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| !a.is_empty()).await;
     assert!(
         ok,
-        "no alert reached Alertmanager\nagent log:\n{}",
-        s.agent.log()
+        "no alert reached Alertmanager\n{}",
+        report(&mut s.agent, &[&am])
     );
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let alert = &alerts[0];
@@ -174,11 +199,11 @@ async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_created_in_alertmanager_marks_the_alert_silenced() {
     let am = Alertmanager::start().await.unwrap();
-    let s = start_agent(&[&am.url]).await;
+    let mut s = start_agent(&[&am.url]).await;
     let (ok, alerts) = am
         .wait_for(RULE, WAIT, |a| a.len() == 1 && state(&a[0]) == "active")
         .await;
-    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+    assert!(ok, "{alerts:#?}\n{}", report(&mut s.agent, &[&am]));
 
     let id = am
         .silence(&[("alertname", RULE), ("instance", HOST)])
@@ -202,9 +227,9 @@ async fn silence_created_in_alertmanager_marks_the_alert_silenced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleared_condition_resolves_the_alert_in_alertmanager() {
     let am = Alertmanager::start().await.unwrap();
-    let s = start_agent(&[&am.url]).await;
+    let mut s = start_agent(&[&am.url]).await;
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.len() == 1).await;
-    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+    assert!(ok, "{alerts:#?}\n{}", report(&mut s.agent, &[&am]));
 
     // A limit memory use never reaches: the agent reloads the rule, the alert resolves.
     s.ws.write_config(&config(&s.ws, &s.receiver, &[&am.url], 2.0))
@@ -212,8 +237,8 @@ async fn cleared_condition_resolves_the_alert_in_alertmanager() {
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.is_empty()).await;
     assert!(
         ok,
-        "still active in Alertmanager: {alerts:#?}\nagent log:\n{}",
-        s.agent.log()
+        "still active in Alertmanager: {alerts:#?}\n{}",
+        report(&mut s.agent, &[&am])
     );
     let log = s.agent.log();
     assert!(log.contains("alert resolved"), "{log}");
@@ -230,14 +255,14 @@ async fn every_alertmanager_of_a_pair_receives_the_alert() {
         Alertmanager::start().await.unwrap(),
         Alertmanager::start().await.unwrap(),
     );
-    let s = start_agent(&[&a.url, &b.url]).await;
+    let mut s = start_agent(&[&a.url, &b.url]).await;
     for am in [&a, &b] {
         let (ok, alerts) = am.wait_for(RULE, WAIT, |x| x.len() == 1).await;
         assert!(
             ok,
-            "{} got {alerts:#?}\nagent log:\n{}",
+            "{} got {alerts:#?}\n{}",
             am.url,
-            s.agent.log()
+            report(&mut s.agent, &[&a, &b])
         );
         assert_eq!(label(&alerts[0], "instance"), HOST);
         assert_eq!(label(&alerts[0], "team"), "ops");
@@ -267,7 +292,7 @@ async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_ret
     assert!(
         ok,
         "one dead Alertmanager held up the other: {alerts:#?}\n{}",
-        s.agent.log()
+        report(&mut s.agent, &[&b])
     );
     let (ok, r) = s
         .receiver
@@ -317,7 +342,7 @@ async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_ret
     // Back on the same port: the alert is delivered without any new transition.
     am.resume().await.unwrap();
     let (ok, alerts) = am.wait_for(RULE, WAIT, |x| x.len() == 1).await;
-    assert!(ok, "{alerts:#?}\nagent log:\n{}", s.agent.log());
+    assert!(ok, "{alerts:#?}\n{}", report(&mut s.agent, &[&am]));
     assert_eq!(label(&alerts[0], "vigil_plugin"), "threshold");
     let (ok, r) = s
         .receiver
@@ -334,4 +359,55 @@ async fn agent_keeps_running_while_alertmanager_is_down_and_delivers_when_it_ret
     assert_eq!(b.alerts_named(RULE).await.len(), 1);
     b.stop();
     assert!(s.agent.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_password_comes_from_a_file_and_a_refusal_is_counted() {
+    let am = Alertmanager::start_with_basic_auth().await.unwrap();
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let password = ws.dir.path().join("am-password");
+    let auth = format!(
+        "basic_auth = {{ username = {:?}, password_file = {:?} }}",
+        BASIC_AUTH.0,
+        password.display().to_string()
+    );
+
+    // A wrong password: Alertmanager answers 401, counted as status_4xx; nothing arrives.
+    std::fs::write(&password, "wrong\n").unwrap();
+    let path = ws
+        .write_config(&config_with(&ws, &receiver, &[&am.url], 0.0, &auth))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &path).unwrap();
+    let (ok, r) = receiver
+        .wait_for(WAIT, |r| {
+            metric(
+                r,
+                "vigil.alertmanager.failed",
+                &[("url.full", &am.url), ("error.type", "status_4xx")],
+            ) >= 1.0
+        })
+        .await;
+    assert!(
+        ok,
+        "{:?}\n{}",
+        r.latest_points("vigil.alertmanager.failed"),
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        !log.contains("wrong"),
+        "the password must never be logged:\n{log}"
+    );
+    assert!(am.alerts_named(RULE).await.is_empty());
+    drop(agent);
+
+    // The right one, with the file's trailing newline: delivered.
+    std::fs::write(&password, format!("{}\n", BASIC_AUTH.1)).unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &path).unwrap();
+    let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.len() == 1).await;
+    assert!(ok, "{alerts:#?}\n{}", report(&mut agent, &[&am]));
+    assert!(!agent.log().contains(BASIC_AUTH.1));
 }

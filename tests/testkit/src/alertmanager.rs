@@ -23,6 +23,13 @@ receivers:
   - name: null-receiver
 "#;
 
+/// User and password [`Alertmanager::start_with_basic_auth`] requires.
+pub const BASIC_AUTH: (&str, &str) = ("vigil", "vigil-e2e-secret");
+
+/// Alertmanager's web config requiring [`BASIC_AUTH`] (bcrypt of the password, cost 4).
+const WEB_CONFIG: &str =
+    "basic_auth_users:\n  vigil: $2b$04$NADbM5Rs5CSEZcj11M1WRuBXD8wKkWnWAn0b7.ppA27/XO1wJmKd2\n";
+
 /// The Alertmanager binary the tests run.
 pub fn binary() -> String {
     std::env::var("VIGIL_TEST_ALERTMANAGER")
@@ -37,13 +44,24 @@ pub struct Alertmanager {
     /// Base URL, e.g. `http://127.0.0.1:40123`.
     pub url: String,
     client: reqwest::Client,
+    basic_auth: bool,
 }
 
 impl Alertmanager {
     /// Starts an Alertmanager on a free loopback port and waits until it is ready.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_inner(false).await
+    }
+
+    /// Like [`Alertmanager::start`], but every request must carry [`BASIC_AUTH`].
+    pub async fn start_with_basic_auth() -> anyhow::Result<Self> {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(basic_auth: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("alertmanager.yml"), CONFIG)?;
+        std::fs::write(dir.path().join("web.yml"), WEB_CONFIG)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut am = Alertmanager {
             dir,
@@ -53,6 +71,7 @@ impl Alertmanager {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
+            basic_auth,
         };
         am.resume().await?;
         Ok(am)
@@ -73,7 +92,14 @@ impl Alertmanager {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if self.basic_auth {
+            command.arg(format!(
+                "--web.config.file={}",
+                self.dir.path().join("web.yml").display()
+            ));
+        }
+        let child = command
             .arg(format!(
                 "--config.file={}",
                 self.dir.path().join("alertmanager.yml").display()
@@ -102,8 +128,7 @@ impl Alertmanager {
         let started = Instant::now();
         loop {
             let ready = self
-                .client
-                .get(format!("{}/-/ready", self.url))
+                .get("/-/ready")
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -122,6 +147,18 @@ impl Alertmanager {
         }
     }
 
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authorized(self.client.get(format!("{}{path}", self.url)))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.basic_auth {
+            request.basic_auth(BASIC_AUTH.0, Some(BASIC_AUTH.1))
+        } else {
+            request
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("alertmanager.log")
     }
@@ -134,8 +171,7 @@ impl Alertmanager {
     /// `GET /api/v2/alerts`: the alerts it holds that have not ended (active, silenced and inhibited).
     pub async fn alerts(&self) -> anyhow::Result<Vec<Value>> {
         let response = self
-            .client
-            .get(format!("{}/api/v2/alerts", self.url))
+            .get("/api/v2/alerts")
             .send()
             .await?
             .error_for_status()?;
@@ -186,8 +222,7 @@ impl Alertmanager {
             "comment": "silence created by vigil's end-to-end test",
         });
         let response: Value = self
-            .client
-            .post(format!("{}/api/v2/silences", self.url))
+            .authorized(self.client.post(format!("{}/api/v2/silences", self.url)))
             .json(&body)
             .send()
             .await?
