@@ -13,15 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-/// Routes everything to a receiver that notifies no one, grouping quickly.
-const CONFIG: &str = r#"
-route:
-  receiver: null-receiver
-  group_wait: 1s
-  group_interval: 1s
-receivers:
-  - name: null-receiver
-"#;
+/// Routes everything to a receiver that notifies no one, grouping quickly. The receiver's
+/// name is unique per instance: it proves that the process answering on the port is this one.
+fn config(receiver: &str) -> String {
+    format!(
+        "route:\n  receiver: {receiver}\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: {receiver}\n"
+    )
+}
 
 /// User and password [`Alertmanager::start_with_basic_auth`] requires.
 pub const BASIC_AUTH: (&str, &str) = ("vigil", "vigil-e2e-secret");
@@ -45,6 +43,7 @@ pub struct Alertmanager {
     pub url: String,
     client: reqwest::Client,
     basic_auth: bool,
+    receiver: String,
 }
 
 impl Alertmanager {
@@ -58,23 +57,41 @@ impl Alertmanager {
         Self::start_inner(true).await
     }
 
+    /// Another process may take the free port first (tests start several at once): then
+    /// it tries another one.
     async fn start_inner(basic_auth: bool) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("alertmanager.yml"), CONFIG)?;
-        std::fs::write(dir.path().join("web.yml"), WEB_CONFIG)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut am = Alertmanager {
-            dir,
-            port,
-            child: None,
-            url: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-            basic_auth,
-        };
-        am.resume().await?;
-        Ok(am)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::tempdir()?;
+            let receiver = format!(
+                "null-{}",
+                dir.path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("receiver")
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            );
+            std::fs::write(dir.path().join("alertmanager.yml"), config(&receiver))?;
+            std::fs::write(dir.path().join("web.yml"), WEB_CONFIG)?;
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut am = Alertmanager {
+                dir,
+                port,
+                child: None,
+                url: format!("http://127.0.0.1:{port}"),
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?,
+                basic_auth,
+                receiver,
+            };
+            match am.resume().await {
+                Ok(()) => return Ok(am),
+                Err(error) if attempt >= 5 => return Err(error),
+                Err(_) => continue,
+            }
+        }
     }
 
     /// Kills the process: the alerts it held are lost, its silences stay on disk.
@@ -124,15 +141,15 @@ impl Alertmanager {
         self.wait_ready(Duration::from_secs(20)).await
     }
 
+    /// Waits until this process (not another one on the port) answers: its status shows its receiver.
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            let ready = self
-                .get("/-/ready")
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
+            let status = match self.get("/api/v2/status").send().await {
+                Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+                _ => String::new(),
+            };
+            if status.contains(&self.receiver) {
                 return Ok(());
             }
             if let Some(child) = &mut self.child
