@@ -4,10 +4,11 @@
 //! marks it silenced, a cleared condition resolves it, every Alertmanager of a pair
 //! receives it, and an Alertmanager that is down neither stops the agent nor loses the alert.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil_testkit::agent::{AgentProcess, Workspace};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
 use vigil_testkit::alertmanager::{Alertmanager, BASIC_AUTH};
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::THRESHOLD;
@@ -21,9 +22,6 @@ const RULE: &str = "memory-in-use";
 fn rule(limit: f64) -> String {
     format!(
         r#"
-[agent]
-host = "{HOST}"
-
 [[plugins.settings.threshold.rules]]
 name = "{RULE}"
 metric = "system.memory.utilization"
@@ -35,15 +33,12 @@ match = {{ "system.memory.state" = "used" }}
     )
 }
 
-/// A config exporting to `receiver` and posting alerts to `urls`, with the rule at `limit`.
-fn config(ws: &Workspace, receiver: &OtlpReceiver, urls: &[&str], limit: f64) -> String {
-    config_with(ws, receiver, urls, limit, "")
-}
-
-/// [`config`] with more `[export.alertmanager]` keys.
+/// A config with host [`HOST`] and its status endpoint on `http`, exporting to `receiver`
+/// and posting alerts to `urls` (plus `more` keys), with the rule at `limit`.
 fn config_with(
     ws: &Workspace,
     receiver: &OtlpReceiver,
+    http: SocketAddr,
     urls: &[&str],
     limit: f64,
     more: &str,
@@ -55,6 +50,9 @@ fn config_with(
         .join(", ");
     let extra = format!(
         r#"{}
+[http]
+listen = "{http}"
+
 [export.alertmanager]
 urls = [{urls}]
 timeout = "1s"
@@ -64,24 +62,38 @@ extra_labels = {{ team = "ops" }}
 "#,
         rule(limit)
     );
-    ws.config_for(&receiver.endpoint, "grpc", "200ms", &extra)
+    let text = ws.config_for(&receiver.endpoint, "grpc", "200ms", &extra);
+    assert!(text.contains("[agent]\n"), "{text}");
+    text.replacen("[agent]\n", &format!("[agent]\nhost = \"{HOST}\"\n"), 1)
 }
 
 struct Setup {
     ws: Workspace,
     receiver: OtlpReceiver,
+    http: SocketAddr,
     agent: AgentProcess,
+}
+
+impl Setup {
+    /// This agent's config with the rule at `limit`.
+    fn config(&self, urls: &[&str], limit: f64) -> String {
+        config_with(&self.ws, &self.receiver, self.http, urls, limit, "")
+    }
 }
 
 async fn start_agent(urls: &[&str]) -> Setup {
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
     ws.add_plugin("threshold", THRESHOLD).unwrap();
-    let path = ws.write_config(&config(&ws, &receiver, urls, 0.0)).unwrap();
+    let http = free_local_addr().unwrap();
+    let path = ws
+        .write_config(&config_with(&ws, &receiver, http, urls, 0.0, ""))
+        .unwrap();
     let agent = AgentProcess::start(VIGIL, &path).unwrap();
     Setup {
         ws,
         receiver,
+        http,
         agent,
     }
 }
@@ -161,7 +173,11 @@ async fn firing_alert_appears_in_alertmanager_with_labels_and_annotations() {
         .unwrap();
     assert!((0.0..=1.0).contains(&value), "{value}");
     assert_eq!(alert["annotations"]["source"], "system");
-    assert_eq!(alert["generatorURL"], format!("http://{HOST}/"));
+    assert_eq!(
+        alert["generatorURL"],
+        format!("http://{HOST}:{}/", s.http.port()),
+        "the status page of the agent"
+    );
     assert_eq!(state(alert), "active", "{alert:#}");
     let starts_at =
         humantime::parse_rfc3339_weak(alert["startsAt"].as_str().unwrap().trim_end_matches('Z'))
@@ -232,8 +248,7 @@ async fn cleared_condition_resolves_the_alert_in_alertmanager() {
     assert!(ok, "{alerts:#?}\n{}", report(&mut s.agent, &[&am]));
 
     // A limit memory use never reaches: the agent reloads the rule, the alert resolves.
-    s.ws.write_config(&config(&s.ws, &s.receiver, &[&am.url], 2.0))
-        .unwrap();
+    s.ws.write_config(&s.config(&[&am.url], 2.0)).unwrap();
     let (ok, alerts) = am.wait_for(RULE, WAIT, |a| a.is_empty()).await;
     assert!(
         ok,
@@ -368,16 +383,23 @@ async fn basic_auth_password_comes_from_a_file_and_a_refusal_is_counted() {
     let ws = Workspace::new().unwrap();
     ws.add_plugin("threshold", THRESHOLD).unwrap();
     let password = ws.dir.path().join("am-password");
+    // Relative to the config file.
     let auth = format!(
-        "basic_auth = {{ username = {:?}, password_file = {:?} }}",
-        BASIC_AUTH.0,
-        password.display().to_string()
+        "basic_auth = {{ username = {:?}, password_file = \"am-password\" }}",
+        BASIC_AUTH.0
     );
 
     // A wrong password: Alertmanager answers 401, counted as status_4xx; nothing arrives.
     std::fs::write(&password, "wrong\n").unwrap();
     let path = ws
-        .write_config(&config_with(&ws, &receiver, &[&am.url], 0.0, &auth))
+        .write_config(&config_with(
+            &ws,
+            &receiver,
+            free_local_addr().unwrap(),
+            &[&am.url],
+            0.0,
+            &auth,
+        ))
         .unwrap();
     let agent = AgentProcess::start(VIGIL, &path).unwrap();
     let (ok, r) = receiver

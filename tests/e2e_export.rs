@@ -332,7 +332,7 @@ async fn a_running_agent_warns_once_while_the_collector_is_down() {
     let log = agent.log();
     let warnings = log
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("OTLP export to http://127.0.0.1:9 failed"))
+        .filter(|l| l.contains("WARN") && l.contains("export to http://127.0.0.1:9 failed"))
         .count();
     assert_eq!(
         warnings, 1,

@@ -43,14 +43,55 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub export: ExportConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the health, status and `/metrics` endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on; keep it on loopback unless a token is set.
+    #[serde(default = "default_http_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Environment variable holding a bearer token required by `/status`, `/metrics`
+    /// and `/reload` (`/healthz`, `/readyz` and the page itself stay open).
+    pub token_env: Option<String>,
+    /// File holding that token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: default_http_listen(),
+            token_env: None,
+            token_file: None,
+        }
+    }
 }
 
 /// `[agent]`: identity of this agent.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Host name reported with every batch; defaults to the machine's host name.
     pub host: Option<String>,
+    /// On SIGTERM/SIGINT: how long to wait for rounds in flight and to send what is queued.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            host: None,
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
 }
 
 /// `[collect]`: the collectors.
@@ -193,9 +234,37 @@ impl PluginsConfig {
 pub struct ExportConfig {
     #[serde(default)]
     pub otlp: OtlpConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
     /// `[export.alertmanager]`: also deliver alerts to Prometheus Alertmanager (absent = off).
     #[serde(default)]
     pub alertmanager: Option<AlertmanagerConfig>,
+}
+
+/// `[export.queue]`: what is kept while the collector cannot be reached.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Metric datapoints kept unsent at most (snapshots are dropped oldest first).
+    #[serde(default = "default_max_metric_points")]
+    pub max_metric_points: u64,
+    /// Log records (alert events) kept unsent at most (oldest dropped first).
+    #[serde(default = "default_max_log_records")]
+    pub max_log_records: u64,
+    /// Longest wait between retries after failed exports (the wait doubles per failure,
+    /// starting at the export interval).
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_metric_points: default_max_metric_points(),
+            max_log_records: default_max_log_records(),
+            max_backoff: default_max_backoff(),
+        }
+    }
 }
 
 /// OTLP transport.
@@ -214,6 +283,14 @@ impl OtlpProtocol {
             "grpc" => Some(OtlpProtocol::Grpc),
             "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
             _ => None,
+        }
+    }
+
+    /// The spec's name of the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
         }
     }
 
@@ -276,11 +353,12 @@ pub struct AlertmanagerConfig {
     /// Labels added to every alert (a label the alert already has is kept).
     #[serde(default)]
     pub extra_labels: BTreeMap<String, String>,
-    /// The alerts' `generatorURL`; defaults to `http://HOST/`.
+    /// The alerts' `generatorURL`; defaults to the status page, `http://HOST:PORT/` with the
+    /// port of `[http] listen` (`http://HOST/` when `[http]` is off).
     pub generator_url: Option<String>,
     /// Environment variable holding a bearer token.
     pub bearer_token_env: Option<String>,
-    /// File holding a bearer token (trailing newline ignored).
+    /// File holding a bearer token (trailing newline ignored; relative to the config file).
     pub bearer_token_file: Option<PathBuf>,
     /// HTTP basic authentication.
     pub basic_auth: Option<BasicAuthConfig>,
@@ -354,6 +432,21 @@ fn default_memory_limit_mib() -> u64 {
 fn default_max_findings() -> usize {
     1000
 }
+fn default_http_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_max_metric_points() -> u64 {
+    100_000
+}
+fn default_max_log_records() -> u64 {
+    10_000
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_protocol() -> OtlpProtocol {
     OtlpProtocol::Grpc
 }
@@ -381,6 +474,23 @@ impl Config {
     pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut config = Config::parse(text, &path.display().to_string())?;
         if let Some(base) = path.parent() {
+            let alertmanager = config.export.alertmanager.as_mut();
+            let am_files = alertmanager.into_iter().flat_map(|am| {
+                [
+                    am.bearer_token_file.as_mut(),
+                    am.basic_auth
+                        .as_mut()
+                        .and_then(|b| b.password_file.as_mut()),
+                ]
+            });
+            for file in std::iter::once(config.http.token_file.as_mut())
+                .chain(am_files)
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
             for dir in [&mut config.plugins.dir, &mut config.plugins.cache_dir] {
                 if dir.is_relative() && !dir.as_os_str().is_empty() {
                     *dir = base.join(&*dir);
@@ -465,6 +575,15 @@ impl Config {
         }
         if self.export.otlp.interval < Duration::from_millis(100) {
             return Err(invalid("export.otlp.interval", "must be at least 100ms"));
+        }
+        if self.http.token_env.is_some() && self.http.token_file.is_some() {
+            return Err(invalid("http", "takes token_env or token_file, not both"));
+        }
+        if self.export.queue.max_metric_points == 0 || self.export.queue.max_log_records == 0 {
+            return Err(invalid(
+                "export.queue",
+                "max_metric_points and max_log_records must be at least 1",
+            ));
         }
         if let Some(endpoint) = &self.export.otlp.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

@@ -3,7 +3,8 @@
 //! Data flows one way: collectors produce [`model::Batch`]es, alert-rule plugins
 //! ([`plugin`]) turn them into findings, the [`alert`] state machine turns findings
 //! into alert events, and [`export`] sends batches, events and self-telemetry over OTLP.
-//! [`pipeline`] wires the stages together.
+//! [`pipeline`] wires the stages together, [`run`] runs and stops them, [`reload`]
+//! applies changed files, and [`http`] serves health, status and `/metrics`.
 
 pub mod alert;
 pub mod check;
@@ -11,8 +12,14 @@ pub mod collect;
 pub mod config;
 pub mod export;
 pub mod fixture;
+pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
+pub mod run;
+pub mod secret;
+pub mod service;
+pub mod status;
 pub mod telemetry;
 pub mod watch;

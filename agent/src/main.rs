@@ -40,6 +40,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Ask a running agent to reload its config and rescan its plugins (`POST /reload`
+    /// on the address and with the token of `[http]` in the config).
+    Reload {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config and every plugin in its plugin directory.
     Check {
         #[arg(long, short)]
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, once } => run(config.as_deref(), once),
         Command::Check { config } => Ok(run_check(config.as_deref())),
+        Command::Reload { config } => request_reload(config.as_deref()),
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -123,8 +130,16 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         if once {
             agent.run_once(&mut collectors).await;
         } else {
+            let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+            forward_sighup(reload_tx.clone());
+            if config.http.enabled {
+                match vigil::http::serve(&config.http, agent.clone(), reload_tx).await {
+                    Ok(addr) => tracing::info!("status endpoint on http://{addr}/"),
+                    Err(e) => tracing::warn!("{e}; running without it"),
+                }
+            }
             agent
-                .run_until(collectors, reload_requests(), shutdown_signal())
+                .run_until(collectors, reload_rx, shutdown_signal())
                 .await;
         }
         Ok::<_, anyhow::Error>(())
@@ -132,9 +147,8 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A message per SIGHUP: reload the config and rescan the plugin directory.
-fn reload_requests() -> tokio::sync::mpsc::UnboundedReceiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+/// Sends a reload request per SIGHUP: reload the config and rescan the plugin directory.
+fn forward_sighup(tx: tokio::sync::mpsc::UnboundedSender<()>) {
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -148,7 +162,37 @@ fn reload_requests() -> tokio::sync::mpsc::UnboundedReceiver<()> {
         }
         Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
     }
-    rx
+}
+
+/// `vigil reload`: `POST /reload` to the agent the config describes.
+fn request_reload(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    anyhow::ensure!(
+        config.http.enabled,
+        "[http] is disabled in this config, so the agent cannot be asked to reload over HTTP: send it SIGHUP instead"
+    );
+    let token = vigil::secret::from_env_or_file(
+        "token",
+        config.http.token_env.as_deref(),
+        config.http.token_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let addr = config.http.listen;
+    let (status, body) = runtime.block_on(vigil::http::client::post(
+        addr,
+        "/reload",
+        token.as_ref().map(|t| t.expose()),
+    ))?;
+    if status == 202 {
+        println!("reload requested from the agent at http://{addr}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!(
+            "the agent at http://{addr} answered {status}: {}",
+            body.trim()
+        )
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

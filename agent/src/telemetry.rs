@@ -339,6 +339,47 @@ impl SelfTelemetry {
     }
 }
 
+/// The export queues' totals as a batch from source `vigil.export`, by `signal`.
+/// Metrics are counted in datapoints, logs in records.
+pub fn export_batch(host: &str, stats: &crate::export::ExportStats) -> Batch {
+    use MetricKind::*;
+    let mut b = BatchBuilder::new("vigil.export", host);
+    let queued = desc(
+        "vigil.export.queue.size",
+        "{item}",
+        Gauge,
+        "Items waiting to be sent (metric datapoints or log records)",
+    );
+    let capacity = desc(
+        "vigil.export.queue.capacity",
+        "{item}",
+        Gauge,
+        "Most items the export queue holds",
+    );
+    let sent = desc("vigil.export.sent", "{item}", Counter, "Items delivered");
+    let failed = desc(
+        "vigil.export.failed",
+        "{request}",
+        Counter,
+        "Export requests that failed (their data stays queued)",
+    );
+    let dropped = desc(
+        "vigil.export.dropped",
+        "{item}",
+        Counter,
+        "Items lost: pushed out of a full queue, or unsent at shutdown",
+    );
+    for (signal, q) in [("metrics", &stats.metrics), ("logs", &stats.logs)] {
+        let a = attrs([("signal", signal)]);
+        b.point(&queued, a.clone(), q.queued as f64)
+            .point(&capacity, a.clone(), q.capacity as f64)
+            .point(&sent, a.clone(), q.sent as f64)
+            .point(&failed, a.clone(), q.failed_requests as f64)
+            .point(&dropped, a, q.dropped as f64);
+    }
+    b.build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

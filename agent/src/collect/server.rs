@@ -4,7 +4,6 @@
 //! reconnect attempts spaced out exponentially, and one message when it is back.
 
 use std::future::Future;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{CollectError, CollectFuture, Collector};
@@ -15,40 +14,15 @@ use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// A password read from the environment or a file. Never printed.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The password itself, for the driver.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Reads the password an instance config points at, if any.
 pub fn password(config: &InstanceConfig) -> Result<Option<Secret>, String> {
-    if let Some(var) = &config.password_env {
-        return std::env::var(var)
-            .map(|p| Some(Secret(p)))
-            .map_err(|_| format!("password_env names {var}, which is not set"));
-    }
-    if let Some(file) = &config.password_file {
-        return read_password_file(file).map(Some);
-    }
-    Ok(None)
-}
-
-fn read_password_file(file: &Path) -> Result<Secret, String> {
-    std::fs::read_to_string(file)
-        .map(|p| Secret(p.trim_end_matches(['\n', '\r']).to_owned()))
-        .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))
+    crate::secret::from_env_or_file(
+        "password",
+        config.password_env.as_deref(),
+        config.password_file.as_deref(),
+    )
 }
 
 /// Who a server is: kind, name and address, as attributes on every series.
@@ -295,10 +269,5 @@ mod tests {
         health.succeeded(&who);
         assert!(health.is_up());
         assert!(health.should_attempt(Instant::now()));
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
     }
 }

@@ -3,9 +3,10 @@
 
 pub mod alertmanager;
 pub mod otlp;
+pub mod queue;
 pub mod store;
 
-pub use otlp::OtlpExporter;
+pub use otlp::{ExportStats, OtlpExporter};
 
 /// Why export could not be set up or flushed.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +18,11 @@ pub enum ExportError {
         reason: String,
     },
     #[error(
-        "OTLP export to {endpoint} failed: {reason} (is a collector listening there? data is kept only until the next export)"
+        "OTLP {signal} export to {endpoint} failed: {reason} (is a collector listening there? the data stays queued and is retried)"
     )]
-    Flush { endpoint: String, reason: String },
+    Send {
+        signal: &'static str,
+        endpoint: String,
+        reason: String,
+    },
 }

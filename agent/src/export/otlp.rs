@@ -1,25 +1,48 @@
 //! OTLP export with `opentelemetry-otlp`: metrics through observable instruments
 //! reading [`LatestValues`], alert events as log records. gRPC or HTTP/protobuf.
+//!
+//! Nothing is sent as it is produced: each export tick takes a snapshot of every
+//! metric into a bounded queue, log records go into a second one, and [`OtlpExporter::send`]
+//! delivers both oldest first. A failed request leaves its data queued for the next
+//! attempt; a full queue drops its oldest data and counts it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use opentelemetry::KeyValue;
 use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity as LogSeverity};
 use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
-    BatchConfigBuilder, BatchLogProcessor, SdkLogger, SdkLoggerProvider,
+    LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
 };
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
 
 use super::ExportError;
+use super::queue::{BoundedQueue, QueueStats};
 use super::store::LatestValues;
 use crate::alert::{AlertEvent, Transition};
-use crate::config::{Compression, OtlpConfig, OtlpProtocol};
+use crate::config::{Compression, ExportConfig, OtlpConfig, OtlpProtocol};
 use crate::model::{Batch, MetricDesc, MetricKind, Severity};
+
+/// Log records sent in one request at most.
+const LOG_CHUNK: usize = 512;
+
+/// A log record as queued: the record and the scope it was emitted in.
+type QueuedLog = (SdkLogRecord, InstrumentationScope);
+
+/// The queues' totals per signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportStats {
+    pub metrics: QueueStats,
+    pub logs: QueueStats,
+}
 
 /// Sends metrics and alert events to an OTLP endpoint.
 pub struct OtlpExporter {
@@ -31,6 +54,16 @@ pub struct OtlpExporter {
     meter_provider: SdkMeterProvider,
     logger_provider: SdkLoggerProvider,
     logger: SdkLogger,
+    reader: SharedReader,
+    transport: Option<Transport>,
+    metrics: Mutex<BoundedQueue<ResourceMetrics>>,
+    logs: Arc<Mutex<BoundedQueue<QueuedLog>>>,
+}
+
+/// The OTLP clients of both signals.
+struct Transport {
+    metrics: opentelemetry_otlp::MetricExporter,
+    logs: opentelemetry_otlp::LogExporter,
 }
 
 /// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
@@ -102,61 +135,112 @@ macro_rules! build_exporter {
     }};
 }
 
+/// The metric reader the meter provider collects through; the exporter keeps a handle
+/// to take snapshots on its own schedule.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: opentelemetry_sdk::metrics::InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// Puts every emitted log record into the log queue.
+#[derive(Debug)]
+struct QueueingProcessor(Arc<Mutex<BoundedQueue<QueuedLog>>>);
+
+impl LogProcessor for QueueingProcessor {
+    fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
+        if let Ok(mut queue) = self.0.lock() {
+            queue.push((record.clone(), scope.clone()), 1);
+        }
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Datapoints in a metric snapshot: what a dropped snapshot loses.
+fn datapoints(rm: &ResourceMetrics) -> u64 {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    fn count<T>(data: &MetricData<T>) -> usize {
+        match data {
+            MetricData::Gauge(g) => g.data_points().count(),
+            MetricData::Sum(s) => s.data_points().count(),
+            MetricData::Histogram(h) => h.data_points().count(),
+            MetricData::ExponentialHistogram(h) => h.data_points().count(),
+        }
+    }
+    rm.scope_metrics()
+        .flat_map(|sm| sm.metrics())
+        .map(|m| match m.data() {
+            AggregatedMetrics::F64(d) => count(d),
+            AggregatedMetrics::U64(d) => count(d),
+            AggregatedMetrics::I64(d) => count(d),
+        } as u64)
+        .sum()
+}
+
 impl OtlpExporter {
     /// Sets up metric and log exporters for `config`; `host` goes into the resource.
     /// Must be called inside a Tokio runtime (the gRPC client needs one). Nothing is
     /// connected yet: an unreachable endpoint shows up as export warnings, not here.
-    pub fn new(config: &OtlpConfig, host: &str) -> Result<Self, ExportError> {
-        let resource = Resource::builder()
-            .with_service_name("vigil")
-            .with_attributes([
-                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-                KeyValue::new("host.name", host.to_owned()),
-            ])
-            .build();
-
-        let metric_exporter = build_exporter!(
+    pub fn new(config: &ExportConfig, host: &str) -> Result<Self, ExportError> {
+        let otlp = &config.otlp;
+        let metrics = build_exporter!(
             opentelemetry_otlp::MetricExporter::builder(),
-            config,
+            otlp,
             "metrics"
         );
-        // The agent drives exports itself (see `Agent::run_until`) so that it sees every
-        // failure; the reader's own timer is only a backstop.
-        let reader = PeriodicReader::builder(metric_exporter)
-            .with_interval(std::time::Duration::from_secs(24 * 3600))
-            .build();
-        let meter_provider = SdkMeterProvider::builder()
-            .with_resource(resource.clone())
-            .with_reader(reader)
-            .build();
-
-        let log_exporter =
-            build_exporter!(opentelemetry_otlp::LogExporter::builder(), config, "logs");
-        let processor = BatchLogProcessor::builder(log_exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_scheduled_delay(std::time::Duration::from_millis(200))
-                    .build(),
-            )
-            .build();
-        let logger_provider = SdkLoggerProvider::builder()
-            .with_resource(resource)
-            .with_log_processor(processor)
-            .build();
-
-        Ok(Self::from_providers(
-            config.effective_endpoint(),
-            meter_provider,
-            logger_provider,
+        let mut logs = build_exporter!(opentelemetry_otlp::LogExporter::builder(), otlp, "logs");
+        logs.set_resource(&resource(host));
+        Ok(Self::build(
+            otlp.effective_endpoint(),
+            host,
+            config,
+            Some(Transport { metrics, logs }),
         ))
     }
 
-    /// An exporter over already-built providers (used by `new` and by tests with in-memory exporters).
-    pub fn from_providers(
+    /// An exporter that sends nothing (`export.otlp.enabled = false`).
+    pub fn disabled(config: &ExportConfig, host: &str) -> Self {
+        Self::build("(export disabled)".to_owned(), host, config, None)
+    }
+
+    fn build(
         endpoint: String,
-        meter_provider: SdkMeterProvider,
-        logger_provider: SdkLoggerProvider,
+        host: &str,
+        config: &ExportConfig,
+        transport: Option<Transport>,
     ) -> Self {
+        let reader = SharedReader(Arc::new(
+            ManualReader::builder()
+                .with_temporality(Temporality::Cumulative)
+                .build(),
+        ));
+        let meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource(host))
+            .with_reader(reader.clone())
+            .build();
+        let logs = Arc::new(Mutex::new(BoundedQueue::new(config.queue.max_log_records)));
+        let mut logger_provider = SdkLoggerProvider::builder().with_resource(resource(host));
+        if transport.is_some() {
+            logger_provider = logger_provider.with_log_processor(QueueingProcessor(logs.clone()));
+        }
+        let logger_provider = logger_provider.build();
         let meter = meter_provider.meter("vigil");
         let logger = logger_provider.logger("vigil");
         let evaluation_duration = meter
@@ -176,16 +260,16 @@ impl OtlpExporter {
             meter_provider,
             logger_provider,
             logger,
+            reader,
+            transport,
+            metrics: Mutex::new(BoundedQueue::new(config.queue.max_metric_points)),
+            logs,
         }
     }
 
-    /// An exporter that sends nothing (`export.otlp.enabled = false`).
-    pub fn disabled() -> Self {
-        Self::from_providers(
-            "(export disabled)".to_owned(),
-            SdkMeterProvider::builder().build(),
-            SdkLoggerProvider::builder().build(),
-        )
+    /// The latest values of every series (what `/metrics` shows).
+    pub fn latest(&self) -> &LatestValues {
+        &self.latest
     }
 
     /// Makes `batch` the latest values of its source; they go out with the next export.
@@ -292,23 +376,125 @@ impl OtlpExporter {
         self.logger.emit(record);
     }
 
-    /// Sends everything now. Blocking: call it off the async runtime's worker threads.
-    pub fn flush(&self) -> Result<(), ExportError> {
-        let metrics = self.meter_provider.force_flush();
-        let logs = self.logger_provider.force_flush();
-        metrics.and(logs).map_err(|e| ExportError::Flush {
-            endpoint: self.endpoint.clone(),
-            reason: e.to_string(),
-        })
+    /// Takes a snapshot of every metric into the queue (nothing when export is off).
+    pub fn snapshot(&self) {
+        if self.transport.is_none() {
+            return;
+        }
+        let mut rm = ResourceMetrics::default();
+        if let Err(error) = self.reader.collect(&mut rm) {
+            tracing::debug!("metric collection failed: {error}");
+            return;
+        }
+        let points = datapoints(&rm);
+        if points == 0 {
+            return;
+        }
+        if let Ok(mut queue) = self.metrics.lock() {
+            queue.push(rm, points);
+        }
     }
 
-    /// Flushes and stops the exporters. Blocking.
-    pub fn shutdown(&self) -> Result<(), ExportError> {
-        let metrics = self.meter_provider.shutdown();
-        let logs = self.logger_provider.shutdown();
-        metrics.and(logs).map_err(|e| ExportError::Flush {
-            endpoint: self.endpoint.clone(),
-            reason: e.to_string(),
-        })
+    /// Sends what is queued, oldest first: metric snapshots, then log records. Stops at
+    /// the first failed request (its data stays queued) and reports it.
+    pub async fn send(&self) -> Result<(), ExportError> {
+        let Some(transport) = &self.transport else {
+            return Ok(());
+        };
+        loop {
+            let next = self.metrics.lock().ok().and_then(|mut q| q.take());
+            let Some((rm, points)) = next else { break };
+            let result = transport.metrics.export(&rm).await;
+            let Ok(mut queue) = self.metrics.lock() else {
+                break;
+            };
+            match result {
+                Ok(()) => queue.sent(points),
+                Err(e) => {
+                    queue.failed();
+                    queue.unsent(rm, points);
+                    return Err(self.failure("metrics", e));
+                }
+            }
+        }
+        loop {
+            let chunk: Vec<QueuedLog> = match self.logs.lock() {
+                Ok(mut q) => std::iter::from_fn(|| q.take().map(|(entry, _)| entry))
+                    .take(LOG_CHUNK)
+                    .collect(),
+                Err(_) => break,
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+                chunk.iter().map(|(r, s)| (r, s)).collect();
+            let result = transport.logs.export(LogBatch::new(&refs)).await;
+            drop(refs);
+            let Ok(mut queue) = self.logs.lock() else {
+                break;
+            };
+            match result {
+                Ok(()) => queue.sent(chunk.len() as u64),
+                Err(e) => {
+                    queue.failed();
+                    for entry in chunk.into_iter().rev() {
+                        queue.unsent(entry, 1);
+                    }
+                    return Err(self.failure("logs", e));
+                }
+            }
+        }
+        Ok(())
     }
+
+    fn failure(&self, signal: &'static str, error: impl std::fmt::Display) -> ExportError {
+        ExportError::Send {
+            signal,
+            endpoint: self.endpoint.clone(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_drained(&self) -> bool {
+        let metrics = self.metrics.lock().map(|q| q.is_empty()).unwrap_or(true);
+        metrics && self.logs.lock().map(|q| q.is_empty()).unwrap_or(true)
+    }
+
+    /// Drops what is still queued (shutdown past its deadline); returns the metric
+    /// datapoints and log records dropped.
+    pub fn drop_unsent(&self) -> (u64, u64) {
+        let metrics = self.metrics.lock().map(|mut q| q.drop_all()).unwrap_or(0);
+        let logs = self.logs.lock().map(|mut q| q.drop_all()).unwrap_or(0);
+        (metrics, logs)
+    }
+
+    /// The queues' totals.
+    pub fn stats(&self) -> ExportStats {
+        ExportStats {
+            metrics: self.metrics.lock().map(|q| q.stats()).unwrap_or_default(),
+            logs: self.logs.lock().map(|q| q.stats()).unwrap_or_default(),
+        }
+    }
+
+    /// Stops the providers and clients; send what is queued first.
+    pub fn shutdown(&self) {
+        let _ = self.meter_provider.shutdown();
+        let _ = self.logger_provider.shutdown();
+        if let Some(transport) = &self.transport {
+            let _ = transport.metrics.shutdown();
+            let _ = transport.logs.shutdown();
+        }
+    }
+}
+
+fn resource(host: &str) -> Resource {
+    Resource::builder()
+        .with_service_name("vigil")
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", host.to_owned()),
+        ])
+        .build()
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use opentelemetry::KeyValue;
 
-use crate::model::Batch;
+use crate::model::{Batch, MetricDesc};
 
 /// Points of one metric: per source, `(attributes, value)`.
 type SourcePoints = HashMap<String, Vec<(Vec<KeyValue>, f64)>>;
@@ -16,7 +16,11 @@ type SourcePoints = HashMap<String, Vec<(Vec<KeyValue>, f64)>>;
 #[derive(Debug, Default)]
 pub struct LatestValues {
     metrics: Mutex<HashMap<String, SourcePoints>>,
+    descs: Mutex<HashMap<String, MetricDesc>>,
 }
+
+/// One metric and all its current points (attributes, value).
+pub type Family = (MetricDesc, Vec<(Vec<KeyValue>, f64)>);
 
 impl LatestValues {
     /// Replaces the values of `batch.source` with those in `batch`.
@@ -31,6 +35,13 @@ impl LatestValues {
                 .entry(metric.name.as_str())
                 .or_default()
                 .push((attributes, value));
+        }
+        if let Ok(mut descs) = self.descs.lock() {
+            for metric in &batch.metrics {
+                if !descs.contains_key(&metric.name) {
+                    descs.insert(metric.name.clone(), metric.clone());
+                }
+            }
         }
         let Ok(mut metrics) = self.metrics.lock() else {
             return;
@@ -56,6 +67,29 @@ impl LatestValues {
                 observe(*value, attributes);
             }
         }
+    }
+}
+
+impl LatestValues {
+    /// Every metric with its current points, by name.
+    pub fn families(&self) -> Vec<Family> {
+        let descs = match self.descs.lock() {
+            Ok(d) => d.clone(),
+            Err(_) => return Vec::new(),
+        };
+        let Ok(metrics) = self.metrics.lock() else {
+            return Vec::new();
+        };
+        let mut families: Vec<Family> = metrics
+            .iter()
+            .filter_map(|(name, per_source)| {
+                let desc = descs.get(name)?.clone();
+                let points: Vec<_> = per_source.values().flatten().cloned().collect();
+                (!points.is_empty()).then_some((desc, points))
+            })
+            .collect();
+        families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        families
     }
 }
 

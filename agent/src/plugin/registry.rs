@@ -58,7 +58,7 @@ impl Slot {
 }
 
 /// What a plugin looks like from outside, for status and telemetry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PluginStatus {
     pub name: String,
     pub version: String,

@@ -54,6 +54,9 @@ impl Workspace {
     ) -> String {
         format!(
             r#"
+[agent]
+shutdown_timeout = "3s"
+
 [collect.system]
 interval = "{interval}"
 
@@ -73,6 +76,12 @@ timeout = "2s"
 "#
         )
     }
+}
+
+/// A loopback address nothing listens on right now (for a server started later).
+pub fn free_local_addr() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
 }
 
 /// The `vigil` command with a clean environment for OTLP variables.
@@ -120,11 +129,24 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `vigil run --config CONFIG` with its stderr captured to a file beside the config.
     pub fn start(binary: &str, config: &Path) -> anyhow::Result<Self> {
+        Self::start_with(binary, config, &[], &[])
+    }
+
+    /// As [`AgentProcess::start`], with extra environment variables and global arguments
+    /// (e.g. `--log-format json`).
+    pub fn start_with(
+        binary: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let log = config.with_extension("log");
         let stderr = std::fs::File::create(&log)?;
         let child = vigil(binary)
+            .args(args)
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -135,6 +157,28 @@ impl AgentProcess {
     /// What the agent logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "the agent did not exit within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Whether the process is still running.

@@ -5,9 +5,11 @@
 //!   server side of `opentelemetry-proto`, with helpers to read what arrived.
 //! - [`agent`]: writing configs and running the `vigil` binary.
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
+//! - [`http`]: requests to the agent's status endpoint.
 
 pub mod agent;
 pub mod alertmanager;
+pub mod http;
 pub mod otlp;
 
 /// Plugin components built from source.

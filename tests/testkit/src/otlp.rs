@@ -57,6 +57,13 @@ pub struct Point {
     pub value: f64,
 }
 
+/// One metrics export request, summarized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub points: usize,
+    pub earliest_unix_nanos: u64,
+}
+
 /// One decoded log record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -115,6 +122,50 @@ impl Received {
             .and_then(|rm| rm.resource.as_ref())
             .map(|r| attributes(&r.attributes))
             .unwrap_or_default()
+    }
+
+    /// One entry per metrics request: its datapoint count and the earliest datapoint
+    /// time (Unix nanoseconds), in arrival order.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        self.metrics
+            .iter()
+            .map(|request| {
+                let mut snapshot = Snapshot {
+                    points: 0,
+                    earliest_unix_nanos: u64::MAX,
+                };
+                for m in request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|rm| &rm.scope_metrics)
+                    .flat_map(|sm| &sm.metrics)
+                {
+                    let times: Vec<u64> = match &m.data {
+                        Some(metric::Data::Gauge(g)) => {
+                            g.data_points.iter().map(|p| p.time_unix_nano).collect()
+                        }
+                        Some(metric::Data::Sum(s)) => {
+                            s.data_points.iter().map(|p| p.time_unix_nano).collect()
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            h.data_points.iter().map(|p| p.time_unix_nano).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    snapshot.points += times.len();
+                    if let Some(min) = times.into_iter().min() {
+                        snapshot.earliest_unix_nanos = snapshot.earliest_unix_nanos.min(min);
+                    }
+                }
+                snapshot
+            })
+            .collect()
+    }
+
+    /// Every string in everything received (attribute values, bodies, names), to look
+    /// for what must never be exported.
+    pub fn all_text(&self) -> String {
+        format!("{:?}{:?}", self.metrics, self.logs)
     }
 
     /// Every log record received, in order.
@@ -250,7 +301,12 @@ impl OtlpReceiver {
 
     /// Starts an HTTP/protobuf receiver on a free loopback port (accepts gzip).
     pub async fn http() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::http_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts an HTTP/protobuf receiver on `addr` (to come up late at a known address).
+    pub async fn http_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Received::default()));
         let (stop, mut stopped) = oneshot::channel::<()>();

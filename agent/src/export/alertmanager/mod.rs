@@ -11,7 +11,6 @@
 mod payload;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::alert::{AlertEvent, AlertKey};
 use crate::config::AlertmanagerConfig;
+use crate::secret::{self, Secret};
 use crate::telemetry::{Event, SelfTelemetry};
 
 pub use payload::{AlertTemplate, PostableAlert, sanitize_label_name};
@@ -37,30 +37,12 @@ const BATCH_SIZE: usize = 64;
 /// Why the Alertmanager sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertmanagerError {
-    #[error(
-        "export.alertmanager.{field} names the environment variable {var}, which is not set (or empty); set it or remove {field}"
-    )]
-    SecretEnv { field: &'static str, var: String },
-    #[error("cannot read export.alertmanager.{field} {}: {source}", path.display())]
-    SecretFile {
-        field: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Secret(String),
     #[error("export.alertmanager.urls has {url:?}, which is not a usable URL: {reason}")]
     Url { url: String, reason: String },
     #[error("cannot set up the HTTP client for Alertmanager: {0}")]
     Client(String),
-}
-
-/// A secret read from the environment or a file; never printed.
-#[derive(Clone)]
-struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// How requests authenticate.
@@ -72,55 +54,46 @@ enum Auth {
 }
 
 impl Auth {
+    /// Reads the configured token or password (once, at start).
     fn from_config(config: &AlertmanagerConfig) -> Result<Auth, AlertmanagerError> {
-        if let Some(var) = &config.bearer_token_env {
-            return secret_env("bearer_token_env", var).map(Auth::Bearer);
+        let token = secret::from_env_or_file(
+            "export.alertmanager.bearer_token",
+            config.bearer_token_env.as_deref(),
+            config.bearer_token_file.as_deref(),
+        )
+        .map_err(AlertmanagerError::Secret)?;
+        if let Some(token) = token {
+            return Ok(Auth::Bearer(token));
         }
-        if let Some(path) = &config.bearer_token_file {
-            return secret_file("bearer_token_file", path).map(Auth::Bearer);
-        }
-        if let Some(basic) = &config.basic_auth {
-            let password = match (&basic.password_env, &basic.password_file) {
-                (Some(var), _) => secret_env("basic_auth.password_env", var)?,
-                (None, Some(path)) => secret_file("basic_auth.password_file", path)?,
-                (None, None) => Secret(String::new()),
-            };
-            return Ok(Auth::Basic {
-                username: basic.username.clone(),
-                password,
-            });
-        }
-        Ok(Auth::None)
+        let Some(basic) = &config.basic_auth else {
+            return Ok(Auth::None);
+        };
+        let password = secret::from_env_or_file(
+            "export.alertmanager.basic_auth.password",
+            basic.password_env.as_deref(),
+            basic.password_file.as_deref(),
+        )
+        .map_err(AlertmanagerError::Secret)?
+        .ok_or_else(|| {
+            AlertmanagerError::Secret(
+                "export.alertmanager.basic_auth needs password_env or password_file".to_owned(),
+            )
+        })?;
+        Ok(Auth::Basic {
+            username: basic.username.clone(),
+            password,
+        })
     }
 
     fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Auth::None => request,
-            Auth::Bearer(token) => request.bearer_auth(&token.0),
-            Auth::Basic { username, password } => request.basic_auth(username, Some(&password.0)),
+            Auth::Bearer(token) => request.bearer_auth(token.expose()),
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
         }
     }
-}
-
-fn secret_env(field: &'static str, var: &str) -> Result<Secret, AlertmanagerError> {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret)
-        .ok_or_else(|| AlertmanagerError::SecretEnv {
-            field,
-            var: var.to_owned(),
-        })
-}
-
-fn secret_file(field: &'static str, path: &Path) -> Result<Secret, AlertmanagerError> {
-    std::fs::read_to_string(path)
-        .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_owned()))
-        .map_err(|source| AlertmanagerError::SecretFile {
-            field,
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// A change for the delivery tasks.
@@ -401,16 +374,24 @@ mod tests {
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let auth = Auth::Basic {
-            username: "vigil".into(),
-            password: Secret("hunter2".into()),
-        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        let config: AlertmanagerConfig = toml::from_str(&format!(
+            "urls = [\"http://a\"]\nbasic_auth = {{ username = \"vigil\", password_file = {:?} }}\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let auth = Auth::from_config(&config).unwrap();
         let text = format!("{auth:?}");
         assert!(
             !text.contains("hunter2") && text.contains("vigil"),
             "{text}"
         );
-        assert!(!format!("{:?}", Auth::Bearer(Secret("tok".into()))).contains("tok"));
+        let Auth::Basic { password, .. } = auth else {
+            panic!("{text}")
+        };
+        assert_eq!(password.expose(), "hunter2");
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! A bounded first-in-first-out queue that drops its oldest entries when full and
+//! counts what it dropped, sent and failed to send.
+
+use std::collections::VecDeque;
+
+/// Totals of one signal's queue, as self-telemetry reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Items waiting to be sent.
+    pub queued: u64,
+    /// Most items the queue holds.
+    pub capacity: u64,
+    /// Items delivered.
+    pub sent: u64,
+    /// Export requests that failed (their items stay queued).
+    pub failed_requests: u64,
+    /// Items dropped: pushed out by newer ones while full, or still queued at shutdown.
+    pub dropped: u64,
+}
+
+/// Entries of `T`, each weighing a number of items (a metric snapshot weighs its
+/// datapoints); the total weight never exceeds the capacity for long: pushing over
+/// it drops the oldest entries.
+#[derive(Debug)]
+pub struct BoundedQueue<T> {
+    entries: VecDeque<(T, u64)>,
+    weight: u64,
+    stats: QueueStats,
+}
+
+impl<T> BoundedQueue<T> {
+    /// An empty queue holding at most `capacity` items.
+    pub fn new(capacity: u64) -> Self {
+        BoundedQueue {
+            entries: VecDeque::new(),
+            weight: 0,
+            stats: QueueStats {
+                capacity,
+                ..QueueStats::default()
+            },
+        }
+    }
+
+    /// Appends `entry` of `weight` items, dropping the oldest entries while the queue
+    /// is over capacity (an entry heavier than the whole capacity is dropped at once).
+    /// Returns the items dropped.
+    pub fn push(&mut self, entry: T, weight: u64) -> u64 {
+        self.entries.push_back((entry, weight));
+        self.weight += weight;
+        self.trim()
+    }
+
+    /// Drops the oldest entries while over capacity; returns the items dropped.
+    fn trim(&mut self) -> u64 {
+        let mut dropped = 0;
+        while self.weight > self.stats.capacity {
+            match self.entries.pop_front() {
+                Some((_, w)) => {
+                    self.weight -= w;
+                    dropped += w;
+                }
+                None => break,
+            }
+        }
+        self.stats.dropped += dropped;
+        dropped
+    }
+
+    /// Takes the oldest entry out to send it; give it back with [`Self::unsent`] when
+    /// sending fails or [`Self::sent`] when it succeeded.
+    pub fn take(&mut self) -> Option<(T, u64)> {
+        let (entry, weight) = self.entries.pop_front()?;
+        self.weight -= weight;
+        Some((entry, weight))
+    }
+
+    /// Counts a delivered entry of `weight` items.
+    pub fn sent(&mut self, weight: u64) {
+        self.stats.sent += weight;
+    }
+
+    /// Counts an export request that failed.
+    pub fn failed(&mut self) {
+        self.stats.failed_requests += 1;
+    }
+
+    /// Puts back an entry that could not be sent, in front; if newer entries filled
+    /// the queue meanwhile, the oldest are dropped.
+    pub fn unsent(&mut self, entry: T, weight: u64) {
+        self.entries.push_front((entry, weight));
+        self.weight += weight;
+        self.trim();
+    }
+
+    /// Drops everything still queued (at shutdown, past the flush deadline) and
+    /// returns the items dropped.
+    pub fn drop_all(&mut self) -> u64 {
+        let dropped = self.weight;
+        self.entries.clear();
+        self.weight = 0;
+        self.stats.dropped += dropped;
+        dropped
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The totals, with the items queued now.
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            queued: self.weight,
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_the_oldest_and_counts_items() {
+        let mut q = BoundedQueue::new(5);
+        assert_eq!(q.push("a", 2), 0);
+        assert_eq!(q.push("b", 2), 0);
+        assert_eq!(q.push("c", 2), 2);
+        assert_eq!(q.take().map(|(e, _)| e), Some("b"));
+        let stats = q.stats();
+        assert_eq!((stats.queued, stats.dropped), (2, 2));
+    }
+
+    #[test]
+    fn unsent_entry_goes_back_in_front() {
+        let mut q = BoundedQueue::new(3);
+        q.push(1, 1);
+        q.push(2, 1);
+        let (entry, weight) = q.take().unwrap();
+        q.push(3, 1);
+        q.push(4, 1);
+        q.failed();
+        q.unsent(entry, weight);
+        // 1 is back in front, the queue is over capacity: 1 itself is the oldest and goes.
+        assert_eq!(q.take().map(|(e, _)| e), Some(2));
+        let stats = q.stats();
+        assert_eq!((stats.failed_requests, stats.dropped), (1, 1));
+    }
+
+    #[test]
+    fn an_entry_heavier_than_the_capacity_is_dropped() {
+        let mut q = BoundedQueue::new(3);
+        q.push("small", 1);
+        assert_eq!(q.push("huge", 10), 11);
+        assert!(q.is_empty());
+        assert_eq!(q.drop_all(), 0);
+    }
+}

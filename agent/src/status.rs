@@ -1,0 +1,236 @@
+//! What the agent knows about itself, for `/status` and the status page: collector
+//! health, plugin health, firing alerts, the export queue, and short histories of a
+//! few key metrics for sparklines.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::alert::Alert;
+use crate::export::ExportStats;
+use crate::model::Batch;
+use crate::plugin::PluginStatus;
+
+/// Samples kept per sparkline.
+const HISTORY_LEN: usize = 120;
+
+/// Health of one collector.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CollectorStatus {
+    /// Whether the last round succeeded.
+    pub up: bool,
+    pub rounds: u64,
+    pub failures: u64,
+    #[serde(with = "optional_time")]
+    pub last_success: Option<SystemTime>,
+    #[serde(with = "optional_time")]
+    pub last_error_at: Option<SystemTime>,
+    /// The last error message (collectors never put credentials in their errors).
+    pub last_error: Option<String>,
+}
+
+impl CollectorStatus {
+    /// Records a successful round.
+    pub fn succeeded(&mut self, at: SystemTime) {
+        self.up = true;
+        self.rounds += 1;
+        self.last_success = Some(at);
+    }
+
+    /// Records a failed round.
+    pub fn failed(&mut self, at: SystemTime, error: String) {
+        self.up = false;
+        self.failures += 1;
+        self.last_error_at = Some(at);
+        self.last_error = Some(error);
+    }
+}
+
+/// One series shown as a sparkline: which point of which metric it follows.
+struct Tracked {
+    label: &'static str,
+    source: &'static str,
+    metric: &'static str,
+    /// Attribute that must be present with this value (`None`: the point without attributes).
+    attribute: Option<(&'static str, &'static str)>,
+    /// Sum every matching point instead of taking one.
+    sum: bool,
+}
+
+const TRACKED: &[Tracked] = &[
+    Tracked {
+        label: "CPU utilization",
+        source: "system",
+        metric: "system.cpu.utilization",
+        attribute: None,
+        sum: false,
+    },
+    Tracked {
+        label: "Memory utilization",
+        source: "system",
+        metric: "system.memory.utilization",
+        attribute: Some(("system.memory.state", "used")),
+        sum: false,
+    },
+    Tracked {
+        label: "Load average (1m)",
+        source: "system",
+        metric: "system.cpu.load_average.1m",
+        attribute: None,
+        sum: false,
+    },
+    Tracked {
+        label: "Alerts firing",
+        source: "vigil",
+        metric: "vigil.alerts.firing",
+        attribute: None,
+        sum: true,
+    },
+    Tracked {
+        label: "Export queue (datapoints)",
+        source: "vigil.export",
+        metric: "vigil.export.queue.size",
+        attribute: Some(("signal", "metrics")),
+        sum: false,
+    },
+];
+
+/// The latest samples of the tracked series.
+#[derive(Debug, Default)]
+pub struct History {
+    series: BTreeMap<&'static str, VecDeque<(u64, f64)>>,
+}
+
+/// One sparkline: `(unix seconds, value)` pairs, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sparkline {
+    pub label: &'static str,
+    pub metric: &'static str,
+    pub points: Vec<(u64, f64)>,
+}
+
+impl History {
+    /// Takes the tracked values out of `batch`.
+    pub fn record(&mut self, batch: &Batch) {
+        let at = batch
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for tracked in TRACKED.iter().filter(|t| t.source == batch.source) {
+            let mut matched = batch.points().filter(|(m, attributes, _)| {
+                m.name == tracked.metric
+                    && match tracked.attribute {
+                        Some((key, value)) => {
+                            attributes.iter().any(|(k, v)| k == key && v == value)
+                        }
+                        None => tracked.sum || attributes.is_empty(),
+                    }
+            });
+            let value = if tracked.sum {
+                matched.map(|(_, _, v)| v).sum::<f64>()
+            } else {
+                match matched.next() {
+                    Some((_, _, v)) => v,
+                    None => continue,
+                }
+            };
+            let samples = self.series.entry(tracked.label).or_default();
+            if samples.len() == HISTORY_LEN {
+                samples.pop_front();
+            }
+            samples.push_back((at, value));
+        }
+    }
+
+    /// Every tracked series that has samples.
+    pub fn sparklines(&self) -> Vec<Sparkline> {
+        TRACKED
+            .iter()
+            .filter_map(|t| {
+                let samples = self.series.get(t.label)?;
+                Some(Sparkline {
+                    label: t.label,
+                    metric: t.metric,
+                    points: samples.iter().copied().collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The document `/status` serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    pub host: String,
+    pub version: &'static str,
+    #[serde(with = "optional_time")]
+    pub started_at: Option<SystemTime>,
+    pub ready: bool,
+    pub collectors: BTreeMap<String, CollectorStatus>,
+    pub plugins: Vec<PluginStatus>,
+    pub plugin_load_failures: BTreeMap<String, String>,
+    pub firing_alerts: Vec<Alert>,
+    pub export: ExportStatus,
+    pub sparklines: Vec<Sparkline>,
+}
+
+/// Export side of the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportStatus {
+    pub endpoint: String,
+    pub protocol: String,
+    /// Whether the last export attempt succeeded (`None` before the first).
+    pub healthy: Option<bool>,
+    pub last_error: Option<String>,
+    pub queue: ExportStats,
+}
+
+/// RFC 3339 text for optional timestamps.
+mod optional_time {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(t) => serializer.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
+
+    #[test]
+    fn history_follows_the_tracked_points_only() {
+        let cpu = MetricDesc::new("system.cpu.utilization", "1", MetricKind::Gauge, "");
+        let mut history = History::default();
+        for value in [0.25, 0.5] {
+            let mut b = BatchBuilder::new("system", "h");
+            b.point(&cpu, vec![], value)
+                .point(&cpu, attrs([("cpu.logical_number", "0")]), 0.9);
+            history.record(&b.build());
+        }
+        let lines = history.sparklines();
+        assert_eq!(lines.len(), 1);
+        let values: Vec<f64> = lines[0].points.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, [0.25, 0.5]);
+    }
+
+    #[test]
+    fn firing_alerts_are_summed_over_severities() {
+        let firing = MetricDesc::new("vigil.alerts.firing", "{alert}", MetricKind::Gauge, "");
+        let mut b = BatchBuilder::new("vigil", "h");
+        b.point(&firing, attrs([("vigil.alert.severity", "warning")]), 2.0)
+            .point(&firing, attrs([("vigil.alert.severity", "critical")]), 1.0);
+        let mut history = History::default();
+        history.record(&b.build());
+        assert_eq!(history.sparklines()[0].points[0].1, 3.0);
+    }
+}

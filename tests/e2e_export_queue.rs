@@ -1,0 +1,170 @@
+//! End to end: the export queue. Data produced while the OTLP receiver is down is
+//! queued (bounded) and delivered once it is up; what a full queue pushes out is
+//! counted exactly; SIGTERM stops the agent gracefully with everything flushed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
+use vigil_testkit::otlp::{OtlpReceiver, Received};
+use vigil_testkit::plugins::MISBEHAVE;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The last exported value of `name{signal}`.
+fn export_counter(received: &Received, name: &str, signal: &str) -> Option<f64> {
+    received
+        .latest_points(name)
+        .into_iter()
+        .find(|p| p.attributes.get("signal").map(String::as_str) == Some(signal))
+        .map(|p| p.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() {
+    const MAX_POINTS: usize = 200;
+    let addr = free_local_addr().unwrap();
+    let ws = Workspace::new().unwrap();
+    let config = ws
+        .write_config(&ws.config_for(
+            &format!("http://{addr}"),
+            "grpc",
+            "200ms",
+            &format!("[export.queue]\nmax_metric_points = {MAX_POINTS}\nmax_backoff = \"400ms\"\n"),
+        ))
+        .unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(agent.is_running(), "{}", agent.log());
+    let receiver_started = unix_nanos_now();
+    let receiver = OtlpReceiver::grpc_on(addr).await.unwrap();
+
+    let (delivered, received) = receiver
+        .wait_for(Duration::from_secs(15), |r| {
+            r.snapshots()
+                .iter()
+                .any(|s| s.earliest_unix_nanos > receiver_started)
+                && export_counter(r, "vigil.export.dropped", "metrics").is_some_and(|d| d > 0.0)
+        })
+        .await;
+    assert!(
+        delivered,
+        "no fresh snapshot and drop count after the outage: snapshots {:?}, started at {receiver_started}, dropped {:?}\n{}",
+        received.snapshots(),
+        export_counter(&received, "vigil.export.dropped", "metrics"),
+        agent.log()
+    );
+    let backlog: Vec<_> = received
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.earliest_unix_nanos < receiver_started)
+        .collect();
+    let backlog_points: usize = backlog.iter().map(|s| s.points).sum();
+    assert!(
+        backlog.len() >= 2,
+        "data from the outage must be delivered, got {backlog:?}"
+    );
+    assert!(
+        backlog_points <= MAX_POINTS,
+        "the queue holds at most {MAX_POINTS} datapoints, {backlog_points} arrived from the outage"
+    );
+    // Three seconds of 200 ms snapshots do not fit: the oldest were dropped and counted.
+    let dropped = export_counter(&received, "vigil.export.dropped", "metrics").unwrap_or(0.0);
+    assert!(dropped > 0.0, "the overflow must be counted");
+    assert_eq!(
+        export_counter(&received, "vigil.export.queue.capacity", "metrics"),
+        Some(MAX_POINTS as f64)
+    );
+    let warnings = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("export to"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per outage:\n{}", agent.log());
+    assert!(
+        agent.log().contains("OTLP export works again"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// The `count` fixture reports one finding per evaluation, keyed `n=N`: every
+/// evaluation N fires `n=N` and resolves `n=N-1`, so after M evaluations exactly
+/// 2M-1 alert records were produced, and which ones are missing is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_queue_counts_exactly_what_it_dropped_and_sigterm_flushes_the_rest() {
+    const MAX_RECORDS: u64 = 10;
+    let addr = free_local_addr().unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("counter", MISBEHAVE).unwrap();
+    let config = ws
+        .write_config(&ws.config_for(
+            &format!("http://{addr}"),
+            "http/protobuf",
+            "100ms",
+            &format!(
+                "[plugins.settings.counter]\nmode = \"count\"\n\n[export.queue]\nmax_log_records = {MAX_RECORDS}\nmax_backoff = \"300ms\"\n"
+            ),
+        ))
+        .unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let receiver = OtlpReceiver::http_on(addr).await.unwrap();
+    let (arrived, _) = receiver
+        .wait_for(Duration::from_secs(15), |r| r.records().len() > 20)
+        .await;
+    assert!(arrived, "records after the outage:\n{}", agent.log());
+
+    // Stop while rounds are in flight (one every 100 ms): everything must be flushed.
+    let status = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "exit status {status:?}:\n{}", agent.log());
+    let received = receiver.received();
+
+    let evaluations = received
+        .latest_points("vigil.plugin.evaluations")
+        .into_iter()
+        .find(|p| p.attributes.get("vigil.plugin").map(String::as_str) == Some("counter"))
+        .map(|p| p.value as u64)
+        .expect("final evaluation count exported at shutdown");
+    let records: BTreeSet<(String, String)> = received
+        .records()
+        .into_iter()
+        .filter(|r| r.attributes.get("vigil.alert.rule").map(String::as_str) == Some("count"))
+        .map(|r| {
+            (
+                r.attributes["vigil.alert.state"].clone(),
+                r.attributes["vigil.alert.key"].clone(),
+            )
+        })
+        .collect();
+    let last_key = format!("n={evaluations}");
+    assert!(
+        records.contains(&("firing".to_owned(), last_key.clone())),
+        "the last evaluation's alert ({last_key}) must be flushed at shutdown"
+    );
+    let produced = 2 * evaluations - 1;
+    let lost = produced - records.len() as u64;
+    assert!(
+        lost > 0,
+        "three seconds of outage must overflow a {MAX_RECORDS}-record queue"
+    );
+    let dropped = export_counter(&received, "vigil.export.dropped", "logs");
+    assert_eq!(
+        dropped,
+        Some(lost as f64),
+        "{produced} records produced, {} received",
+        records.len()
+    );
+    assert!(
+        agent.log().contains("stopped"),
+        "graceful stop is logged:\n{}",
+        agent.log()
+    );
+}
