@@ -433,3 +433,56 @@ async fn basic_auth_password_comes_from_a_file_and_a_refusal_is_counted() {
     assert!(ok, "{alerts:#?}\n{}", report(&mut agent, &[&am]));
     assert!(!agent.log().contains(BASIC_AUTH.1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_waits_for_alertmanager_to_accept_its_alerts_before_exiting() {
+    let mut am = Alertmanager::start().await.unwrap();
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let config = config_with(
+        &ws,
+        &receiver,
+        free_local_addr().unwrap(),
+        &[&am.url],
+        0.0,
+        "",
+    )
+    .replacen("shutdown_timeout = \"3s\"", "shutdown_timeout = \"30s\"", 1);
+    assert!(config.contains("\"30s\""), "{config}");
+    let path = ws.write_config(&config).unwrap();
+
+    // Alertmanager is down when the round ends: the agent keeps retrying until it is back.
+    am.stop();
+    let log_path = ws.dir.path().join("once.log");
+    let mut child = vigil_testkit::agent::vigil(VIGIL)
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !log().contains("cannot deliver alerts to Alertmanager") {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited without delivering:\n{}",
+            log()
+        );
+        assert!(started.elapsed() < WAIT, "{}", log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    am.resume().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", log());
+    // Already there: the agent exited only after Alertmanager accepted it.
+    let alerts = am.alerts_named(RULE).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", log());
+    assert_eq!(label(&alerts[0], "instance"), HOST);
+    assert!(log().contains("accepts alerts again"), "{}", log());
+}

@@ -271,6 +271,21 @@ impl Agent {
         }
     }
 
+    /// Waits until every Alertmanager accepted the alerts sent so far, or `deadline`
+    /// passes; a warning names those still behind.
+    pub(crate) async fn deliver_alerts_until(&self, deadline: tokio::time::Instant) {
+        let Some(alertmanager) = &self.alertmanager else {
+            return;
+        };
+        let behind = alertmanager.flush(deadline).await;
+        if !behind.is_empty() {
+            tracing::warn!(
+                "shutdown deadline reached: alerts not delivered to Alertmanager {}",
+                behind.join(", ")
+            );
+        }
+    }
+
     pub(crate) fn release_alerts(&self, plugin: &str, reason: &str) {
         let events = match self.alerts.lock() {
             Ok(mut book) => book.release_plugin(plugin, reason, SystemTime::now()),

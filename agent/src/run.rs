@@ -184,8 +184,11 @@ impl Agent {
             self.tick(collector.as_mut()).await;
         }
         self.snapshot();
-        self.deliver_until(Instant::now() + self.shutdown_timeout())
-            .await;
+        let deadline = Instant::now() + self.shutdown_timeout();
+        tokio::join!(
+            self.deliver_until(deadline),
+            self.deliver_alerts_until(deadline)
+        );
         self.exporter.shutdown();
     }
 
@@ -274,7 +277,10 @@ impl Agent {
             }
         }
         self.snapshot();
-        self.deliver_until(deadline).await;
+        tokio::join!(
+            self.deliver_until(deadline),
+            self.deliver_alerts_until(deadline)
+        );
         self.exporter.shutdown();
         tracing::info!("stopped");
     }

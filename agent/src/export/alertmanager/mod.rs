@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::alert::{AlertEvent, AlertKey};
@@ -103,11 +103,19 @@ enum Update {
     Resolved(AlertKey, PostableAlert),
 }
 
+/// What a delivery task receives.
+#[derive(Debug)]
+enum Message {
+    Update(Arc<Update>),
+    /// Answer once everything received before has been delivered.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Hands alert events to one delivery task per Alertmanager.
 #[derive(Debug)]
 pub struct AlertmanagerSink {
     template: AlertTemplate,
-    targets: Vec<mpsc::UnboundedSender<Arc<Update>>>,
+    targets: Vec<(String, mpsc::UnboundedSender<Message>)>,
 }
 
 impl AlertmanagerSink {
@@ -143,7 +151,7 @@ impl AlertmanagerSink {
                 resolved: BTreeMap::new(),
             };
             tokio::spawn(target.run(rx));
-            targets.push(tx);
+            targets.push((url.clone(), tx));
         }
         Ok(AlertmanagerSink {
             template: AlertTemplate::new(config, host, generator_url),
@@ -163,10 +171,29 @@ impl AlertmanagerSink {
         } else {
             Update::Firing(key, alert)
         });
-        for target in &self.targets {
+        for (_, target) in &self.targets {
             // A closed channel means the runtime is shutting down; nothing left to deliver to.
-            let _ = target.send(update.clone());
+            let _ = target.send(Message::Update(update.clone()));
         }
+    }
+
+    /// Waits until every Alertmanager accepted what was sent before, or `deadline` passes
+    /// (at shutdown and after `--once`); returns the URLs still behind.
+    pub async fn flush(&self, deadline: Instant) -> Vec<String> {
+        let mut waiting = Vec::new();
+        for (url, target) in &self.targets {
+            let (tx, rx) = oneshot::channel();
+            if target.send(Message::Flush(tx)).is_ok() {
+                waiting.push((url, rx));
+            }
+        }
+        let mut behind = Vec::new();
+        for (url, rx) in waiting {
+            if !matches!(tokio::time::timeout_at(deadline, rx).await, Ok(Ok(()))) {
+                behind.push(url.clone());
+            }
+        }
+        behind
     }
 }
 
@@ -208,21 +235,31 @@ struct Target {
 }
 
 impl Target {
-    async fn run(mut self, mut updates: mpsc::UnboundedReceiver<Arc<Update>>) {
+    async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message>) {
         let mut due = false;
         let mut next_resend = Instant::now() + self.resend_interval;
         let mut next_try = Instant::now();
         let mut backoff: Option<Duration> = None;
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let wake = if due { next_try } else { next_resend };
             tokio::select! {
-                update = updates.recv() => {
-                    let Some(update) = update else { break };
-                    self.apply(&update);
-                    while let Ok(update) = updates.try_recv() {
-                        self.apply(&update);
+                message = messages.recv() => {
+                    let Some(message) = message else { break };
+                    let mut next = Some(message);
+                    while let Some(message) = next {
+                        match message {
+                            Message::Update(update) => {
+                                self.apply(&update);
+                                due = true;
+                            }
+                            Message::Flush(done) if due => flushes.push(done),
+                            Message::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                        next = messages.try_recv().ok();
                     }
-                    due = true;
                 }
                 () = tokio::time::sleep_until(wake) => due = true,
             }
@@ -235,6 +272,9 @@ impl Target {
                 Ok(sent) => {
                     due = false;
                     self.report_pending(0);
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
                     if backoff.take().is_some() {
                         tracing::info!(
                             alertmanager = %self.url,
