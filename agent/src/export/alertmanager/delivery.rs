@@ -1,0 +1,246 @@
+//! One task per Alertmanager: it keeps the alerts firing now, posts changes at once and
+//! everything again each `resend_interval`, and retries failures with back-off of its own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::auth::Auth;
+use super::payload::PostableAlert;
+use crate::alert::AlertKey;
+use crate::telemetry::{Event, SelfTelemetry};
+
+/// First pause after a failed post; it doubles with every further failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest pause between retries (shorter when `resend_interval` is).
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a resolved alert is retried; by then Alertmanager has resolved it by itself
+/// (after its `resolve_timeout`, 5m by default, without a re-send).
+pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
+/// Most alerts in one request.
+const BATCH_SIZE: usize = 64;
+
+/// A change for the delivery tasks.
+#[derive(Debug)]
+pub(super) enum Update {
+    Firing(AlertKey, PostableAlert),
+    Resolved(AlertKey, PostableAlert),
+}
+
+/// What a delivery task receives.
+#[derive(Debug)]
+pub(super) enum Message {
+    Update(Arc<Update>),
+    /// Answer once everything received before has been delivered.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A failed post: the `error.type` it is counted under and what to tell the operator.
+#[derive(Debug)]
+pub(super) struct Failure {
+    cause: &'static str,
+    message: String,
+}
+
+/// Delivery to one Alertmanager.
+pub(super) struct Target {
+    url: String,
+    endpoint: reqwest::Url,
+    client: reqwest::Client,
+    auth: Auth,
+    telemetry: Arc<Mutex<SelfTelemetry>>,
+    resend_interval: Duration,
+    backoff_max: Duration,
+    /// Alerts firing now, as last posted.
+    firing: BTreeMap<AlertKey, PostableAlert>,
+    /// Resolved alerts not yet delivered, with when to give up on them.
+    resolved: BTreeMap<AlertKey, (PostableAlert, Instant)>,
+}
+
+impl Target {
+    /// Delivers until the sink is dropped.
+    pub(super) async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message>) {
+        let mut due = false;
+        let mut next_resend = Instant::now() + self.resend_interval;
+        let mut next_try = Instant::now();
+        let mut backoff: Option<Duration> = None;
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let wake = if due { next_try } else { next_resend };
+            tokio::select! {
+                message = messages.recv() => {
+                    let Some(message) = message else { break };
+                    let mut next = Some(message);
+                    while let Some(message) = next {
+                        match message {
+                            Message::Update(update) => {
+                                self.apply(&update);
+                                due = true;
+                            }
+                            Message::Flush(done) if due => flushes.push(done),
+                            Message::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                        next = messages.try_recv().ok();
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => due = true,
+            }
+            if !due || Instant::now() < next_try {
+                continue;
+            }
+            self.resolved
+                .retain(|_, (_, until)| *until > Instant::now());
+            match self.post_all().await {
+                Ok(sent) => {
+                    due = false;
+                    self.report_pending(0);
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
+                    if backoff.take().is_some() {
+                        tracing::info!(
+                            alertmanager = %self.url,
+                            "Alertmanager {} accepts alerts again ({sent} delivered)",
+                            self.url
+                        );
+                    }
+                    next_resend = Instant::now() + self.resend_interval;
+                }
+                Err(failure) => {
+                    self.report_pending(self.firing.len() + self.resolved.len());
+                    self.count(Event::AlertmanagerFailed {
+                        url: &self.url,
+                        cause: failure.cause,
+                    });
+                    let pause = match backoff {
+                        None => {
+                            tracing::warn!(
+                                alertmanager = %self.url,
+                                cause = failure.cause,
+                                "cannot deliver alerts to Alertmanager {}: {}; retrying with back-off (up to {:?}), reported once per outage",
+                                self.url,
+                                failure.message,
+                                self.backoff_max
+                            );
+                            BACKOFF_MIN.min(self.backoff_max)
+                        }
+                        Some(last) => {
+                            tracing::debug!(alertmanager = %self.url, "{}", failure.message);
+                            (last * 2).min(self.backoff_max)
+                        }
+                    };
+                    backoff = Some(pause);
+                    next_try = Instant::now() + pause;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, update: &Update) {
+        match update {
+            Update::Firing(key, alert) => {
+                self.resolved.remove(key);
+                self.firing.insert(key.clone(), alert.clone());
+            }
+            Update::Resolved(key, alert) => {
+                self.firing.remove(key);
+                let until = Instant::now() + RESOLVED_RETENTION;
+                self.resolved.insert(key.clone(), (alert.clone(), until));
+            }
+        }
+    }
+
+    /// Posts every firing and every undelivered resolved alert; returns how many.
+    async fn post_all(&mut self) -> Result<usize, Failure> {
+        let alerts: Vec<&PostableAlert> = self
+            .firing
+            .values()
+            .chain(self.resolved.values().map(|(alert, _)| alert))
+            .collect();
+        let total = alerts.len();
+        for chunk in alerts.chunks(BATCH_SIZE) {
+            self.post(chunk).await?;
+            self.count(Event::AlertmanagerSent {
+                url: &self.url,
+                alerts: chunk.len(),
+            });
+        }
+        self.resolved.clear();
+        Ok(total)
+    }
+
+    async fn post(&self, alerts: &[&PostableAlert]) -> Result<(), Failure> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let request = self.client.post(self.endpoint.clone()).json(alerts);
+        let response = self.auth.apply(request).send().await.map_err(|e| {
+            let cause = if e.is_timeout() { "timeout" } else { "connect" };
+            Failure {
+                cause,
+                message: format!("{e} (is Alertmanager running and reachable there?)"),
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        let body: String = body.trim().chars().take(300).collect();
+        let (cause, hint) = if status.is_client_error() {
+            (
+                "status_4xx",
+                "check the URL, the credentials and that it serves the v2 API",
+            )
+        } else {
+            ("status_5xx", "Alertmanager reported a problem of its own")
+        };
+        Err(Failure {
+            cause,
+            message: format!("{} answered {status}: {body} ({hint})", self.endpoint),
+        })
+    }
+
+    /// Sets the gauge of alerts waiting for this Alertmanager to accept them.
+    fn report_pending(&self, alerts: usize) {
+        self.count(Event::AlertmanagerPending {
+            url: &self.url,
+            alerts,
+        });
+    }
+
+    fn count(&self, event: Event<'_>) {
+        if let Ok(mut telemetry) = self.telemetry.lock() {
+            telemetry.emit(event);
+        }
+    }
+}
+
+impl Target {
+    /// A task's state for `url` (posting to `endpoint`), before it runs.
+    pub(super) fn new(
+        url: String,
+        endpoint: reqwest::Url,
+        client: reqwest::Client,
+        auth: Auth,
+        telemetry: Arc<Mutex<SelfTelemetry>>,
+        resend_interval: Duration,
+    ) -> Self {
+        Target {
+            url,
+            endpoint,
+            client,
+            auth,
+            telemetry,
+            resend_interval,
+            backoff_max: resend_interval.min(BACKOFF_MAX),
+            firing: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+        }
+    }
+}
