@@ -30,6 +30,8 @@ pub enum Event<'a> {
     AlertmanagerFailed { url: &'a str, cause: &'a str },
     /// Alerts waiting for an Alertmanager to accept them (a gauge).
     AlertmanagerPending { url: &'a str, alerts: usize },
+    /// Resolved alerts given up on: not accepted within their retention.
+    AlertmanagerDropped { url: &'a str, alerts: usize },
     /// A collection round succeeded.
     Collected {
         collector: &'a str,
@@ -52,6 +54,7 @@ pub struct SelfTelemetry {
     alertmanager_sent: BTreeMap<String, u64>,
     alertmanager_failed: BTreeMap<(String, String), u64>,
     alertmanager_pending: BTreeMap<String, usize>,
+    alertmanager_dropped: BTreeMap<String, u64>,
 }
 
 fn desc(name: &str, unit: &str, kind: MetricKind, text: &str) -> MetricDesc {
@@ -102,6 +105,9 @@ impl SelfTelemetry {
             }
             Event::AlertmanagerPending { url, alerts } => {
                 self.alertmanager_pending.insert(url.to_owned(), alerts);
+            }
+            Event::AlertmanagerDropped { url, alerts } => {
+                *self.alertmanager_dropped.entry(url.to_owned()).or_default() += alerts as u64;
             }
             Event::CollectFailed { collector } => {
                 *self.collect_errors.entry(collector.to_owned()).or_default() += 1;
@@ -335,6 +341,15 @@ impl SelfTelemetry {
         );
         for (url, alerts) in &self.alertmanager_pending {
             b.point(&pending, attrs([("url.full", url)]), *alerts as f64);
+        }
+        let dropped = desc(
+            "vigil.alertmanager.dropped",
+            "{alert}",
+            Counter,
+            "Resolved alerts given up on after their retention (the Alertmanager never accepted them)",
+        );
+        for (url, alerts) in &self.alertmanager_dropped {
+            b.point(&dropped, attrs([("url.full", url)]), *alerts as f64);
         }
     }
 }

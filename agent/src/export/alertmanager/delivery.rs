@@ -93,8 +93,22 @@ impl Target {
             if !due || Instant::now() < next_try {
                 continue;
             }
+            let before = self.resolved.len();
             self.resolved
                 .retain(|_, (_, until)| *until > Instant::now());
+            let expired = before - self.resolved.len();
+            if expired > 0 {
+                tracing::warn!(
+                    alertmanager = %self.url,
+                    "{expired} resolved alerts were not accepted by Alertmanager {} within {:?} and are given up; Alertmanager resolves them itself after its resolve_timeout",
+                    self.url,
+                    RESOLVED_RETENTION
+                );
+                self.count(Event::AlertmanagerDropped {
+                    url: &self.url,
+                    alerts: expired,
+                });
+            }
             match self.post_all().await {
                 Ok(sent) => {
                     due = false;
