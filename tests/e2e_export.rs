@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use vigil_testkit::agent::{AgentProcess, Workspace, vigil};
+use vigil_testkit::host::mem_total_bytes;
 use vigil_testkit::otlp::{DataKind, OtlpReceiver, Received, Record};
 use vigil_testkit::plugins::THRESHOLD;
 
@@ -16,20 +17,6 @@ fn uptime_secs() -> f64 {
         .next()
         .and_then(|s| s.parse().ok())
         .expect("uptime is a number")
-}
-
-fn mem_total_bytes() -> f64 {
-    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo is readable");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .expect("MemTotal line");
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("MemTotal value");
-    kib * 1024.0
 }
 
 /// Threshold rules: one that holds for a few seconds (uptime below a limit just ahead),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, vigil};
+use vigil_testkit::host::mem_total_bytes;
 use vigil_testkit::http::{get_until, request};
 use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::THRESHOLD;
@@ -25,17 +26,6 @@ value = 0.0
 severity = "warning"
 match = { "system.memory.state" = "used" }
 "#;
-
-fn mem_total_bytes() -> f64 {
-    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    let kib: f64 = text
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("MemTotal");
-    kib * 1024.0
-}
 
 /// Starts an agent with the threshold plugin, the status endpoint on a free port with
 /// a token, exporting to `receiver`; `extra` TOML is appended.

@@ -5,11 +5,13 @@
 //! - [`host`]: the `vigil:plugin/host` functions plugins import.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values, findings back out (validated).
+//! - [`function_cache`]: compiled functions reused across versions of a plugin.
 //! - [`registry`]: every plugin of a directory, evaluated together.
 
 pub mod bindings;
 pub mod cache;
 pub mod convert;
+pub mod function_cache;
 pub mod host;
 pub mod instance;
 pub mod registry;

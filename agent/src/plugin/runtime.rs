@@ -130,6 +130,9 @@ impl PluginRuntime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        config.enable_incremental_compilation(Arc::new(
+            super::function_cache::FunctionCache::default(),
+        ))?;
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);

@@ -6,9 +6,11 @@
 //! - [`agent`]: writing configs and running the `vigil` binary.
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 //! - [`http`]: requests to the agent's status endpoint.
+//! - [`host`]: facts about this machine from `/proc`.
 
 pub mod agent;
 pub mod alertmanager;
+pub mod host;
 pub mod http;
 pub mod otlp;
 

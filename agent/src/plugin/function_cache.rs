@@ -1,0 +1,37 @@
+//! Cranelift's incremental compilation cache, in memory: compiled functions keyed by
+//! their content. A new version of a plugin mostly repeats the old one's functions
+//! (the standard library, the bindings, the WASI adapter), so a hot reload compiles
+//! only the functions that changed.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Most bytes of compiled code kept; past it the cache starts over.
+const CAPACITY_BYTES: usize = 64 << 20;
+
+/// Compiled functions by cache key, shared by every plugin of one engine.
+#[derive(Debug, Default)]
+pub struct FunctionCache {
+    entries: Mutex<(HashMap<Vec<u8>, Vec<u8>>, usize)>,
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let entries = self.entries.lock().ok()?;
+        entries.0.get(key).map(|v| Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let Ok(mut entries) = self.entries.lock() else {
+            return false;
+        };
+        if entries.1 + value.len() > CAPACITY_BYTES {
+            entries.0.clear();
+            entries.1 = 0;
+        }
+        entries.1 += value.len();
+        entries.0.insert(key.to_owned(), value);
+        true
+    }
+}
