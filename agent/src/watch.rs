@@ -11,7 +11,7 @@ use notify_debouncer_mini::{Config, DebounceEventResult, Debouncer, new_debounce
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Quiet time after the last event of a path before it is reported.
-pub const DEBOUNCE: Duration = Duration::from_millis(25);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Something to reload.
 #[derive(Debug, Clone, PartialEq, Eq)]

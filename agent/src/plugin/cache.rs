@@ -24,9 +24,11 @@ pub enum CacheOutcome {
 }
 
 /// The compile cache (or none).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Entries being written in the background (a reload does not wait for the disk).
+    writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Hex SHA-256 of `bytes`: a plugin file's identity.
@@ -47,12 +49,30 @@ impl CompileCache {
                 None
             }
         });
-        CompileCache { dir }
+        CompileCache {
+            dir,
+            writes: std::sync::Mutex::default(),
+        }
     }
 
     /// A cache that never stores anything.
     pub fn disabled() -> Self {
-        CompileCache { dir: None }
+        CompileCache {
+            dir: None,
+            writes: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Waits until every entry written in the background is on disk.
+    pub fn finish_writes(&self) {
+        let pending = self
+            .writes
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for write in pending {
+            let _ = write.join();
+        }
     }
 
     /// The component for `bytes`: from the cache when a valid entry exists, else compiled (and stored).
@@ -98,9 +118,21 @@ impl CompileCache {
             outcome = CacheOutcome::Replaced;
         }
         let component = Component::from_binary(engine, bytes)?;
-        match component.serialize() {
-            Ok(payload) => store(&path, &payload),
-            Err(e) => tracing::warn!("cannot serialize a compiled plugin for the cache: {e}"),
+        let for_disk = component.clone();
+        let write = std::thread::Builder::new()
+            .name("vigil-cache-write".into())
+            .spawn(move || match for_disk.serialize() {
+                Ok(payload) => store(&path, &payload),
+                Err(e) => tracing::warn!("cannot serialize a compiled plugin for the cache: {e}"),
+            });
+        match write {
+            Ok(handle) => {
+                if let Ok(mut writes) = self.writes.lock() {
+                    writes.retain(|w| !w.is_finished());
+                    writes.push(handle);
+                }
+            }
+            Err(e) => tracing::warn!("cannot start writing the plugin cache entry: {e}"),
         }
         Ok((component, outcome))
     }
@@ -141,6 +173,7 @@ mod tests {
             cache.component(&engine, &bytes).unwrap().1,
             CacheOutcome::Miss
         );
+        cache.finish_writes();
         assert_eq!(
             cache.component(&engine, &bytes).unwrap().1,
             CacheOutcome::Hit
@@ -159,6 +192,7 @@ mod tests {
             cache.component(&engine, &bytes).unwrap().1,
             CacheOutcome::Replaced
         );
+        cache.finish_writes();
         assert_eq!(
             cache.component(&engine, &bytes).unwrap().1,
             CacheOutcome::Hit

@@ -13,25 +13,32 @@ const CAPACITY_BYTES: usize = 64 << 20;
 /// Compiled functions by cache key, shared by every plugin of one engine.
 #[derive(Debug, Default)]
 pub struct FunctionCache {
-    entries: Mutex<(HashMap<Vec<u8>, Vec<u8>>, usize)>,
+    entries: Mutex<Entries>,
+}
+
+/// The entries and their total size in bytes.
+#[derive(Debug, Default)]
+struct Entries {
+    by_key: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
 }
 
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
         let entries = self.entries.lock().ok()?;
-        entries.0.get(key).map(|v| Cow::Owned(v.clone()))
+        entries.by_key.get(key).map(|v| Cow::Owned(v.clone()))
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         let Ok(mut entries) = self.entries.lock() else {
             return false;
         };
-        if entries.1 + value.len() > CAPACITY_BYTES {
-            entries.0.clear();
-            entries.1 = 0;
+        if entries.bytes + value.len() > CAPACITY_BYTES {
+            entries.by_key.clear();
+            entries.bytes = 0;
         }
-        entries.1 += value.len();
-        entries.0.insert(key.to_owned(), value);
+        entries.bytes += value.len();
+        entries.by_key.insert(key.to_owned(), value);
         true
     }
 }

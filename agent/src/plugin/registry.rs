@@ -127,6 +127,8 @@ impl PluginRegistry {
                 PluginInstance::load(&registry.runtime, &path, &name, config.settings_json(&name));
             registry.apply_load(&name, &path, loaded);
         }
+        // Startup may wait for the disk: the next start should find every entry.
+        registry.runtime.cache.finish_writes();
         for name in config.settings.keys() {
             if !registry.slots.contains_key(name) && !registry.failures.contains_key(name) {
                 tracing::warn!(plugin = %name, dir = %config.dir.display(), "settings given for plugin `{name}` but there is no {name}.wasm in the plugin directory");
