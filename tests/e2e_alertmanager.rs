@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, memory_rule};
 use vigil_testkit::alertmanager::{Alertmanager, BASIC_AUTH};
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::THRESHOLD;
@@ -20,17 +20,7 @@ const RULE: &str = "memory-in-use";
 
 /// The `threshold` rule: memory in use `>= limit` (always true for 0, never for 2).
 fn rule(limit: f64) -> String {
-    format!(
-        r#"
-[[plugins.settings.threshold.rules]]
-name = "{RULE}"
-metric = "system.memory.utilization"
-op = ">="
-value = {limit}
-severity = "critical"
-match = {{ "system.memory.state" = "used" }}
-"#
-    )
+    memory_rule(RULE, limit, "critical")
 }
 
 /// A config with host [`HOST`] and its status endpoint on `http`, exporting to `receiver`

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use vigil_testkit::agent::{AgentProcess, Workspace, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, memory_rule, vigil};
 use vigil_testkit::host::mem_total_bytes;
 use vigil_testkit::otlp::{DataKind, OtlpReceiver, Received, Record};
 use vigil_testkit::plugins::THRESHOLD;
@@ -31,16 +31,8 @@ op = "<"
 value = {uptime_limit}
 for = "1s"
 severity = "critical"
-
-[[plugins.settings.threshold.rules]]
-name = "memory-in-use"
-metric = "system.memory.utilization"
-op = ">="
-value = 0.0
-severity = "warning"
-match = {{ "system.memory.state" = "used" }}
 "#
-    )
+    ) + &memory_rule("memory-in-use", 0.0, "warning")
 }
 
 fn alert_records<'a>(records: &'a [Record], rule: &str) -> Vec<&'a Record> {

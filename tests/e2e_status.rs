@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, memory_rule, vigil};
 use vigil_testkit::host::mem_total_bytes;
 use vigil_testkit::http::{get_until, request};
 use vigil_testkit::otlp::OtlpReceiver;
@@ -15,17 +15,6 @@ use vigil_testkit::plugins::THRESHOLD;
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const TOKEN: &str = "tok-S3cret-91ab";
 const TOKEN_VAR: &str = "VIGIL_TEST_HTTP_TOKEN";
-
-/// A rule that always holds (memory in use is never negative), firing at once.
-const ALWAYS_FIRING: &str = r#"
-[[plugins.settings.threshold.rules]]
-name = "memory-in-use"
-metric = "system.memory.utilization"
-op = ">="
-value = 0.0
-severity = "warning"
-match = { "system.memory.state" = "used" }
-"#;
 
 /// Starts an agent with the threshold plugin, the status endpoint on a free port with
 /// a token, exporting to `receiver`; `extra` TOML is appended.
@@ -43,7 +32,10 @@ fn start_agent(
             &receiver.endpoint,
             receiver.protocol,
             "300ms",
-            &format!("{ALWAYS_FIRING}\n[http]\nlisten = \"{addr}\"\ntoken_env = \"{TOKEN_VAR}\"\n\n{extra}"),
+            &format!(
+                "{}\n[http]\nlisten = \"{addr}\"\ntoken_env = \"{TOKEN_VAR}\"\n\n{extra}",
+                memory_rule("memory-in-use", 0.0, "warning")
+            ),
         ))
         .unwrap();
     let mut env = env.to_vec();

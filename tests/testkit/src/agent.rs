@@ -78,6 +78,22 @@ timeout = "2s"
     }
 }
 
+/// A `threshold` rule named `name` that holds while memory in use is `>= limit`
+/// (always for 0, never for 2), firing at once with `severity`.
+pub fn memory_rule(name: &str, limit: f64, severity: &str) -> String {
+    format!(
+        r#"
+[[plugins.settings.threshold.rules]]
+name = "{name}"
+metric = "system.memory.utilization"
+op = ">="
+value = {limit:?}
+severity = "{severity}"
+match = {{ "system.memory.state" = "used" }}
+"#
+    )
+}
+
 /// A loopback address nothing listens on right now (for a server started later).
 pub fn free_local_addr() -> anyhow::Result<std::net::SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
