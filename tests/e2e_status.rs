@@ -96,6 +96,11 @@ async fn status_endpoint_serves_health_status_metrics_and_reload_behind_a_token(
     let alert = &status["firing_alerts"][0];
     assert_eq!(alert["key"]["rule"], "memory-in-use", "{status:#}");
     assert_eq!(alert["severity"], "warning");
+    let since = alert["firing_since"].as_str().unwrap_or_default();
+    assert!(
+        since.len() == 24 && since.ends_with('Z'),
+        "firing_since is RFC 3339 text: {since:?}"
+    );
     assert_eq!(status["export"]["queue"]["metrics"]["capacity"], 100_000);
     let labels: Vec<&str> = status["sparklines"]
         .as_array()

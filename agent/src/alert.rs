@@ -65,10 +65,13 @@ pub struct Alert {
     pub value: Option<f64>,
     #[serde(serialize_with = "crate::model::attributes_as_map")]
     pub labels: Attributes,
+    #[serde(serialize_with = "humantime_serde::serialize")]
     pub hold_for: Duration,
     /// When it was first reported.
+    #[serde(serialize_with = "crate::model::time_as_rfc3339")]
     pub active_since: SystemTime,
     /// When it started firing.
+    #[serde(serialize_with = "crate::model::optional_time_as_rfc3339")]
     pub firing_since: Option<SystemTime>,
 }
 
@@ -76,6 +79,7 @@ pub struct Alert {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertEvent {
     pub transition: Transition,
+    #[serde(serialize_with = "crate::model::time_as_rfc3339")]
     pub at: SystemTime,
     pub alert: Alert,
     /// Why the host ended the alert when the plugin did not (e.g. `plugin removed`).

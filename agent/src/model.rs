@@ -145,6 +145,25 @@ pub fn attributes_as_map<S: serde::Serializer>(
     s.collect_map(attributes.iter().map(|(k, v)| (k, v)))
 }
 
+/// Serializes a time as RFC 3339 text (milliseconds, UTC).
+pub fn time_as_rfc3339<S: serde::Serializer>(
+    time: &std::time::SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_millis(*time).to_string())
+}
+
+/// Serializes an optional time as RFC 3339 text, or null.
+pub fn optional_time_as_rfc3339<S: serde::Serializer>(
+    time: &Option<std::time::SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => time_as_rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// Builds attributes from string pairs.
 pub fn attrs<const N: usize>(pairs: [(&str, &str); N]) -> Attributes {
     pairs

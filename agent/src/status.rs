@@ -22,9 +22,9 @@ pub struct CollectorStatus {
     pub up: bool,
     pub rounds: u64,
     pub failures: u64,
-    #[serde(with = "optional_time")]
+    #[serde(serialize_with = "crate::model::optional_time_as_rfc3339")]
     pub last_success: Option<SystemTime>,
-    #[serde(with = "optional_time")]
+    #[serde(serialize_with = "crate::model::optional_time_as_rfc3339")]
     pub last_error_at: Option<SystemTime>,
     /// The last error message (collectors never put credentials in their errors).
     pub last_error: Option<String>,
@@ -165,7 +165,7 @@ impl History {
 pub struct AgentStatus {
     pub host: String,
     pub version: &'static str,
-    #[serde(with = "optional_time")]
+    #[serde(serialize_with = "crate::model::optional_time_as_rfc3339")]
     pub started_at: Option<SystemTime>,
     pub ready: bool,
     pub collectors: BTreeMap<String, CollectorStatus>,
@@ -185,21 +185,6 @@ pub struct ExportStatus {
     pub healthy: Option<bool>,
     pub last_error: Option<String>,
     pub queue: ExportStats,
-}
-
-/// RFC 3339 text for optional timestamps.
-mod optional_time {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        value: &Option<SystemTime>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(t) => serializer.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
-            None => serializer.serialize_none(),
-        }
-    }
 }
 
 #[cfg(test)]
