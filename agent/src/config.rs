@@ -63,6 +63,17 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
 }
 
+impl HttpConfig {
+    /// The bearer token `token_env` or `token_file` points at, if any.
+    pub fn token(&self) -> Result<Option<crate::secret::Secret>, String> {
+        crate::secret::from_env_or_file(
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {

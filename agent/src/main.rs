@@ -171,12 +171,7 @@ fn request_reload(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         config.http.enabled,
         "[http] is disabled in this config, so the agent cannot be asked to reload over HTTP: send it SIGHUP instead"
     );
-    let token = vigil::secret::from_env_or_file(
-        "token",
-        config.http.token_env.as_deref(),
-        config.http.token_file.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let token = config.http.token().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let addr = config.http.listen;
     let (status, body) = runtime.block_on(vigil::http::client::post(

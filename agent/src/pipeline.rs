@@ -198,10 +198,7 @@ impl Agent {
 
     /// Exports `batch`, evaluates it with every plugin and turns findings into alert events.
     pub async fn process(self: &Arc<Self>, batch: Batch) {
-        self.exporter.record(&batch);
-        if let Ok(mut history) = self.history.lock() {
-            history.record(&batch);
-        }
+        self.publish(&batch);
         let agent = self.clone();
         let batch = Arc::new(batch);
         let for_plugins = batch.clone();
@@ -315,19 +312,22 @@ impl Agent {
             Ok(telemetry) => telemetry.batch(&self.host, &firing, &plugins),
             Err(_) => return,
         };
-        self.exporter.record(&batch);
+        self.publish(&batch);
+    }
+
+    /// Makes `batch` the latest values for export and `/metrics`, and samples it for
+    /// the status page's sparklines.
+    fn publish(&self, batch: &Batch) {
+        self.exporter.record(batch);
         if let Ok(mut history) = self.history.lock() {
-            history.record(&batch);
+            history.record(batch);
         }
     }
 
     /// Records the export queues' totals (source `vigil.export`).
     pub(crate) fn record_export_telemetry(&self) {
         let batch = crate::telemetry::export_batch(&self.host, &self.exporter.stats());
-        self.exporter.record(&batch);
-        if let Ok(mut history) = self.history.lock() {
-            history.record(&batch);
-        }
+        self.publish(&batch);
     }
 
     fn set_collector_status(&self, name: &str, update: impl FnOnce(&mut CollectorStatus)) {

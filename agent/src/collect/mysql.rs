@@ -42,9 +42,8 @@ pub struct MysqlScraper {
     connection: Option<MySqlConnection>,
 }
 
-/// (status variable, metric, unit, kind, attribute, description): one line per exported status value.
-/// `A|B`: the first of the variables the server has (MySQL and MariaDB name some differently).
-/// One exported status value.
+/// One exported status value. `variable` may read `A|B`: the first of the variables
+/// the server has (MySQL and MariaDB name some differently).
 struct Status {
     variable: &'static str,
     metric: &'static str,

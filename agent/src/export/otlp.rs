@@ -6,7 +6,6 @@
 //! delivers both oldest first. A failed request leaves its data queued for the next
 //! attempt; a full queue drops its oldest data and counts it.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -50,7 +49,6 @@ pub struct OtlpExporter {
     evaluation_duration: opentelemetry::metrics::Histogram<f64>,
     latest: Arc<LatestValues>,
     meter: Meter,
-    registered: Mutex<HashSet<String>>,
     meter_provider: SdkMeterProvider,
     logger_provider: SdkLoggerProvider,
     logger: SdkLogger,
@@ -256,7 +254,6 @@ impl OtlpExporter {
             evaluation_duration,
             latest: Arc::new(LatestValues::default()),
             meter,
-            registered: Mutex::new(HashSet::new()),
             meter_provider,
             logger_provider,
             logger,
@@ -274,20 +271,13 @@ impl OtlpExporter {
 
     /// Makes `batch` the latest values of its source; they go out with the next export.
     pub fn record(&self, batch: &Batch) {
-        for metric in &batch.metrics {
-            self.register(metric);
+        for metric in self.latest.replace(batch) {
+            self.register(&metric);
         }
-        self.latest.replace(batch);
     }
 
-    /// Registers an observable instrument for `metric` the first time it is seen.
+    /// Registers an observable instrument for `metric` (seen for the first time).
     fn register(&self, metric: &MetricDesc) {
-        let Ok(mut registered) = self.registered.lock() else {
-            return;
-        };
-        if !registered.insert(metric.name.clone()) {
-            return;
-        }
         let latest = self.latest.clone();
         let name = metric.name.clone();
         let callback = move |observer: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {

@@ -24,7 +24,8 @@ pub type Family = (MetricDesc, Vec<(Vec<KeyValue>, f64)>);
 
 impl LatestValues {
     /// Replaces the values of `batch.source` with those in `batch`.
-    pub fn replace(&self, batch: &Batch) {
+    /// Returns the metrics seen for the first time.
+    pub fn replace(&self, batch: &Batch) -> Vec<MetricDesc> {
         let mut fresh: HashMap<&str, Vec<(Vec<KeyValue>, f64)>> = HashMap::new();
         for (metric, attributes, value) in batch.points() {
             let attributes = attributes
@@ -36,15 +37,17 @@ impl LatestValues {
                 .or_default()
                 .push((attributes, value));
         }
+        let mut new = Vec::new();
         if let Ok(mut descs) = self.descs.lock() {
             for metric in &batch.metrics {
                 if !descs.contains_key(&metric.name) {
                     descs.insert(metric.name.clone(), metric.clone());
+                    new.push(metric.clone());
                 }
             }
         }
         let Ok(mut metrics) = self.metrics.lock() else {
-            return;
+            return new;
         };
         for per_source in metrics.values_mut() {
             per_source.remove(&batch.source);
@@ -55,6 +58,7 @@ impl LatestValues {
                 .or_default()
                 .insert(batch.source.clone(), points);
         }
+        new
     }
 
     /// Calls `observe` with every current point of metric `name`.
@@ -105,13 +109,17 @@ mod tests {
         let mut a = BatchBuilder::new("a", "h");
         a.point(&m, attrs([("k", "1")]), 1.0)
             .point(&m, attrs([("k", "2")]), 2.0);
-        store.replace(&a.build());
+        assert_eq!(
+            store.replace(&a.build()),
+            std::slice::from_ref(&m),
+            "first sight of m"
+        );
         let mut b = BatchBuilder::new("b", "h");
         b.point(&m, vec![], 10.0);
         store.replace(&b.build());
         let mut a2 = BatchBuilder::new("a", "h");
         a2.point(&m, attrs([("k", "1")]), 3.0);
-        store.replace(&a2.build());
+        assert!(store.replace(&a2.build()).is_empty(), "m is known by now");
         let mut seen = Vec::new();
         store.for_each("m", |v, _| seen.push(v));
         seen.sort_by(f64::total_cmp);

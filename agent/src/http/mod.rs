@@ -68,12 +68,7 @@ pub async fn serve(
     agent: Arc<Agent>,
     reload: UnboundedSender<()>,
 ) -> Result<SocketAddr, HttpError> {
-    let token: Option<Secret> = crate::secret::from_env_or_file(
-        "token",
-        config.token_env.as_deref(),
-        config.token_file.as_deref(),
-    )
-    .map_err(HttpError::Token)?;
+    let token: Option<Secret> = config.token().map_err(HttpError::Token)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| HttpError::Bind {
