@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use vigil::config::Config;
 use vigil::model::{BatchBuilder, MetricDesc, MetricKind};
-use vigil::pipeline::Agent;
 use vigil::plugin::cache::content_hash;
 use vigil::plugin::{PluginRegistry, PluginRuntime};
+use vigil::supervisor::Supervisor;
 use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD};
 
 const VERSIONS: usize = 100;
@@ -50,7 +50,7 @@ async fn reload_under_load() {
     )
     .expect("write config");
     let config = Config::load(&config_path).expect("config");
-    let (agent, _) = Agent::start(&config, Some(&config_path))
+    let (agent, _) = Supervisor::start(&config, Some(&config_path))
         .await
         .expect("agent starts");
 
@@ -65,7 +65,7 @@ async fn reload_under_load() {
         let (agent, stop, sent) = (agent.clone(), stop.clone(), sent.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                agent.process(batch.clone()).await;
+                agent.pipeline().process(batch.clone()).await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -82,7 +82,7 @@ async fn reload_under_load() {
         })
     };
 
-    let evaluations_before = agent.evaluations("counter");
+    let evaluations_before = agent.pipeline().evaluations("counter");
     let sent_before = sent.load(Ordering::Relaxed);
     let mut latencies = Vec::with_capacity(VERSIONS);
     for v in 1..=VERSIONS {
@@ -92,13 +92,14 @@ async fn reload_under_load() {
         std::fs::write(&file, &bytes).expect("write new version");
         loop {
             let evaluated_by_new = agent
+                .pipeline()
                 .plugin_statuses()
                 .iter()
                 .any(|s| s.name == "counter" && s.content_hash == hash);
             if evaluated_by_new {
                 // The swap happens between evaluations; wait for the next evaluation to land.
-                let n = agent.evaluations("counter");
-                while agent.evaluations("counter") == n {
+                let n = agent.pipeline().evaluations("counter");
+                while agent.pipeline().evaluations("counter") == n {
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
                 latencies.push(written.elapsed());
@@ -114,7 +115,7 @@ async fn reload_under_load() {
     flow.await.expect("flow task");
     applier.abort();
     let batches = sent.load(Ordering::Relaxed) - sent_before;
-    let evaluated = agent.evaluations("counter") - evaluations_before;
+    let evaluated = agent.pipeline().evaluations("counter") - evaluations_before;
     latencies.sort();
     println!(
         "reload_latency: {VERSIONS} versions while {batches} batches flowed: write->first evaluation by new version p50 {:?}, p99 {:?}, max {:?}; lost evaluations {} (batches {batches}, evaluated {evaluated})",

@@ -41,29 +41,9 @@ pub fn check(path: Option<&Path>) -> CheckReport {
     let origin = path.map_or("(embedded default)".to_owned(), |p| p.display().to_string());
     report.ok.push(format!("config {origin} is valid"));
     // Building the server collectors reads their passwords (no connection is made).
-    let servers = [
-        config
-            .collect
-            .postgres
-            .iter()
-            .map(|i| crate::collect::postgres::collector(i, String::new()).map(|_| ()))
-            .collect::<Vec<_>>(),
-        config
-            .collect
-            .mysql
-            .iter()
-            .map(|i| crate::collect::mysql::collector(i, String::new()).map(|_| ()))
-            .collect(),
-        config
-            .collect
-            .redis
-            .iter()
-            .map(|i| crate::collect::redis::collector(i, String::new()).map(|_| ()))
-            .collect(),
-    ];
-    for result in servers.into_iter().flatten() {
-        if let Err(e) = result {
-            report.errors.push(e);
+    for (kind, instance) in config.collect.servers() {
+        if let Err(e) = crate::collect::build_server(kind, instance, String::new()) {
+            report.errors.push(e.to_string());
         }
     }
 

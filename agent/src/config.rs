@@ -122,6 +122,81 @@ pub struct CollectConfig {
     pub redis: Vec<InstanceConfig>,
 }
 
+/// The kinds of server vigil collects from: the one table every part of the agent
+/// (config validation, collector building, reload, `vigil check`) reads, so a new kind
+/// is one variant here plus its collector module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServerKind {
+    Postgres,
+    Mysql,
+    Redis,
+}
+
+impl ServerKind {
+    /// Every kind, in config order.
+    pub const ALL: [ServerKind; 3] = [ServerKind::Postgres, ServerKind::Mysql, ServerKind::Redis];
+
+    /// The config table (`[[collect.KEY]]`) and source prefix (`KEY:NAME`).
+    pub fn key(self) -> &'static str {
+        match self {
+            ServerKind::Postgres => "postgres",
+            ServerKind::Mysql => "mysql",
+            ServerKind::Redis => "redis",
+        }
+    }
+
+    /// URL schemes its connection URL may use.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            ServerKind::Postgres => &["postgres", "postgresql"],
+            ServerKind::Mysql => &["mysql", "mariadb"],
+            ServerKind::Redis => &["redis"],
+        }
+    }
+
+    /// The port used when the URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServerKind::Postgres => 5432,
+            ServerKind::Mysql => 3306,
+            ServerKind::Redis => 6379,
+        }
+    }
+
+    /// A URL to show in error messages.
+    pub fn example_url(self) -> &'static str {
+        match self {
+            ServerKind::Postgres => "postgres://user@127.0.0.1:5432/dbname",
+            ServerKind::Mysql => "mysql://user@127.0.0.1:3306/dbname",
+            ServerKind::Redis => "redis://127.0.0.1:6379/0",
+        }
+    }
+
+    /// The source name of instance `name` (`postgres:main`): names its batches and its collector.
+    pub fn source(self, name: &str) -> String {
+        format!("{}:{name}", self.key())
+    }
+
+    /// Checks the shape of a connection URL (scheme, host, port). The error never
+    /// repeats the URL, which may hold a password; each driver parses it fully when
+    /// its collector is built.
+    pub fn check_url(self, url: &str) -> Result<(), String> {
+        let example = self.example_url();
+        let kind = self.key();
+        let parsed = url::Url::parse(url)
+            .map_err(|e| format!("is not a valid {kind} URL ({e}); write it like {example}"))?;
+        if !self.schemes().contains(&parsed.scheme()) {
+            return Err(format!(
+                "is not a {kind} URL (wrong scheme); write it like {example}"
+            ));
+        }
+        if !parsed.has_host() {
+            return Err(format!("names no host; write it like {example}"));
+        }
+        Ok(())
+    }
+}
+
 /// One database or cache server to collect from.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +219,24 @@ pub struct InstanceConfig {
     /// How many tables, indexes, statements or commands the per-object metrics cover (largest first).
     #[serde(default = "default_top_n")]
     pub top_n: usize,
+}
+
+impl CollectConfig {
+    /// The configured instances of `kind`.
+    pub fn instances(&self, kind: ServerKind) -> &[InstanceConfig] {
+        match kind {
+            ServerKind::Postgres => &self.postgres,
+            ServerKind::Mysql => &self.mysql,
+            ServerKind::Redis => &self.redis,
+        }
+    }
+
+    /// Every configured server with its kind.
+    pub fn servers(&self) -> impl Iterator<Item = (ServerKind, &InstanceConfig)> {
+        ServerKind::ALL
+            .into_iter()
+            .flat_map(move |kind| self.instances(kind).iter().map(move |i| (kind, i)))
+    }
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -538,21 +631,17 @@ impl Config {
         if self.collect.system.interval < Duration::from_millis(100) {
             return Err(invalid("collect.system.interval", "must be at least 100ms"));
         }
-        for (kind, instances) in [
-            ("postgres", &self.collect.postgres),
-            ("mysql", &self.collect.mysql),
-            ("redis", &self.collect.redis),
-        ] {
+        for kind in ServerKind::ALL {
             let mut names = std::collections::HashSet::new();
-            for (i, instance) in instances.iter().enumerate() {
-                let field = format!("collect.{kind}[{i}]");
+            for (i, instance) in self.collect.instances(kind).iter().enumerate() {
+                let field = format!("collect.{}[{i}]", kind.key());
                 if instance.name.is_empty() || !names.insert(instance.name.as_str()) {
                     return Err(invalid(
                         &format!("{field}.name"),
                         "must be non-empty and unique per kind",
                     ));
                 }
-                if let Err(problem) = crate::collect::dsn::check(kind, &instance.url) {
+                if let Err(problem) = kind.check_url(&instance.url) {
                     return Err(invalid(&format!("{field}.url"), &problem));
                 }
                 if instance.interval < Duration::from_millis(100) || instance.timeout.is_zero() {
@@ -724,6 +813,45 @@ fn is_http_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_urls_are_checked_without_repeating_them() {
+        assert!(
+            ServerKind::Postgres
+                .check_url("postgres://u@127.0.0.1:5432/test")
+                .is_ok()
+        );
+        assert!(
+            ServerKind::Mysql
+                .check_url("mysql://root@127.0.0.1:3306/test")
+                .is_ok()
+        );
+        assert!(
+            ServerKind::Redis
+                .check_url("redis://127.0.0.1:6379/0")
+                .is_ok()
+        );
+        let err = ServerKind::Postgres
+            .check_url("postgres://u:secret@host:notaport/db")
+            .unwrap_err();
+        assert!(
+            err.contains("postgres://user@127.0.0.1:5432/dbname"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        assert!(ServerKind::Redis.check_url("http://127.0.0.1").is_err());
+        let config = Config::parse(
+            "[[collect.redis]]\nname = \"a\"\nurl = \"redis://127.0.0.1\"\n[[collect.postgres]]\nname = \"b\"\nurl = \"postgres://127.0.0.1/x\"\n",
+            "x",
+        )
+        .unwrap();
+        let servers: Vec<String> = config
+            .collect
+            .servers()
+            .map(|(kind, i)| kind.source(&i.name))
+            .collect();
+        assert_eq!(servers, ["postgres:b", "redis:a"]);
+    }
 
     #[test]
     fn embedded_default_parses() {

@@ -3,10 +3,13 @@
 //! Data flows one way: collectors produce [`model::Batch`]es, alert-rule plugins
 //! ([`plugin`]) turn them into findings, the [`alert`] state machine turns findings
 //! into alert events, and [`export`] sends batches, events and self-telemetry over OTLP.
-//! [`pipeline`] wires the stages together, [`run`] runs and stops them, [`reload`]
-//! applies changed files, and [`http`] serves health, status and `/metrics`.
+//! [`pipeline`] turns batches into exports and alert events, [`supervisor`] runs the
+//! tasks and applies reloads ([`reload`] says what a new config changes), [`status`]
+//! collects what the stages report, and [`http`] serves health, status and `/metrics`.
+//! See docs/architecture.md.
 
 pub mod alert;
+pub mod backoff;
 pub mod check;
 pub mod collect;
 pub mod config;
@@ -17,9 +20,10 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;
-pub mod run;
 pub mod secret;
 pub mod service;
 pub mod status;
+pub mod supervisor;
+pub mod sync;
 pub mod telemetry;
 pub mod watch;

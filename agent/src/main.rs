@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vigil::check::check;
 use vigil::config::Config;
 use vigil::fixture::BatchFixture;
-use vigil::pipeline::Agent;
 use vigil::plugin::{PluginInstance, PluginRuntime};
+use vigil::supervisor::Supervisor;
 
 /// vigil: a WebAssembly-extensible observability agent.
 #[derive(Parser)]
@@ -120,7 +120,7 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (agent, mut collectors) = Agent::start(&config, config_path).await?;
+        let (agent, mut collectors) = Supervisor::start(&config, config_path).await?;
         tracing::info!(
             endpoint = %config.export.otlp.effective_endpoint(),
             protocol = ?config.export.otlp.protocol,

@@ -1,40 +1,60 @@
-//! Changes while running: plugin files and the config file are reloaded between
-//! evaluations, and a bad file never replaces a good one.
+//! What a config reload changes: the new file read once it has settled, and the diff
+//! between the running config and the new one (which collectors restart, whether
+//! something needs a restart of the agent). Applying it is the supervisor's job.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::config::Config;
-use crate::pipeline::Agent;
-use crate::plugin::PluginInstance;
-use crate::plugin::registry::{plugin_files, plugin_name};
-use crate::telemetry::Event;
-use crate::watch::Change;
+use crate::config::{Config, ConfigError};
+
+/// Why a config file was not applied (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error("config file {0} is empty or unreadable; ignored (the running config stays)")]
+    Empty(String),
+    #[error("config reload refused, the running config stays: {0}")]
+    Invalid(#[from] ConfigError),
+}
 
 /// Names of the collectors whose configuration differs between `old` and `new`
 /// (added, removed or changed).
 pub fn changed_collectors(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if old.collect.system != new.collect.system {
-        changed.push("system".to_owned());
+        changed.push(crate::collect::SYSTEM.to_owned());
     }
-    for (kind, a, b) in [
-        ("postgres", &old.collect.postgres, &new.collect.postgres),
-        ("mysql", &old.collect.mysql, &new.collect.mysql),
-        ("redis", &old.collect.redis, &new.collect.redis),
-    ] {
-        let names = a
-            .iter()
-            .chain(b.iter())
-            .map(|i| i.name.clone())
-            .collect::<std::collections::BTreeSet<_>>();
+    for kind in crate::config::ServerKind::ALL {
+        let (a, b) = (old.collect.instances(kind), new.collect.instances(kind));
+        let names: std::collections::BTreeSet<&String> =
+            a.iter().chain(b.iter()).map(|i| &i.name).collect();
         for name in names {
-            if a.iter().find(|i| i.name == name) != b.iter().find(|i| i.name == name) {
-                changed.push(format!("{kind}:{name}"));
+            if a.iter().find(|i| &i.name == name) != b.iter().find(|i| &i.name == name) {
+                changed.push(kind.source(name));
             }
         }
     }
     changed
+}
+
+/// Whether `new` changes settings that take effect only after a restart of the agent
+/// (`[agent]`, `[export]`, `[http]` and the plugin limits).
+pub fn needs_restart(old: &Config, new: &Config) -> bool {
+    old.export != new.export
+        || old.http != new.http
+        || old.plugins.deadline != new.plugins.deadline
+        || old.plugins.memory_limit_mib != new.plugins.memory_limit_mib
+        || old.plugins.max_findings != new.plugins.max_findings
+        || old.agent != new.agent
+}
+
+/// Reads and validates the config file at `path` once it has settled, with the
+/// OpenTelemetry environment applied.
+pub async fn read_config(path: &Path) -> Result<Config, ReloadRefused> {
+    let text = settled_text(path)
+        .await
+        .ok_or_else(|| ReloadRefused::Empty(path.display().to_string()))?;
+    let mut config = Config::from_file_text(path, &text)?;
+    config.apply_otel_env(|k| std::env::var(k).ok())?;
+    Ok(config)
 }
 
 /// The content of a file once it stops changing: editors and tools write in steps, and
@@ -53,165 +73,25 @@ async fn settled_text(path: &Path) -> Option<String> {
     None
 }
 
-impl Agent {
-    /// Loads the plugin file at `path` (added or changed) and swaps it in; a file that
-    /// is gone unloads its plugin. A file that fails to load leaves the running version
-    /// in place. Returns whether anything changed.
-    pub async fn reload_plugin(self: &Arc<Self>, path: &Path) -> bool {
-        let Some(name) = plugin_name(path) else {
-            return false;
-        };
-        if !path.exists() {
-            let removed = self
-                .registry
-                .lock()
-                .map(|mut r| r.remove(&name))
-                .unwrap_or(false);
-            if removed {
-                tracing::info!(plugin = %name, "plugin file removed: plugin unloaded; its alerts are resolved with reason \"plugin removed\"");
-                self.count(Event::PluginReloaded { plugin: &name });
-                self.release_alerts(&name, "plugin removed");
-            }
-            return removed;
-        }
-        let settings = self
-            .config
-            .lock()
-            .map(|c| c.plugins.settings_json(&name))
-            .unwrap_or_else(|_| "{}".into());
-        let Ok(bytes) = std::fs::read(path) else {
-            return false;
-        };
-        let hash = crate::plugin::cache::content_hash(&bytes);
-        let unchanged = self
-            .registry
-            .lock()
-            .map(|r| r.loaded_as(&name) == Some((hash.as_str(), settings.as_str())))
-            .unwrap_or(false);
-        if unchanged {
-            return false;
-        }
-        let runtime = match self.registry.lock() {
-            Ok(r) => r.runtime().clone(),
-            Err(_) => return false,
-        };
-        let (load_path, load_name) = (path.to_owned(), name.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
-        })
-        .await;
-        let Ok(loaded) = loaded else { return false };
-        if let Err(error) = &loaded {
-            self.count(Event::PluginLoadFailed {
-                plugin: &name,
-                cause: error.cause(),
-            });
-        }
-        let installed = self
-            .registry
-            .lock()
-            .map(|mut r| r.apply_load(&name, path, loaded))
-            .unwrap_or(false);
-        if installed {
-            self.count(Event::PluginReloaded { plugin: &name });
-        }
-        installed
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "x").unwrap()
     }
 
-    /// Brings the loaded plugins in line with the plugin directory: new and changed
-    /// files are loaded, plugins whose file is gone are unloaded.
-    pub async fn rescan_plugins(self: &Arc<Self>) {
-        let dir = match self.config.lock() {
-            Ok(c) => c.plugins.dir.clone(),
-            Err(_) => return,
-        };
-        let files = plugin_files(&dir).unwrap_or_default();
-        let loaded = self.registry.lock().map(|r| r.names()).unwrap_or_default();
-        for name in loaded {
-            if !files.iter().any(|(n, _)| *n == name) {
-                self.reload_plugin(&dir.join(format!("{name}.wasm"))).await;
-            }
-        }
-        for (_, path) in files {
-            self.reload_plugin(&path).await;
-        }
-    }
-
-    /// Reads the config file again. An invalid file changes nothing (the error is
-    /// logged); a valid one is applied: changed collectors restart, plugins whose
-    /// settings changed are reloaded. Export and plugin-limit changes need a restart.
-    pub async fn reload_config(self: &Arc<Self>) -> bool {
-        let Some(path) = self.config_path.clone() else {
-            return false;
-        };
-        let Some(text) = settled_text(&path).await else {
-            tracing::warn!(config = %path.display(), "config file is empty or unreadable; ignored (the running config stays)");
-            self.count(Event::ConfigReloaded { ok: false });
-            return false;
-        };
-        let parsed = Config::from_file_text(&path, &text)
-            .and_then(|mut c| c.apply_otel_env(|k| std::env::var(k).ok()).map(|()| c));
-        let new = match parsed {
-            Ok(new) => new,
-            Err(error) => {
-                tracing::error!("config reload refused, the running config stays: {error}");
-                self.count(Event::ConfigReloaded { ok: false });
-                return false;
-            }
-        };
-        let old = match self.config.lock() {
-            Ok(mut current) => std::mem::replace(&mut *current, new.clone()),
-            Err(_) => return false,
-        };
-        if old == new {
-            return true;
-        }
-        self.count(Event::ConfigReloaded { ok: true });
-        if old.export != new.export
-            || old.plugins.deadline != new.plugins.deadline
-            || old.plugins.memory_limit_mib != new.plugins.memory_limit_mib
-            || old.plugins.max_findings != new.plugins.max_findings
-            || old.agent != new.agent
-        {
-            tracing::warn!(
-                "config changes to [agent], [export] or plugin limits take effect after a restart"
-            );
-        }
-        for name in changed_collectors(&old, &new) {
-            self.restart_collector(&name, &new);
-        }
-        if old.plugins.dir != new.plugins.dir {
-            self.rescan_plugins().await;
-        } else {
-            let names: std::collections::BTreeSet<&String> = old
-                .plugins
-                .settings
-                .keys()
-                .chain(new.plugins.settings.keys())
-                .collect();
-            for name in names {
-                if old.plugins.settings.get(name) != new.plugins.settings.get(name) {
-                    let path = new.plugins.dir.join(format!("{name}.wasm"));
-                    if path.exists() {
-                        tracing::info!(plugin = %name, "plugin settings changed: reloading the plugin");
-                        self.reload_plugin(&path).await;
-                    }
-                }
-            }
-        }
-        tracing::info!(config = %path.display(), "config reloaded");
-        true
-    }
-
-    /// Applies one watched change.
-    pub async fn apply(self: &Arc<Self>, change: Change) {
-        match change {
-            Change::Plugin(path) => {
-                self.reload_plugin(&path).await;
-            }
-            Change::Config => {
-                self.reload_config().await;
-            }
-        }
+    #[test]
+    fn only_changed_collectors_are_named() {
+        let old = config(
+            "[[collect.redis]]\nname = \"a\"\nurl = \"redis://127.0.0.1\"\n[[collect.redis]]\nname = \"b\"\nurl = \"redis://127.0.0.1\"\n",
+        );
+        let new = config(
+            "[[collect.redis]]\nname = \"a\"\nurl = \"redis://127.0.0.1\"\ninterval = \"1s\"\n[[collect.redis]]\nname = \"b\"\nurl = \"redis://127.0.0.1\"\n[[collect.mysql]]\nname = \"m\"\nurl = \"mysql://root@127.0.0.1/test\"\n",
+        );
+        assert_eq!(changed_collectors(&old, &new), ["mysql:m", "redis:a"]);
+        assert!(!needs_restart(&old, &new));
+        let http = config("[http]\nenabled = false\n");
+        assert!(needs_restart(&old, &http));
     }
 }

@@ -3,6 +3,7 @@
 //! few key metrics for sparklines.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use crate::alert::Alert;
 use crate::export::ExportStats;
 use crate::model::Batch;
 use crate::plugin::PluginStatus;
+use crate::sync::LockExt;
 
 /// Samples kept per sparkline.
 const HISTORY_LEN: usize = 120;
@@ -158,6 +160,108 @@ impl History {
             })
             .collect()
     }
+}
+
+/// What the stages report about themselves and `/status` reads: collector health,
+/// the last export attempt and the sparkline history. Each part has its own small lock,
+/// held only to copy a value in or out (never across a collection, export or plugin call).
+#[derive(Debug)]
+pub struct StatusBoard {
+    started_at: SystemTime,
+    collectors: Mutex<BTreeMap<String, CollectorStatus>>,
+    /// Last export attempt: `None` before the first, else its error if it failed.
+    export: Mutex<Option<Result<(), String>>>,
+    history: Mutex<History>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard {
+            started_at: SystemTime::now(),
+            collectors: Mutex::default(),
+            export: Mutex::default(),
+            history: Mutex::default(),
+        }
+    }
+}
+
+impl StatusBoard {
+    /// When the agent started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Lists collector `name` (not ready until its first round).
+    pub fn collector_added(&self, name: &str) {
+        self.collectors.locked().entry(name.to_owned()).or_default();
+    }
+
+    /// Forgets collector `name` (no longer configured).
+    pub fn collector_removed(&self, name: &str) {
+        self.collectors.locked().remove(name);
+    }
+
+    /// Records a round of collector `name` that reached its source.
+    pub fn collector_succeeded(&self, name: &str, at: SystemTime) {
+        self.collectors
+            .locked()
+            .entry(name.to_owned())
+            .or_default()
+            .succeeded(at);
+    }
+
+    /// Records a failed round of collector `name`.
+    pub fn collector_failed(&self, name: &str, at: SystemTime, error: String) {
+        self.collectors
+            .locked()
+            .entry(name.to_owned())
+            .or_default()
+            .failed(at, error);
+    }
+
+    /// Every collector's health.
+    pub fn collectors(&self) -> BTreeMap<String, CollectorStatus> {
+        self.collectors.locked().clone()
+    }
+
+    /// Whether every collector has finished a round (successful or not).
+    pub fn is_ready(&self) -> bool {
+        self.collectors
+            .locked()
+            .values()
+            .all(|c| c.rounds + c.failures > 0)
+    }
+
+    /// Records the outcome of an export attempt.
+    pub fn export_attempted(&self, outcome: Result<(), String>) {
+        *self.export.locked() = Some(outcome);
+    }
+
+    /// The last export attempt's outcome (`None` before the first).
+    pub fn last_export(&self) -> Option<Result<(), String>> {
+        self.export.locked().clone()
+    }
+
+    /// Samples the tracked series of `batch` for the sparklines.
+    pub fn record_history(&self, batch: &Batch) {
+        self.history.locked().record(batch);
+    }
+
+    /// The sparklines.
+    pub fn sparklines(&self) -> Vec<Sparkline> {
+        self.history.locked().sparklines()
+    }
+}
+
+/// What the HTTP endpoint reads: implemented by the supervisor, so the endpoint knows
+/// nothing about the stages behind it.
+pub trait StatusSource: Send + Sync {
+    /// Everything `/status` shows.
+    fn status(&self) -> AgentStatus;
+    /// Whether every collector has finished a round (`/readyz`).
+    fn is_ready(&self) -> bool;
+    /// The latest value of every series, for `/metrics`.
+    fn metric_families(&self) -> Vec<crate::export::store::Family>;
 }
 
 /// The document `/status` serves.

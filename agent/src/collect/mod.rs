@@ -13,13 +13,80 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::config::{Config, InstanceConfig, ServerKind};
 use crate::model::Batch;
 
-/// Why a collection round failed.
+/// Why a collector could not be built or a collection round failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("collector {collector}: {message}")]
     Failed { collector: String, message: String },
+    /// `message` names the collector already (`redis NAME: ...`).
+    #[error("{message}")]
+    Setup { collector: String, message: String },
+}
+
+/// Builds the collector of server `instance` of `kind`: the one place that maps a
+/// [`ServerKind`] to its module.
+pub fn build_server(
+    kind: ServerKind,
+    instance: &InstanceConfig,
+    host: String,
+) -> Result<Box<dyn Collector>, CollectError> {
+    let built: Result<Box<dyn Collector>, String> = match kind {
+        ServerKind::Postgres => postgres::collector(instance, host).map(|c| Box::new(c) as _),
+        ServerKind::Mysql => mysql::collector(instance, host).map(|c| Box::new(c) as _),
+        ServerKind::Redis => redis::collector(instance, host).map(|c| Box::new(c) as _),
+    };
+    built.map_err(|message| CollectError::Setup {
+        collector: kind.source(&instance.name),
+        message,
+    })
+}
+
+/// Name of the system collector (and source of its batches).
+pub const SYSTEM: &str = "system";
+
+/// Names of every collector `config` asks for.
+pub fn names(config: &Config) -> Vec<String> {
+    let system = config.collect.system.enabled.then(|| SYSTEM.to_owned());
+    system
+        .into_iter()
+        .chain(
+            config
+                .collect
+                .servers()
+                .map(|(kind, instance)| kind.source(&instance.name)),
+        )
+        .collect()
+}
+
+/// Builds the collector called `name` as `config` describes it; `None` when `config`
+/// has no such collector.
+pub fn build_named(
+    config: &Config,
+    host: &str,
+    name: &str,
+) -> Option<Result<Box<dyn Collector>, CollectError>> {
+    if name == SYSTEM {
+        return config.collect.system.enabled.then(|| {
+            system::SystemCollector::new(config.collect.system.clone(), host.to_owned())
+                .map(|c| Box::new(c) as Box<dyn Collector>)
+        });
+    }
+    config
+        .collect
+        .servers()
+        .find(|(kind, instance)| kind.source(&instance.name) == name)
+        .map(|(kind, instance)| build_server(kind, instance, host.to_owned()))
+}
+
+/// Every collector `config` asks for.
+pub fn build_all(config: &Config, host: &str) -> Result<Vec<Box<dyn Collector>>, CollectError> {
+    names(config)
+        .iter()
+        .filter_map(|name| build_named(config, host, name))
+        .collect()
 }
 
 /// The future a collection round returns.

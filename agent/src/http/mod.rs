@@ -30,8 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::HttpConfig;
-use crate::pipeline::Agent;
 use crate::secret::Secret;
+use crate::status::StatusSource;
 
 /// The status page: one file, no external assets.
 const PAGE: &str = include_str!("page.html");
@@ -52,7 +52,7 @@ pub enum HttpError {
 
 /// What every request handler shares.
 struct Shared {
-    agent: Arc<Agent>,
+    agent: Arc<dyn StatusSource>,
     reload: UnboundedSender<()>,
     /// SHA-256 of the token: compared digest to digest, so timing says nothing about it.
     token_digest: Option<[u8; 32]>,
@@ -65,7 +65,7 @@ fn digest(text: &[u8]) -> [u8; 32] {
 /// Binds the endpoint and serves it in a background task; returns the bound address.
 pub async fn serve(
     config: &HttpConfig,
-    agent: Arc<Agent>,
+    agent: Arc<dyn StatusSource>,
     reload: UnboundedSender<()>,
 ) -> Result<SocketAddr, HttpError> {
     let token: Option<Secret> = config.token().map_err(HttpError::Token)?;
@@ -166,15 +166,13 @@ fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 format!("cannot encode status: {e}\n"),
             ),
         },
-        (&Method::GET, "/metrics") => {
-            match prometheus::encode(shared.agent.latest_values().families()) {
-                Ok(body) => response(StatusCode::OK, prometheus::CONTENT_TYPE, body),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot encode metrics: {e}\n"),
-                ),
-            }
-        }
+        (&Method::GET, "/metrics") => match prometheus::encode(shared.agent.metric_families()) {
+            Ok(body) => response(StatusCode::OK, prometheus::CONTENT_TYPE, body),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode metrics: {e}\n"),
+            ),
+        },
         (&Method::POST, "/reload") => {
             if shared.reload.send(()).is_ok() {
                 text(StatusCode::ACCEPTED, "reload requested\n")

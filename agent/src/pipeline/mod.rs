@@ -1,0 +1,272 @@
+//! The pipeline stage: turns each batch into exports and alert events.
+//!
+//! ```text
+//! batch ─> publish (export queue, /metrics, sparklines)
+//!       └> plugins ─> findings ─> alert book ─> alert events ─> OTLP logs, Alertmanager
+//! ```
+//!
+//! It owns the plugin set, the alert book and the sinks; it knows nothing about where
+//! batches come from (the supervisor's collector tasks) or when they are sent (the
+//! supervisor's export loop).
+
+mod plugins;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::alert::{Alert, AlertBook, AlertEvent};
+use crate::config::Config;
+use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
+use crate::export::{ExportError, OtlpExporter};
+use crate::model::Batch;
+use crate::plugin::{PluginRegistry, PluginRuntime, PluginStatus};
+use crate::status::StatusBoard;
+use crate::sync::LockExt;
+use crate::telemetry::{Event, SelfTelemetry};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("cannot start the plugin runtime: {0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Collect(#[from] crate::collect::CollectError),
+    #[error(transparent)]
+    Alertmanager(#[from] AlertmanagerError),
+}
+
+/// The host name: configured, or the machine's.
+pub fn host_name(config: &Config) -> String {
+    config
+        .agent
+        .host
+        .clone()
+        .or_else(|| sysinfo::System::host_name().ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Plugins, alert state and sinks: everything a batch passes through.
+pub struct Pipeline {
+    host: String,
+    plugins: Mutex<PluginRegistry>,
+    alerts: Mutex<AlertBook>,
+    exporter: OtlpExporter,
+    /// Delivery of firing and resolved alerts to Alertmanager, when configured.
+    alertmanager: Option<AlertmanagerSink>,
+    telemetry: Arc<Mutex<SelfTelemetry>>,
+    board: Arc<StatusBoard>,
+}
+
+impl Pipeline {
+    /// Sets up export, loads the plugins of `config.plugins.dir` and starts the
+    /// Alertmanager sink. Must run inside Tokio.
+    pub async fn build(
+        config: &Config,
+        host: &str,
+        board: Arc<StatusBoard>,
+    ) -> Result<Pipeline, StartError> {
+        let exporter = if config.export.otlp.enabled {
+            OtlpExporter::new(&config.export, host)?
+        } else {
+            OtlpExporter::disabled(&config.export, host)
+        };
+        let plugins_config = config.plugins.clone();
+        let registry = tokio::task::spawn_blocking(move || {
+            let runtime = PluginRuntime::from_config(&plugins_config)
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            Ok::<_, StartError>(PluginRegistry::load_dir(Arc::new(runtime), &plugins_config))
+        })
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))??;
+
+        let mut telemetry = SelfTelemetry::default();
+        for failure in registry.failures() {
+            telemetry.emit(Event::PluginLoadFailed {
+                plugin: &failure.name,
+                cause: failure.error.cause(),
+            });
+        }
+        let telemetry = Arc::new(Mutex::new(telemetry));
+        let alertmanager = match &config.export.alertmanager {
+            Some(am) => {
+                let generator_url = am.generator_url.clone().unwrap_or_else(|| {
+                    if config.http.enabled {
+                        format!("http://{host}:{}/", config.http.listen.port())
+                    } else {
+                        format!("http://{host}/")
+                    }
+                });
+                Some(AlertmanagerSink::start(
+                    am,
+                    host,
+                    generator_url,
+                    telemetry.clone(),
+                )?)
+            }
+            None => None,
+        };
+        Ok(Pipeline {
+            host: host.to_owned(),
+            plugins: Mutex::new(registry),
+            alerts: Mutex::new(AlertBook::default()),
+            exporter,
+            alertmanager,
+            telemetry,
+            board,
+        })
+    }
+
+    /// Exports `batch`, evaluates it with every plugin and turns findings into alert events.
+    pub async fn process(self: &Arc<Self>, batch: Batch) {
+        self.publish(&batch);
+        let pipeline = self.clone();
+        let batch = Arc::new(batch);
+        let for_plugins = batch.clone();
+        let evaluations =
+            tokio::task::spawn_blocking(move || pipeline.plugins.locked().evaluate(&for_plugins))
+                .await
+                .unwrap_or_default();
+
+        for evaluation in evaluations {
+            self.exporter
+                .record_evaluation(&evaluation.plugin, evaluation.duration);
+            let findings = match evaluation.outcome {
+                Ok(None) => continue,
+                Ok(Some(findings)) => findings,
+                Err(error) => {
+                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                    self.count(Event::PluginFailed {
+                        plugin: &evaluation.plugin,
+                        cause: error.cause(),
+                    });
+                    if let Some(period) = evaluation.quarantined_for {
+                        tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                        self.count(Event::PluginQuarantined {
+                            plugin: &evaluation.plugin,
+                        });
+                        self.release_alerts(&evaluation.plugin, "plugin quarantined");
+                    }
+                    continue;
+                }
+            };
+            self.count(Event::PluginEvaluated {
+                plugin: &evaluation.plugin,
+                duration: evaluation.duration,
+            });
+            let events = self.alerts.locked().apply(
+                &evaluation.plugin,
+                &batch.source,
+                &findings,
+                batch.timestamp,
+            );
+            self.emit_alerts(&events);
+        }
+        self.record_self_telemetry();
+    }
+
+    fn emit_alerts(&self, events: &[AlertEvent]) {
+        for event in events {
+            tracing::info!(
+                plugin = %event.alert.key.plugin,
+                rule = %event.alert.key.rule,
+                key = %event.alert.key.key,
+                state = event.transition.as_str(),
+                reason = event.reason.as_deref().unwrap_or(""),
+                "alert {}: {}",
+                event.transition.as_str(),
+                event.alert.summary
+            );
+            self.exporter.emit_alert(event);
+            if let Some(alertmanager) = &self.alertmanager {
+                alertmanager.send(event);
+            }
+        }
+    }
+
+    /// Resolves every alert of `plugin` with `reason` (the plugin was removed or quarantined).
+    fn release_alerts(&self, plugin: &str, reason: &str) {
+        let events = self
+            .alerts
+            .locked()
+            .release_plugin(plugin, reason, SystemTime::now());
+        self.emit_alerts(&events);
+    }
+
+    /// Waits until every Alertmanager accepted the alerts sent so far, or `deadline`
+    /// passes; a warning names those still behind.
+    pub async fn deliver_alerts_until(&self, deadline: tokio::time::Instant) {
+        let Some(alertmanager) = &self.alertmanager else {
+            return;
+        };
+        let behind = alertmanager.flush(deadline).await;
+        if !behind.is_empty() {
+            tracing::warn!(
+                "shutdown deadline reached: alerts not delivered to Alertmanager {}",
+                behind.join(", ")
+            );
+        }
+    }
+
+    /// Counts a self-telemetry event.
+    pub fn count(&self, event: Event<'_>) {
+        self.telemetry.locked().emit(event);
+    }
+
+    /// Publishes the self-telemetry totals as a batch (source `vigil`).
+    pub fn record_self_telemetry(&self) {
+        let firing = self.alerts.locked().firing_by_severity().to_vec();
+        let plugins = self.plugin_statuses();
+        let batch = self.telemetry.locked().batch(&self.host, &firing, &plugins);
+        self.publish(&batch);
+    }
+
+    /// Publishes the export queues' totals (source `vigil.export`).
+    pub fn record_export_telemetry(&self) {
+        let batch = crate::telemetry::export_batch(&self.host, &self.exporter.stats());
+        self.publish(&batch);
+    }
+
+    /// Makes `batch` the latest values for export and `/metrics`, and samples it for
+    /// the status page's sparklines.
+    fn publish(&self, batch: &Batch) {
+        self.exporter.record(batch);
+        self.board.record_history(batch);
+    }
+
+    /// The OTLP exporter (its queue is sent by the supervisor's export loop).
+    pub fn exporter(&self) -> &OtlpExporter {
+        &self.exporter
+    }
+
+    /// Status of every loaded plugin.
+    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.plugins.locked().statuses()
+    }
+
+    /// The plugin files that failed to load, with why.
+    pub fn plugin_load_failures(&self) -> std::collections::BTreeMap<String, String> {
+        self.plugins
+            .locked()
+            .failures()
+            .map(|f| (f.name.clone(), f.error.to_string()))
+            .collect()
+    }
+
+    /// The alerts firing now.
+    pub fn firing_alerts(&self) -> Vec<Alert> {
+        self.alerts.locked().firing().cloned().collect()
+    }
+
+    /// Successful evaluations of `plugin` so far.
+    pub fn evaluations(&self, plugin: &str) -> u64 {
+        self.telemetry.locked().evaluations(plugin)
+    }
+
+    /// The plugin directory's path for plugin `name`.
+    fn plugin_path(dir: &std::path::Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.wasm"))
+    }
+}

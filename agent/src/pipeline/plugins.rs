@@ -1,0 +1,100 @@
+//! Plugin files while running: a new or changed file is loaded outside the plugin
+//! set's lock and swapped in between evaluations; a file that fails to load never
+//! replaces a running version; a removed file unloads its plugin.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Pipeline;
+use crate::config::PluginsConfig;
+use crate::plugin::PluginInstance;
+use crate::plugin::registry::{plugin_files, plugin_name};
+use crate::sync::LockExt;
+use crate::telemetry::Event;
+
+impl Pipeline {
+    /// Loads the plugin file at `path` (added or changed) with `settings` (JSON) and
+    /// swaps it in; a file that is gone unloads its plugin. Returns whether anything changed.
+    pub async fn reload_plugin(self: &Arc<Self>, path: &Path, settings: String) -> bool {
+        let Some(name) = plugin_name(path) else {
+            return false;
+        };
+        if !path.exists() {
+            return self.unload_plugin(&name);
+        }
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        let hash = crate::plugin::cache::content_hash(&bytes);
+        let runtime = {
+            let plugins = self.plugins.locked();
+            if plugins.loaded_as(&name) == Some((hash.as_str(), settings.as_str())) {
+                return false;
+            }
+            plugins.runtime().clone()
+        };
+        let (load_path, load_name) = (path.to_owned(), name.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
+        })
+        .await;
+        let Ok(loaded) = loaded else { return false };
+        if let Err(error) = &loaded {
+            self.count(Event::PluginLoadFailed {
+                plugin: &name,
+                cause: error.cause(),
+            });
+        }
+        let installed = self.plugins.locked().apply_load(&name, path, loaded);
+        if installed {
+            self.count(Event::PluginReloaded { plugin: &name });
+        }
+        installed
+    }
+
+    /// Unloads plugin `name` and resolves its alerts; returns whether it was loaded.
+    fn unload_plugin(&self, name: &str) -> bool {
+        let removed = self.plugins.locked().remove(name);
+        if removed {
+            tracing::info!(plugin = %name, "plugin file removed: plugin unloaded; its alerts are resolved with reason \"plugin removed\"");
+            self.count(Event::PluginReloaded { plugin: name });
+            self.release_alerts(name, "plugin removed");
+        }
+        removed
+    }
+
+    /// Brings the loaded plugins in line with `config.dir`: new and changed files are
+    /// loaded, plugins whose file is gone are unloaded.
+    pub async fn rescan_plugins(self: &Arc<Self>, config: &PluginsConfig) {
+        let files = plugin_files(&config.dir).unwrap_or_default();
+        let loaded = self.plugins.locked().names();
+        for name in loaded {
+            if !files.iter().any(|(n, _)| *n == name) {
+                self.unload_plugin(&name);
+            }
+        }
+        for (name, path) in files {
+            self.reload_plugin(&path, config.settings_json(&name)).await;
+        }
+    }
+
+    /// Applies a changed `[plugins]` section: a new directory is rescanned; otherwise
+    /// each plugin whose settings changed is reloaded with its new settings.
+    pub async fn apply_plugin_config(self: &Arc<Self>, old: &PluginsConfig, new: &PluginsConfig) {
+        if old.dir != new.dir {
+            self.rescan_plugins(new).await;
+            return;
+        }
+        let names: std::collections::BTreeSet<&String> =
+            old.settings.keys().chain(new.settings.keys()).collect();
+        for name in names {
+            if old.settings.get(name) != new.settings.get(name) {
+                let path = Self::plugin_path(&new.dir, name);
+                if path.exists() {
+                    tracing::info!(plugin = %name, "plugin settings changed: reloading the plugin");
+                    self.reload_plugin(&path, new.settings_json(name)).await;
+                }
+            }
+        }
+    }
+}

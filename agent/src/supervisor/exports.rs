@@ -1,0 +1,99 @@
+//! The export loop: every export interval a snapshot goes into the queue and the queue
+//! is sent, backing off after failures (one warning per outage, one message on
+//! recovery); at shutdown, delivery retries until the deadline and counts what is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::collectors::stopped;
+use crate::backoff::Backoff;
+use crate::pipeline::Pipeline;
+use crate::status::StatusBoard;
+
+/// Wait between delivery attempts while shutting down.
+const SHUTDOWN_RETRY: Duration = Duration::from_millis(200);
+
+/// Queues a snapshot of every metric, with the export totals as of now.
+pub(super) fn snapshot(pipeline: &Pipeline) {
+    pipeline.record_export_telemetry();
+    pipeline.exporter().snapshot();
+}
+
+/// Sends what is queued; remembers the outcome for `/status`.
+async fn send_queued(pipeline: &Pipeline, board: &StatusBoard) -> Result<(), String> {
+    let result = pipeline.exporter().send().await.map_err(|e| e.to_string());
+    board.export_attempted(result.clone());
+    result
+}
+
+/// Every `interval`: snapshot the metrics into the queue, then send the queue, unless
+/// a failure put the next attempt further off (the wait doubles per failed attempt,
+/// from `interval` up to `max_backoff`).
+pub(super) fn spawn(
+    pipeline: Arc<Pipeline>,
+    board: Arc<StatusBoard>,
+    interval: Duration,
+    max_backoff: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut backoff = Backoff::new(interval, max_backoff);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopped(&mut stop) => break,
+            }
+            snapshot(&pipeline);
+            if !backoff.ready(Instant::now().into_std()) {
+                continue;
+            }
+            match send_queued(&pipeline, &board).await {
+                Ok(()) => {
+                    if backoff.succeeded().is_some() {
+                        tracing::info!("OTLP export works again; the queued data was sent");
+                    }
+                }
+                Err(error) => {
+                    if backoff.failed(Instant::now().into_std()).first {
+                        tracing::warn!(
+                            "{error}; retrying with back-off up to {max_backoff:?}, this is reported once per outage"
+                        );
+                    } else {
+                        tracing::debug!("{error}");
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Sends what is queued, retrying until `deadline`; whatever is still queued then is
+/// dropped, counted and reported.
+pub(super) async fn deliver_until(pipeline: &Pipeline, board: &StatusBoard, deadline: Instant) {
+    let mut last_error = None;
+    loop {
+        match send_queued(pipeline, board).await {
+            Ok(()) if pipeline.exporter().is_drained() => return,
+            Ok(()) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() + SHUTDOWN_RETRY >= deadline {
+            break;
+        }
+        tokio::time::sleep(SHUTDOWN_RETRY).await;
+    }
+    let (points, records) = pipeline.exporter().drop_unsent();
+    if points + records > 0 {
+        tracing::warn!(
+            "shutdown deadline reached: {points} metric datapoints and {records} log records were not sent{}",
+            last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+}

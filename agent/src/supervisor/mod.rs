@@ -1,0 +1,292 @@
+//! The supervisor stage: owns the running tasks (collectors, export loop, file watch),
+//! the current config and the stop signal. It starts the stages, applies reloads
+//! (restarting only the collectors whose config changed) and stops everything
+//! gracefully within `agent.shutdown_timeout`.
+
+mod collectors;
+mod exports;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use self::collectors::CollectorTasks;
+use crate::collect::Collector;
+use crate::config::Config;
+use crate::export::store::Family;
+use crate::pipeline::{Pipeline, StartError, host_name};
+use crate::status::{AgentStatus, ExportStatus, StatusBoard, StatusSource};
+use crate::sync::LockExt;
+use crate::telemetry::Event;
+use crate::watch::Change;
+
+/// The running agent: its stages and tasks.
+pub struct Supervisor {
+    host: String,
+    config_path: Option<PathBuf>,
+    config: Mutex<Config>,
+    pipeline: Arc<Pipeline>,
+    board: Arc<StatusBoard>,
+    collectors: CollectorTasks,
+    /// Set once to stop collectors and the export loop.
+    stop: watch::Sender<bool>,
+}
+
+impl Supervisor {
+    /// Builds the pipeline (export, plugins, Alertmanager) and the collectors. Must run
+    /// inside Tokio. The collectors are returned to be run by [`Supervisor::run_until`]
+    /// or [`Supervisor::run_once`].
+    pub async fn start(
+        config: &Config,
+        config_path: Option<&Path>,
+    ) -> Result<(Arc<Supervisor>, Vec<Box<dyn Collector>>), StartError> {
+        let host = host_name(config);
+        let board = Arc::new(StatusBoard::default());
+        let pipeline = Arc::new(Pipeline::build(config, &host, board.clone()).await?);
+        let collectors = crate::collect::build_all(config, &host)?;
+        for collector in &collectors {
+            board.collector_added(collector.name());
+        }
+        let stop = watch::channel(false).0;
+        let supervisor = Arc::new(Supervisor {
+            collectors: CollectorTasks::new(pipeline.clone(), board.clone(), stop.subscribe()),
+            host,
+            config_path: config_path.map(Path::to_owned),
+            config: Mutex::new(config.clone()),
+            pipeline,
+            board,
+            stop,
+        });
+        Ok((supervisor, collectors))
+    }
+
+    /// The pipeline batches pass through.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    fn shutdown_timeout(&self) -> Duration {
+        self.config.locked().agent.shutdown_timeout
+    }
+
+    /// Collects one round from every collector, evaluates, exports and flushes.
+    pub async fn run_once(self: &Arc<Self>, collectors: &mut [Box<dyn Collector>]) {
+        for collector in collectors.iter_mut() {
+            collectors::round(&self.pipeline, &self.board, collector.as_mut()).await;
+        }
+        exports::snapshot(&self.pipeline);
+        let deadline = Instant::now() + self.shutdown_timeout();
+        tokio::join!(
+            exports::deliver_until(&self.pipeline, &self.board, deadline),
+            self.pipeline.deliver_alerts_until(deadline)
+        );
+        self.pipeline.exporter().shutdown();
+    }
+
+    /// Runs every collector on its interval, applies file changes (when watching) and
+    /// `reload` requests (SIGHUP, `POST /reload`), until `stop` completes; then stops
+    /// gracefully: collectors finish their round in flight, and everything queued is
+    /// sent within `agent.shutdown_timeout`.
+    pub async fn run_until(
+        self: &Arc<Self>,
+        collectors: Vec<Box<dyn Collector>>,
+        mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        for collector in collectors {
+            self.collectors.spawn(collector);
+        }
+        let (interval, max_backoff, watching, plugin_dir) = {
+            let c = self.config.locked();
+            (
+                c.export.otlp.interval,
+                c.export.queue.max_backoff,
+                c.plugins.watch,
+                c.plugins.dir.clone(),
+            )
+        };
+        let exports = exports::spawn(
+            self.pipeline.clone(),
+            self.board.clone(),
+            interval,
+            max_backoff,
+            self.stop.subscribe(),
+        );
+        let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let _watch = if watching {
+            match crate::watch::watch(&plugin_dir, self.config_path.as_deref(), changes_tx) {
+                Ok(watch) => Some(watch),
+                Err(e) => {
+                    tracing::warn!("hot reload is off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        crate::service::notify_ready();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(change) = changes.recv() => self.apply(change).await,
+                Some(()) = reload.recv() => {
+                    tracing::info!("reload requested");
+                    self.reload_config().await;
+                    let plugins = self.config.locked().plugins.clone();
+                    self.pipeline.rescan_plugins(&plugins).await;
+                }
+            }
+        }
+        self.stop_gracefully(exports).await;
+    }
+
+    /// Applies one watched change.
+    pub async fn apply(self: &Arc<Self>, change: Change) {
+        match change {
+            Change::Plugin(path) => {
+                let settings = crate::plugin::registry::plugin_name(&path)
+                    .map(|name| self.config.locked().plugins.settings_json(&name))
+                    .unwrap_or_else(|| "{}".to_owned());
+                self.pipeline.reload_plugin(&path, settings).await;
+            }
+            Change::Config => {
+                self.reload_config().await;
+            }
+        }
+    }
+
+    /// Reads the config file again. An invalid file changes nothing (the error is
+    /// logged); a valid one is applied: changed collectors restart, plugins whose
+    /// settings changed are reloaded. Export and plugin-limit changes need a restart.
+    pub async fn reload_config(self: &Arc<Self>) -> bool {
+        let Some(path) = self.config_path.clone() else {
+            return false;
+        };
+        let new = match crate::reload::read_config(&path).await {
+            Ok(new) => new,
+            Err(refused) => {
+                match &refused {
+                    crate::reload::ReloadRefused::Empty(_) => tracing::warn!("{refused}"),
+                    crate::reload::ReloadRefused::Invalid(_) => tracing::error!("{refused}"),
+                }
+                self.pipeline.count(Event::ConfigReloaded { ok: false });
+                return false;
+            }
+        };
+        let old = std::mem::replace(&mut *self.config.locked(), new.clone());
+        if old == new {
+            return true;
+        }
+        self.pipeline.count(Event::ConfigReloaded { ok: true });
+        if crate::reload::needs_restart(&old, &new) {
+            tracing::warn!(
+                "config changes to [agent], [export], [http] or plugin limits take effect after a restart"
+            );
+        }
+        for name in crate::reload::changed_collectors(&old, &new) {
+            self.restart_collector(&name, &new);
+        }
+        self.pipeline
+            .apply_plugin_config(&old.plugins, &new.plugins)
+            .await;
+        tracing::info!(config = %path.display(), "config reloaded");
+        true
+    }
+
+    /// Stops collector `name` (its round in flight finishes) and starts it again with
+    /// its part of `config`, if it is still configured. Only that collector is rebuilt.
+    fn restart_collector(&self, name: &str, config: &Config) {
+        self.collectors.stop(name);
+        match crate::collect::build_named(config, &self.host, name) {
+            Some(Ok(collector)) => {
+                tracing::info!(collector = name, "collector restarted with its new config");
+                self.collectors.spawn(collector);
+            }
+            Some(Err(error)) => {
+                tracing::error!(collector = name, "cannot restart collector: {error}");
+                self.board.collector_removed(name);
+            }
+            None => {
+                tracing::info!(
+                    collector = name,
+                    "collector stopped: it is no longer configured"
+                );
+                self.board.collector_removed(name);
+            }
+        }
+    }
+
+    /// Stops collectors and the export loop (rounds in flight finish), then sends
+    /// everything queued before the shutdown deadline.
+    async fn stop_gracefully(self: &Arc<Self>, exports: JoinHandle<()>) {
+        let timeout = self.shutdown_timeout();
+        let deadline = Instant::now() + timeout;
+        crate::service::notify_stopping();
+        tracing::info!(
+            "stopping: finishing rounds in flight, then sending what is queued (deadline {timeout:?})"
+        );
+        let _ = self.stop.send(true);
+        let mut tasks = self.collectors.stop_all();
+        tasks.push(("export".to_owned(), exports));
+        for (name, mut handle) in tasks {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = %name, "still busy at the shutdown deadline; abandoned");
+                handle.abort();
+            }
+        }
+        exports::snapshot(&self.pipeline);
+        tokio::join!(
+            exports::deliver_until(&self.pipeline, &self.board, deadline),
+            self.pipeline.deliver_alerts_until(deadline)
+        );
+        self.pipeline.exporter().shutdown();
+        tracing::info!("stopped");
+    }
+}
+
+impl StatusSource for Supervisor {
+    fn status(&self) -> AgentStatus {
+        let (endpoint, protocol) = {
+            let c = self.config.locked();
+            (
+                c.export.otlp.effective_endpoint(),
+                c.export.otlp.protocol.as_str().to_owned(),
+            )
+        };
+        let last_export = self.board.last_export();
+        AgentStatus {
+            host: self.host.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: Some(self.board.started_at()),
+            ready: self.board.is_ready(),
+            collectors: self.board.collectors(),
+            plugins: self.pipeline.plugin_statuses(),
+            plugin_load_failures: self.pipeline.plugin_load_failures(),
+            firing_alerts: self.pipeline.firing_alerts(),
+            export: ExportStatus {
+                endpoint,
+                protocol,
+                healthy: last_export.as_ref().map(Result::is_ok),
+                last_error: last_export.and_then(Result::err),
+                queue: self.pipeline.exporter().stats(),
+            },
+            sparklines: self.board.sparklines(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.board.is_ready()
+    }
+
+    fn metric_families(&self) -> Vec<Family> {
+        self.pipeline.exporter().latest().families()
+    }
+}
