@@ -50,6 +50,8 @@ pub struct Agent {
     pub(crate) started_at: SystemTime,
     /// Set once to stop collectors and the export loop.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    /// The last config reload failure logged (content hash and error), so it is logged once.
+    pub(crate) config_failure: Mutex<Option<String>>,
 }
 
 /// The host name: configured, or the machine's.
@@ -166,6 +168,7 @@ impl Agent {
             export_health: Mutex::new(None),
             started_at: SystemTime::now(),
             stop: tokio::sync::watch::channel(false).0,
+            config_failure: Mutex::new(None),
         });
         Ok((agent, collectors))
     }

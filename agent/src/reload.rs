@@ -37,20 +37,19 @@ pub fn changed_collectors(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
-/// The content of a file once it stops changing: editors and tools write in steps, and
-/// a half-written config must never be applied. `None` when the file stays empty or unreadable.
-async fn settled_text(path: &Path) -> Option<String> {
-    const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
-    let mut last = tokio::fs::read_to_string(path).await.ok();
-    for _ in 0..40 {
-        tokio::time::sleep(SETTLE).await;
-        let now = tokio::fs::read_to_string(path).await.ok();
-        if now == last {
-            return now.filter(|t| !t.trim().is_empty());
-        }
-        last = now;
-    }
-    None
+/// The config file's text, read once (the watcher reports a file once it has been quiet).
+/// `None` when the file is empty or unreadable.
+async fn config_text(path: &Path) -> Option<String> {
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// What identifies one failure of one version of the config: the same text failing the
+/// same way is logged once.
+fn failure_key(text: &str, error: &str) -> String {
+    format!("{}:{error}", crate::plugin::cache::content_hash(text.as_bytes()))
 }
 
 impl Agent {
@@ -83,21 +82,25 @@ impl Agent {
             return false;
         };
         let hash = crate::plugin::cache::content_hash(&bytes);
-        let unchanged = self
+        // Loaded already, or failed already (and said so): nothing new to do or to log.
+        let seen = self
             .registry
             .lock()
-            .map(|r| r.loaded_as(&name) == Some((hash.as_str(), settings.as_str())))
+            .map(|r| {
+                let version = Some((hash.as_str(), settings.as_str()));
+                r.loaded_as(&name) == version || r.failed_as(&name) == version
+            })
             .unwrap_or(false);
-        if unchanged {
+        if seen {
             return false;
         }
         let runtime = match self.registry.lock() {
             Ok(r) => r.runtime().clone(),
             Err(_) => return false,
         };
-        let (load_path, load_name) = (path.to_owned(), name.clone());
+        let (load_path, load_name, load_settings) = (path.to_owned(), name.clone(), settings.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
+            PluginInstance::from_bytes(&runtime, &load_path, &load_name, load_settings, &bytes)
         })
         .await;
         let Ok(loaded) = loaded else { return false };
@@ -110,7 +113,14 @@ impl Agent {
         let installed = self
             .registry
             .lock()
-            .map(|mut r| r.apply_load(&name, path, loaded))
+            .map(|mut r| {
+                let failed = loaded.is_err();
+                let installed = r.apply_load(&name, path, loaded);
+                if failed {
+                    r.remember_failed(&name, hash, settings);
+                }
+                installed
+            })
             .unwrap_or(false);
         if installed {
             self.count(Event::PluginReloaded { plugin: &name });
@@ -144,9 +154,11 @@ impl Agent {
         let Some(path) = self.config_path.clone() else {
             return false;
         };
-        let Some(text) = settled_text(&path).await else {
-            tracing::warn!(config = %path.display(), "config file is empty or unreadable; ignored (the running config stays)");
-            self.count(Event::ConfigReloaded { ok: false });
+        let Some(text) = config_text(&path).await else {
+            if self.first_config_failure(failure_key("", "empty")) {
+                tracing::warn!(config = %path.display(), "config file is empty or unreadable; ignored (the running config stays)");
+                self.count(Event::ConfigReloaded { ok: false });
+            }
             return false;
         };
         let parsed = Config::from_file_text(&path, &text)
@@ -154,11 +166,14 @@ impl Agent {
         let new = match parsed {
             Ok(new) => new,
             Err(error) => {
-                tracing::error!("config reload refused, the running config stays: {error}");
-                self.count(Event::ConfigReloaded { ok: false });
+                if self.first_config_failure(failure_key(&text, &error.to_string())) {
+                    tracing::error!("config reload refused, the running config stays: {error}");
+                    self.count(Event::ConfigReloaded { ok: false });
+                }
                 return false;
             }
         };
+        self.forget_config_failure();
         let old = match self.config.lock() {
             Ok(mut current) => std::mem::replace(&mut *current, new.clone()),
             Err(_) => return false,
@@ -203,15 +218,107 @@ impl Agent {
         true
     }
 
-    /// Applies one watched change.
-    pub async fn apply(self: &Arc<Self>, change: Change) {
+    /// Whether the config failure `key` is new (and so to be logged); remembers it.
+    fn first_config_failure(&self, key: String) -> bool {
+        self.config_failure
+            .lock()
+            .map(|mut last| last.replace(key.clone()) != Some(key))
+            .unwrap_or(true)
+    }
+
+    /// Forgets the last config failure: the next one is logged even if it is the same.
+    pub fn forget_config_failure(&self) {
+        if let Ok(mut last) = self.config_failure.lock() {
+            *last = None;
+        }
+    }
+
+    /// Starts the reload workers: one for the config, one for plugin files, so a slow
+    /// config reload never delays a plugin change and the other way round.
+    pub fn start_reloads(self: &Arc<Self>) -> Reloads {
+        let (config_tx, mut config_rx) = tokio::sync::mpsc::unbounded_channel::<ConfigJob>();
+        let (plugins_tx, mut plugins_rx) = tokio::sync::mpsc::unbounded_channel::<PluginJob>();
+        let agent = self.clone();
+        let rescan = plugins_tx.clone();
+        let config = tokio::spawn(async move {
+            while let Some(job) = config_rx.recv().await {
+                match job {
+                    ConfigJob::Changed => {
+                        agent.reload_config().await;
+                    }
+                    ConfigJob::Requested => {
+                        // Asked for explicitly: a failure is logged again even if it is the same.
+                        agent.forget_config_failure();
+                        agent.reload_config().await;
+                        let _ = rescan.send(PluginJob::Rescan);
+                    }
+                }
+            }
+        });
+        let agent = self.clone();
+        let plugins = tokio::spawn(async move {
+            while let Some(job) = plugins_rx.recv().await {
+                match job {
+                    PluginJob::File(path) => {
+                        agent.reload_plugin(&path).await;
+                    }
+                    PluginJob::Rescan => agent.rescan_plugins().await,
+                }
+            }
+        });
+        Reloads {
+            config: config_tx,
+            plugins: plugins_tx,
+            tasks: [config, plugins],
+        }
+    }
+}
+
+/// Work for the config reload worker.
+enum ConfigJob {
+    /// The watcher saw the file change.
+    Changed,
+    /// SIGHUP, `POST /reload` or `vigil reload`: reload, then rescan the plugin directory.
+    Requested,
+}
+
+/// Work for the plugin reload worker.
+enum PluginJob {
+    File(std::path::PathBuf),
+    Rescan,
+}
+
+/// The running reload workers; dropping this stops them.
+pub struct Reloads {
+    config: tokio::sync::mpsc::UnboundedSender<ConfigJob>,
+    plugins: tokio::sync::mpsc::UnboundedSender<PluginJob>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Reloads {
+    /// Queues one watched change for its worker.
+    pub fn apply(&self, change: Change) {
+        // A worker only stops when the agent stops: nothing to do then.
         match change {
             Change::Plugin(path) => {
-                self.reload_plugin(&path).await;
+                let _ = self.plugins.send(PluginJob::File(path));
             }
             Change::Config => {
-                self.reload_config().await;
+                let _ = self.config.send(ConfigJob::Changed);
             }
+        }
+    }
+
+    /// Queues a requested reload (config, then a rescan of the plugin directory).
+    pub fn request(&self) {
+        let _ = self.config.send(ConfigJob::Requested);
+    }
+}
+
+impl Drop for Reloads {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

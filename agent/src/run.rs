@@ -227,19 +227,20 @@ impl Agent {
         } else {
             None
         };
+        let reloads = self.start_reloads();
         crate::service::notify_ready();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                Some(change) = changes.recv() => self.apply(change).await,
+                Some(change) = changes.recv() => reloads.apply(change),
                 Some(()) = reload.recv() => {
                     tracing::info!("reload requested");
-                    self.reload_config().await;
-                    self.rescan_plugins().await;
+                    reloads.request();
                 }
             }
         }
+        drop(reloads);
         self.stop_gracefully(exports).await;
     }
 
