@@ -610,3 +610,138 @@ async fn the_compile_cache_stays_under_its_limit() {
         agent.log()
     );
 }
+
+/// `vigil.collector.rounds` of `collector` as last exported.
+fn rounds_of(r: &Received, collector: &str) -> f64 {
+    r.latest_points("vigil.collector.rounds")
+        .iter()
+        .filter(|p| p.attributes.get("vigil.collector").map(String::as_str) == Some(collector))
+        .map(|p| p.value)
+        .sum()
+}
+
+/// Asserts that `collector` runs at most one more round while the agent exports 10 more times.
+async fn assert_stalled(receiver: &OtlpReceiver, collector: &str, agent: &AgentProcess) {
+    // The round started by the restart may land after this first look.
+    let before = rounds_of(&exports_go_on(receiver, 2).await, collector);
+    let after = rounds_of(&exports_go_on(receiver, 10).await, collector);
+    assert!(
+        after <= before + 1.0,
+        "{collector} went on at its old interval ({before} -> {after} rounds):\n{}",
+        agent.log()
+    );
+}
+
+/// Asserts that `collector` goes on collecting (5 more rounds).
+async fn assert_collecting(receiver: &OtlpReceiver, collector: &str, agent: &AgentProcess) {
+    let before = rounds_of(&receiver.received(), collector);
+    let (ok, _) = receiver
+        .wait_for(WAIT, |r| rounds_of(r, collector) >= before + 5.0)
+        .await;
+    assert!(ok, "{collector} stopped collecting:\n{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_post_reload_and_vigil_reload_apply_the_config() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let addr = vigil_testkit::agent::free_local_addr().unwrap();
+    // Not watching: only the requests below can reload the config.
+    let config_with = |interval: &str| {
+        ws.config_for(
+            &receiver.endpoint,
+            "grpc",
+            "300ms",
+            &format!("[http]\nlisten = \"{addr}\"\n"),
+        )
+        .replace(
+            "[collect.system]\ninterval = \"300ms\"",
+            &format!("[collect.system]\ninterval = \"{interval}\""),
+        )
+        .replace("cache_dir = \"cache\"", "cache_dir = \"cache\"\nwatch = false")
+    };
+    let config = ws.write_config(&config_with("300ms")).unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    assert_collecting(&receiver, "system", &agent).await;
+
+    let requests: [(&str, &str); 3] = [("SIGHUP", "1h"), ("POST /reload", "300ms"), ("vigil reload", "1h")];
+    for (done, (how, interval)) in requests.into_iter().enumerate() {
+        ws.write_config(&config_with(interval)).unwrap();
+        match how {
+            "SIGHUP" => {
+                let status = std::process::Command::new("kill")
+                    .args(["-HUP", &agent.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            "POST /reload" => {
+                let answer = vigil_testkit::http::request(addr, "POST", "/reload", None)
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status, 202, "{}", answer.body);
+            }
+            _ => {
+                let output = vigil_testkit::agent::vigil(VIGIL)
+                    .args(["reload", "--config"])
+                    .arg(&config)
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        let (ok, _) = receiver
+            .wait_for(WAIT, |r| config_reloads(r, "ok") >= (done + 1) as f64)
+            .await;
+        assert!(ok, "{how} reloads the config:\n{}", agent.log());
+        if interval == "1h" {
+            assert_stalled(&receiver, "system", &agent).await;
+        } else {
+            assert_collecting(&receiver, "system", &agent).await;
+        }
+        assert_eq!(
+            config_reloads(&receiver.received(), "ok"),
+            (done + 1) as f64,
+            "{how}: one reload per request"
+        );
+    }
+    assert_eq!(lines_with(&agent.log(), "collector restarted"), 3, "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_restarts_only_the_collector_it_touches() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let redis = |b_interval: &str| {
+        format!(
+            "[[collect.redis]]\nname = \"a\"\nurl = \"redis://127.0.0.1:6379\"\ninterval = \"300ms\"\n\
+             [[collect.redis]]\nname = \"b\"\nurl = \"redis://127.0.0.1:6379\"\ninterval = \"{b_interval}\"\n"
+        )
+    };
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "300ms", &redis("300ms")))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    assert_collecting(&receiver, "redis:a", &agent).await;
+    assert_collecting(&receiver, "redis:b", &agent).await;
+
+    ws.write_config(&ws.config_for(&receiver.endpoint, "grpc", "300ms", &redis("1h")))
+        .unwrap();
+    let (ok, _) = receiver
+        .wait_for(WAIT, |r| config_reloads(r, "ok") >= 1.0)
+        .await;
+    assert!(ok, "{}", agent.log());
+    assert_stalled(&receiver, "redis:b", &agent).await;
+    assert_collecting(&receiver, "redis:a", &agent).await;
+    let log = agent.log();
+    let restarts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("collector restarted"))
+        .collect();
+    assert_eq!(restarts.len(), 1, "{log}");
+    assert!(restarts[0].contains("redis:b"), "{log}");
+}
