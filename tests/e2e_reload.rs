@@ -405,7 +405,12 @@ async fn after_a_config_reload_the_config_file_is_left_alone() {
     );
     let r = exports_go_on(&receiver, 2).await;
     assert_eq!(config_reloads(&r, "ok"), 1.0, "one edit, one reload");
-    assert_eq!(lines_with(&agent.log(), "config reloaded"), 1, "{}", agent.log());
+    assert_eq!(
+        lines_with(&agent.log(), "config reloaded"),
+        1,
+        "{}",
+        agent.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +548,10 @@ async fn the_compile_cache_stays_under_its_limit() {
     // A 1 MiB limit.
     let text = ws
         .config_for(&receiver.endpoint, "grpc", "300ms", MEMORY_RULE)
-        .replace("cache_dir = \"cache\"", "cache_dir = \"cache\"\ncache_max_mib = 1");
+        .replace(
+            "cache_dir = \"cache\"",
+            "cache_dir = \"cache\"\ncache_max_mib = 1",
+        );
     let config = ws.write_config(&text).unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
     let (ok, _) = receiver
@@ -658,13 +666,20 @@ async fn sighup_post_reload_and_vigil_reload_apply_the_config() {
             "[collect.system]\ninterval = \"300ms\"",
             &format!("[collect.system]\ninterval = \"{interval}\""),
         )
-        .replace("cache_dir = \"cache\"", "cache_dir = \"cache\"\nwatch = false")
+        .replace(
+            "cache_dir = \"cache\"",
+            "cache_dir = \"cache\"\nwatch = false",
+        )
     };
     let config = ws.write_config(&config_with("300ms")).unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
     assert_collecting(&receiver, "system", &agent).await;
 
-    let requests: [(&str, &str); 3] = [("SIGHUP", "1h"), ("POST /reload", "300ms"), ("vigil reload", "1h")];
+    let requests: [(&str, &str); 3] = [
+        ("SIGHUP", "1h"),
+        ("POST /reload", "300ms"),
+        ("vigil reload", "1h"),
+    ];
     for (done, (how, interval)) in requests.into_iter().enumerate() {
         ws.write_config(&config_with(interval)).unwrap();
         match how {
@@ -709,7 +724,12 @@ async fn sighup_post_reload_and_vigil_reload_apply_the_config() {
             "{how}: one reload per request"
         );
     }
-    assert_eq!(lines_with(&agent.log(), "collector restarted"), 3, "{}", agent.log());
+    assert_eq!(
+        lines_with(&agent.log(), "collector restarted"),
+        3,
+        "{}",
+        agent.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,7 +49,10 @@ async fn config_text(path: &Path) -> Option<String> {
 /// What identifies one failure of one version of the config: the same text failing the
 /// same way is logged once.
 fn failure_key(text: &str, error: &str) -> String {
-    format!("{}:{error}", crate::plugin::cache::content_hash(text.as_bytes()))
+    format!(
+        "{}:{error}",
+        crate::plugin::cache::content_hash(text.as_bytes())
+    )
 }
 
 impl Agent {
@@ -98,7 +101,8 @@ impl Agent {
             Ok(r) => r.runtime().clone(),
             Err(_) => return false,
         };
-        let (load_path, load_name, load_settings) = (path.to_owned(), name.clone(), settings.clone());
+        let (load_path, load_name, load_settings) =
+            (path.to_owned(), name.clone(), settings.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             PluginInstance::from_bytes(&runtime, &load_path, &load_name, load_settings, &bytes)
         })

@@ -109,7 +109,9 @@ pub fn watch(
         Ok(event) => {
             if event.need_rescan() {
                 // The kernel dropped events: look at everything again.
-                tracing::warn!("file watch overflowed; looking at the config file and every plugin file again");
+                tracing::warn!(
+                    "file watch overflowed; looking at the config file and every plugin file again"
+                );
                 let mut all: Vec<Change> = for_events
                     .config_file
                     .iter()
@@ -265,12 +267,10 @@ pub fn completeness(bytes: &[u8]) -> Completeness {
             Ok(wasmparser::Chunk::Parsed { consumed, payload }) => {
                 rest = rest.get(consumed..).unwrap_or_default();
                 match payload {
-                    wasmparser::Payload::ModuleSection {
-                        parser: nested, ..
+                    wasmparser::Payload::ModuleSection { parser: nested, .. }
+                    | wasmparser::Payload::ComponentSection { parser: nested, .. } => {
+                        stack.push(std::mem::replace(&mut parser, nested))
                     }
-                    | wasmparser::Payload::ComponentSection {
-                        parser: nested, ..
-                    } => stack.push(std::mem::replace(&mut parser, nested)),
                     wasmparser::Payload::End(_) => match stack.pop() {
                         Some(outer) => parser = outer,
                         // Parsed to the end after all (cannot happen when parse_all failed).

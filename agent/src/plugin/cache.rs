@@ -261,9 +261,7 @@ mod tests {
             .collect();
         assert_eq!(
             left,
-            ["a.cwasm", "c.cwasm", "other.txt"]
-                .map(String::from)
-                .into()
+            ["a.cwasm", "c.cwasm", "other.txt"].map(String::from).into()
         );
         assert_eq!(evict(dir.path(), 2000), 0);
         assert_eq!(evict(dir.path(), 0), 2);

@@ -173,10 +173,12 @@ impl PluginRuntime {
 
     /// The runtime a `[plugins]` section describes: its limits and compile cache.
     pub fn from_config(config: &PluginsConfig) -> wasmtime::Result<Self> {
-        Ok(Self::new(PluginLimits::from_config(config))?.with_cache_dir(
-            &config.cache_dir,
-            config.cache_max_mib.saturating_mul(1 << 20),
-        ))
+        Ok(
+            Self::new(PluginLimits::from_config(config))?.with_cache_dir(
+                &config.cache_dir,
+                config.cache_max_mib.saturating_mul(1 << 20),
+            ),
+        )
     }
 
     /// The limits plugins run under.
