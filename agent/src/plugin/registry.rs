@@ -126,9 +126,15 @@ impl PluginRegistry {
             }
         };
         for (name, path) in files {
-            let loaded =
-                PluginInstance::load(&registry.runtime, &path, &name, config.settings_json(&name));
-            registry.apply_load(&name, &path, loaded);
+            let settings = config.settings_json(&name);
+            let loaded = PluginInstance::load(&registry.runtime, &path, &name, settings.clone());
+            if !registry.apply_load(&name, &path, loaded)
+                && let Ok(bytes) = std::fs::read(&path)
+            {
+                // Logged once: a rescan of the same file says nothing more.
+                let hash = super::cache::content_hash(&bytes);
+                registry.remember_failed(&name, hash, settings);
+            }
         }
         // Startup may wait for the disk: the next start should find every entry.
         registry.runtime.cache.finish_writes();
