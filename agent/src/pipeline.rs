@@ -52,6 +52,10 @@ pub struct Agent {
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     /// The last config reload failure logged (content hash and error), so it is logged once.
     pub(crate) config_failure: Mutex<Option<String>>,
+    /// Held while one plugin file is loaded and swapped in: the config and the plugin
+    /// reload workers never load plugins at the same time (the last load always sees the
+    /// latest file and settings).
+    pub(crate) plugin_loads: tokio::sync::Mutex<()>,
 }
 
 /// The host name: configured, or the machine's.
@@ -169,6 +173,7 @@ impl Agent {
             started_at: SystemTime::now(),
             stop: tokio::sync::watch::channel(false).0,
             config_failure: Mutex::new(None),
+            plugin_loads: tokio::sync::Mutex::new(()),
         });
         Ok((agent, collectors))
     }

@@ -63,6 +63,7 @@ impl Agent {
         let Some(name) = plugin_name(path) else {
             return false;
         };
+        let _one_at_a_time = self.plugin_loads.lock().await;
         if !path.exists() {
             let removed = self
                 .registry
