@@ -299,6 +299,9 @@ pub struct PluginsConfig {
     /// Where compiled plugins are cached (by content hash); `""` turns the cache off.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
+    /// Most MiB the compile cache may hold; past it the least recently used entries are removed.
+    #[serde(default = "default_cache_max_mib")]
+    pub cache_max_mib: u64,
     /// Consecutive failed evaluations after which a plugin is quarantined.
     #[serde(default = "default_quarantine_after")]
     pub quarantine_after: u32,
@@ -316,6 +319,7 @@ impl Default for PluginsConfig {
             max_findings: default_max_findings(),
             settings: BTreeMap::new(),
             cache_dir: default_cache_dir(),
+            cache_max_mib: default_cache_max_mib(),
             quarantine_after: default_quarantine_after(),
             watch: true,
         }
@@ -520,6 +524,9 @@ fn default_top_n() -> usize {
 }
 fn default_cache_dir() -> PathBuf {
     PathBuf::from("/var/cache/vigil/plugins")
+}
+fn default_cache_max_mib() -> u64 {
+    256
 }
 fn default_quarantine_after() -> u32 {
     3

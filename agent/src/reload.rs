@@ -46,31 +46,57 @@ pub fn needs_restart(old: &Config, new: &Config) -> bool {
         || old.agent != new.agent
 }
 
-/// Reads and validates the config file at `path` once it has settled, with the
-/// OpenTelemetry environment applied.
-pub async fn read_config(path: &Path) -> Result<Config, ReloadRefused> {
-    let text = settled_text(path)
+/// Reads and validates the config file at `path`, once (the watcher reports a file
+/// only after it has been quiet), with the OpenTelemetry environment applied. A refusal
+/// carries a key naming this version of the file and its error, see [`FailureMemory`].
+pub async fn read_config(path: &Path) -> Result<Config, (ReloadRefused, String)> {
+    let text = tokio::fs::read_to_string(path)
         .await
-        .ok_or_else(|| ReloadRefused::Empty(path.display().to_string()))?;
-    let mut config = Config::from_file_text(path, &text)?;
-    config.apply_otel_env(|k| std::env::var(k).ok())?;
-    Ok(config)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let Some(text) = text else {
+        return Err((
+            ReloadRefused::Empty(path.display().to_string()),
+            failure_key("", "empty"),
+        ));
+    };
+    let parsed = Config::from_file_text(path, &text).and_then(|mut config| {
+        config
+            .apply_otel_env(|k| std::env::var(k).ok())
+            .map(|()| config)
+    });
+    parsed.map_err(|error| {
+        let key = failure_key(&text, &error.to_string());
+        (ReloadRefused::Invalid(error), key)
+    })
 }
 
-/// The content of a file once it stops changing: editors and tools write in steps, and
-/// a half-written config must never be applied. `None` when the file stays empty or unreadable.
-async fn settled_text(path: &Path) -> Option<String> {
-    const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
-    let mut last = tokio::fs::read_to_string(path).await.ok();
-    for _ in 0..40 {
-        tokio::time::sleep(SETTLE).await;
-        let now = tokio::fs::read_to_string(path).await.ok();
-        if now == last {
-            return now.filter(|t| !t.trim().is_empty());
-        }
-        last = now;
+/// What identifies one failure of one version of the config: the same text failing the
+/// same way is logged once.
+fn failure_key(text: &str, error: &str) -> String {
+    format!(
+        "{}:{error}",
+        crate::plugin::cache::content_hash(text.as_bytes())
+    )
+}
+
+/// The last config failure reported, so the same file failing the same way is logged
+/// (and counted) once, however often it is read.
+#[derive(Debug, Default)]
+pub struct FailureMemory(std::sync::Mutex<Option<String>>);
+
+impl FailureMemory {
+    /// Whether failure `key` is new (and so to be reported); remembers it.
+    pub fn is_new(&self, key: String) -> bool {
+        use crate::sync::LockExt;
+        self.0.locked().replace(key.clone()) != Some(key)
     }
-    None
+
+    /// Forgets the last failure: the next one is reported even if it is the same.
+    pub fn forget(&self) {
+        use crate::sync::LockExt;
+        *self.0.locked() = None;
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct Pipeline {
     alertmanager: Option<AlertmanagerSink>,
     telemetry: Arc<Mutex<SelfTelemetry>>,
     board: Arc<StatusBoard>,
+    /// Held while one plugin file is loaded and swapped in.
+    plugin_loads: tokio::sync::Mutex<()>,
 }
 
 impl Pipeline {
@@ -116,6 +118,7 @@ impl Pipeline {
             alertmanager,
             telemetry,
             board,
+            plugin_loads: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -19,6 +19,8 @@ impl Pipeline {
         let Some(name) = plugin_name(path) else {
             return false;
         };
+        // Loads never overlap: the last one always sees the latest file and settings.
+        let _one_at_a_time = self.plugin_loads.lock().await;
         if !path.exists() {
             return self.unload_plugin(&name);
         }
@@ -28,14 +30,17 @@ impl Pipeline {
         let hash = crate::plugin::cache::content_hash(&bytes);
         let runtime = {
             let plugins = self.plugins.locked();
-            if plugins.loaded_as(&name) == Some((hash.as_str(), settings.as_str())) {
+            // Loaded already, or failed already (and said so): nothing new to do or to log.
+            let version = Some((hash.as_str(), settings.as_str()));
+            if plugins.loaded_as(&name) == version || plugins.failed_as(&name) == version {
                 return false;
             }
             plugins.runtime().clone()
         };
-        let (load_path, load_name) = (path.to_owned(), name.clone());
+        let (load_path, load_name, load_settings) =
+            (path.to_owned(), name.clone(), settings.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
+            PluginInstance::from_bytes(&runtime, &load_path, &load_name, load_settings, &bytes)
         })
         .await;
         let Ok(loaded) = loaded else { return false };
@@ -45,7 +50,15 @@ impl Pipeline {
                 cause: error.cause(),
             });
         }
-        let installed = self.plugins.locked().apply_load(&name, path, loaded);
+        let installed = {
+            let mut plugins = self.plugins.locked();
+            let failed = loaded.is_err();
+            let installed = plugins.apply_load(&name, path, loaded);
+            if failed {
+                plugins.remember_failed(&name, hash, settings);
+            }
+            installed
+        };
         if installed {
             self.count(Event::PluginReloaded { plugin: &name });
         }

@@ -73,6 +73,8 @@ pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     slots: BTreeMap<String, Slot>,
     failures: BTreeMap<String, LoadFailure>,
+    /// The content hash and settings of the latest version of each plugin that failed to load.
+    failed_versions: BTreeMap<String, (String, String)>,
     quarantine_after: u32,
 }
 
@@ -107,6 +109,7 @@ impl PluginRegistry {
             runtime,
             slots: BTreeMap::new(),
             failures: BTreeMap::new(),
+            failed_versions: BTreeMap::new(),
             quarantine_after: quarantine_after.max(1),
         }
     }
@@ -123,9 +126,15 @@ impl PluginRegistry {
             }
         };
         for (name, path) in files {
-            let loaded =
-                PluginInstance::load(&registry.runtime, &path, &name, config.settings_json(&name));
-            registry.apply_load(&name, &path, loaded);
+            let settings = config.settings_json(&name);
+            let loaded = PluginInstance::load(&registry.runtime, &path, &name, settings.clone());
+            if !registry.apply_load(&name, &path, loaded)
+                && let Ok(bytes) = std::fs::read(&path)
+            {
+                // Logged once: a rescan of the same file says nothing more.
+                let hash = super::cache::content_hash(&bytes);
+                registry.remember_failed(&name, hash, settings);
+            }
         }
         // Startup may wait for the disk: the next start should find every entry.
         registry.runtime.cache.finish_writes();
@@ -182,12 +191,14 @@ impl PluginRegistry {
             instance.adopt_state(old.instance.take_state());
         }
         self.failures.remove(&name);
+        self.failed_versions.remove(&name);
         self.slots.insert(name, Slot::new(instance));
     }
 
     /// Unloads plugin `name`; returns whether it was loaded.
     pub fn remove(&mut self, name: &str) -> bool {
         self.failures.remove(name);
+        self.failed_versions.remove(name);
         self.slots.remove(name).is_some()
     }
 
@@ -196,6 +207,20 @@ impl PluginRegistry {
         self.slots
             .get(name)
             .map(|s| (s.instance.content_hash(), s.instance.settings_json()))
+    }
+
+    /// Remembers that the version of plugin `name` with `content_hash` and `settings`
+    /// failed to load (and was logged), so the same version is not loaded and logged again.
+    pub fn remember_failed(&mut self, name: &str, content_hash: String, settings: String) {
+        self.failed_versions
+            .insert(name.to_owned(), (content_hash, settings));
+    }
+
+    /// The content hash and settings of the latest version of plugin `name` that failed to load.
+    pub fn failed_as(&self, name: &str) -> Option<(&str, &str)> {
+        self.failed_versions
+            .get(name)
+            .map(|(hash, settings)| (hash.as_str(), settings.as_str()))
     }
 
     /// Names of the loaded plugins.

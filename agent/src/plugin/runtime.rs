@@ -161,19 +161,24 @@ impl PluginRuntime {
         })
     }
 
-    /// Caches compiled components in `dir` (none when `dir` is empty).
-    pub fn with_cache_dir(mut self, dir: &std::path::Path) -> Self {
+    /// Caches compiled components in `dir` (none when `dir` is empty), at most `max_bytes`.
+    pub fn with_cache_dir(mut self, dir: &std::path::Path, max_bytes: u64) -> Self {
         self.cache = if dir.as_os_str().is_empty() {
             super::cache::CompileCache::disabled()
         } else {
-            super::cache::CompileCache::new(Some(dir.to_owned()))
+            super::cache::CompileCache::new(Some(dir.to_owned())).with_max_bytes(max_bytes)
         };
         self
     }
 
     /// The runtime a `[plugins]` section describes: its limits and compile cache.
     pub fn from_config(config: &PluginsConfig) -> wasmtime::Result<Self> {
-        Ok(Self::new(PluginLimits::from_config(config))?.with_cache_dir(&config.cache_dir))
+        Ok(
+            Self::new(PluginLimits::from_config(config))?.with_cache_dir(
+                &config.cache_dir,
+                config.cache_max_mib.saturating_mul(1 << 20),
+            ),
+        )
     }
 
     /// The limits plugins run under.

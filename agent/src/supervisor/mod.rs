@@ -5,6 +5,7 @@
 
 mod collectors;
 mod exports;
+mod reloads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,8 @@ pub struct Supervisor {
     collectors: CollectorTasks,
     /// Set once to stop collectors and the export loop.
     stop: watch::Sender<bool>,
+    /// The last config reload failure reported, so it is reported once.
+    config_failures: crate::reload::FailureMemory,
 }
 
 impl Supervisor {
@@ -60,6 +63,7 @@ impl Supervisor {
             pipeline,
             board,
             stop,
+            config_failures: Default::default(),
         });
         Ok((supervisor, collectors))
     }
@@ -128,32 +132,41 @@ impl Supervisor {
         } else {
             None
         };
+        let reloads = reloads::Reloads::start(self);
         crate::service::notify_ready();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                Some(change) = changes.recv() => self.apply(change).await,
+                Some(change) = changes.recv() => reloads.apply(change),
                 Some(()) = reload.recv() => {
                     tracing::info!("reload requested");
-                    self.reload_config().await;
-                    let plugins = self.config.locked().plugins.clone();
-                    self.pipeline.rescan_plugins(&plugins).await;
+                    reloads.request();
                 }
             }
         }
+        drop(reloads);
         self.stop_gracefully(exports).await;
     }
 
-    /// Applies one watched change.
+    /// The current `[plugins]` section.
+    fn plugins_config(&self) -> crate::config::PluginsConfig {
+        self.config.locked().plugins.clone()
+    }
+
+    /// Loads (or unloads) the plugin file at `path` with its configured settings.
+    pub async fn reload_plugin_file(&self, path: &Path) {
+        let settings = crate::plugin::registry::plugin_name(path)
+            .map(|name| self.config.locked().plugins.settings_json(&name))
+            .unwrap_or_else(|| "{}".to_owned());
+        self.pipeline.reload_plugin(path, settings).await;
+    }
+
+    /// Applies one watched change at once (the running agent queues them on its reload
+    /// workers instead).
     pub async fn apply(self: &Arc<Self>, change: Change) {
         match change {
-            Change::Plugin(path) => {
-                let settings = crate::plugin::registry::plugin_name(&path)
-                    .map(|name| self.config.locked().plugins.settings_json(&name))
-                    .unwrap_or_else(|| "{}".to_owned());
-                self.pipeline.reload_plugin(&path, settings).await;
-            }
+            Change::Plugin(path) => self.reload_plugin_file(&path).await,
             Change::Config => {
                 self.reload_config().await;
             }
@@ -169,15 +182,18 @@ impl Supervisor {
         };
         let new = match crate::reload::read_config(&path).await {
             Ok(new) => new,
-            Err(refused) => {
-                match &refused {
-                    crate::reload::ReloadRefused::Empty(_) => tracing::warn!("{refused}"),
-                    crate::reload::ReloadRefused::Invalid(_) => tracing::error!("{refused}"),
+            Err((refused, key)) => {
+                if self.config_failures.is_new(key) {
+                    match &refused {
+                        crate::reload::ReloadRefused::Empty(_) => tracing::warn!("{refused}"),
+                        crate::reload::ReloadRefused::Invalid(_) => tracing::error!("{refused}"),
+                    }
+                    self.pipeline.count(Event::ConfigReloaded { ok: false });
                 }
-                self.pipeline.count(Event::ConfigReloaded { ok: false });
                 return false;
             }
         };
+        self.config_failures.forget();
         let old = std::mem::replace(&mut *self.config.locked(), new.clone());
         if old == new {
             return true;

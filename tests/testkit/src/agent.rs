@@ -197,6 +197,11 @@ impl AgentProcess {
         }
     }
 
+    /// The process id (to send it signals).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
