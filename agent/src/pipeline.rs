@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::alert::{AlertBook, AlertEvent};
-use crate::collect::Collector;
+use crate::collect::{Collector, Round};
 use crate::collect::system::SystemCollector;
 use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
@@ -174,13 +174,30 @@ impl Agent {
     pub async fn tick(self: &Arc<Self>, collector: &mut dyn Collector) {
         let started = Instant::now();
         match collector.collect().await {
-            Ok(batch) => {
+            Ok(Round {
+                batch,
+                failure: None,
+            }) => {
                 self.count(Event::Collected {
                     collector: collector.name(),
                     duration: started.elapsed(),
                     points: batch.len(),
                 });
                 self.set_collector_status(collector.name(), |s| s.succeeded(SystemTime::now()));
+                self.process(batch).await;
+            }
+            // The source is down: a failed round (the collector logs once per outage),
+            // whose batch (`<kind>.up = 0`) is still exported and evaluated.
+            Ok(Round {
+                batch,
+                failure: Some(error),
+            }) => {
+                self.count(Event::CollectFailed {
+                    collector: collector.name(),
+                });
+                self.set_collector_status(collector.name(), |s| {
+                    s.failed(SystemTime::now(), error)
+                });
                 self.process(batch).await;
             }
             Err(error) => {
