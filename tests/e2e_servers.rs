@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
-use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, plugin_test, vigil};
+use vigil_testkit::http::get_until;
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
@@ -555,6 +556,153 @@ async fn a_server_going_down_and_up_is_tracked_without_disturbing_others() {
         "{log}"
     );
     drop(silent);
+}
+
+/// The `/status` entry of collector `name` (the endpoint has no token here).
+async fn collector_status(
+    addr: std::net::SocketAddr,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let entry = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body)
+            .map(|v| v["collectors"][name].clone())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let answer = get_until(addr, "/status", None, Duration::from_secs(40), |a| {
+        a.status == 200 && done(&entry(&a.body))
+    })
+    .await
+    .unwrap();
+    entry(&answer.body)
+}
+
+fn number(entry: &serde_json::Value, field: &str) -> u64 {
+    entry[field].as_u64().unwrap_or_else(|| panic!("{field} in {entry}"))
+}
+
+/// The start time of the cumulative series `metric` of instance `instance` (or of the
+/// point whose `vigil.collector` is `instance`), in the latest export that has it.
+fn start_of(received: &Received, metric: &str, key: &str, value: &str) -> Option<(u64, f64)> {
+    received
+        .latest_points(metric)
+        .iter()
+        .find(|p| p.attributes.get(key).map(String::as_str) == Some(value))
+        .map(|p| (p.start_unix_nanos, p.value))
+}
+
+/// Issue 10: during an outage `/status` said `"up": true, "failures": 0` and
+/// `vigil.collector.errors` was never exported; a restarted server kept the old start
+/// time of its cumulative series. A private redis-server is killed, then started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_is_down_on_status_and_its_restart_starts_new_series() {
+    let own = OwnRedis::start(free_port());
+    let port = own.port;
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let addr = free_local_addr().unwrap();
+    let extra = format!(
+        "[[collect.redis]]\nname = \"flaky\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+         [http]\nlisten = \"{addr}\"\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let name = "redis:flaky";
+
+    // Traffic, so the server's command counter is well above what it restarts at.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for _ in 0..300 {
+        let _: String = redis::cmd("PING").query(&mut conn).unwrap();
+    }
+    drop(conn);
+    let (ok, before) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            start_of(r, "redis.commands.processed", "vigil.instance", "flaky")
+                .is_some_and(|(_, v)| v >= 300.0)
+                && start_of(r, "vigil.collector.rounds", "vigil.collector", name).is_some()
+        })
+        .await;
+    assert!(ok, "{}", agent.log());
+    let (commands_start, commands_before) =
+        start_of(&before, "redis.commands.processed", "vigil.instance", "flaky").unwrap();
+    let (rounds_start, _) =
+        start_of(&before, "vigil.collector.rounds", "vigil.collector", name).unwrap();
+    let up = collector_status(addr, name, |c| c["up"] == true).await;
+    assert_eq!(up["up"], true, "{up}\n{}", agent.log());
+    assert_eq!(number(&up, "failures"), 0, "{up}");
+
+    drop(own);
+    // Rounds that succeeded by the time the server is dead: at most the one in flight
+    // may still finish well, the next one must report the outage.
+    let rounds_at_kill = number(&collector_status(addr, name, |_| true).await, "rounds");
+    let down = collector_status(addr, name, |c| c["up"] == false).await;
+    assert_eq!(down["up"], false, "{down}\n{}", agent.log());
+    assert!(number(&down, "failures") >= 1, "{down}");
+    assert!(
+        number(&down, "rounds") <= rounds_at_kill + 1,
+        "the outage shows within two rounds: {down} (rounds at the kill: {rounds_at_kill})"
+    );
+    let error = down["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("redis flaky") && error.contains("unreachable"),
+        "{down}"
+    );
+    assert!(down["last_error_at"].is_string(), "{down}");
+
+    // Through OTLP: the failed rounds are counted, and redis.up = 0 is still exported.
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            value(r, "redis.up", "flaky") == Some(0.0)
+                && start_of(r, "vigil.collector.errors", "vigil.collector", name)
+                    .is_some_and(|(_, v)| v >= 1.0)
+        })
+        .await;
+    assert!(
+        ok,
+        "up {:?}, errors {:?}\n{}",
+        r.latest_points("redis.up"),
+        r.latest_points("vigil.collector.errors"),
+        agent.log()
+    );
+
+    let _again = OwnRedis::start(port);
+    let failures_at_restart = number(&collector_status(addr, name, |_| true).await, "failures");
+    let back = collector_status(addr, name, |c| c["up"] == true).await;
+    assert_eq!(back["up"], true, "{back}\n{}", agent.log());
+    assert!(
+        number(&back, "failures") <= failures_at_restart + 1,
+        "the recovery shows within two rounds: {back} (failures at the restart: {failures_at_restart})"
+    );
+    assert!(back["last_success"].is_string(), "{back}");
+
+    // The restarted server's counters began again: a new start time for its series,
+    // while the agent's own counters keep theirs.
+    let (ok, after) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            value(r, "redis.up", "flaky") == Some(1.0)
+                && start_of(r, "redis.commands.processed", "vigil.instance", "flaky")
+                    .is_some_and(|(_, v)| v < commands_before)
+        })
+        .await;
+    assert!(ok, "{}", agent.log());
+    let (commands_start_after, commands_after) =
+        start_of(&after, "redis.commands.processed", "vigil.instance", "flaky").unwrap();
+    assert!(
+        commands_start_after > commands_start,
+        "redis.commands.processed went from {commands_before} to {commands_after}, start time {commands_start} -> {commands_start_after}"
+    );
+    let (rounds_start_after, _) =
+        start_of(&after, "vigil.collector.rounds", "vigil.collector", name).unwrap();
+    assert_eq!(rounds_start_after, rounds_start, "vigil's own series did not restart");
+    assert_eq!(
+        agent.log().matches("went down (server restart?)").count(),
+        1,
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
