@@ -130,13 +130,44 @@ async fn redis_metrics_match_info() {
     assert_eq!(up.attributes["server.address"], "127.0.0.1");
 }
 
+fn alert_records<'a>(records: &'a [Record], rule: &str, state: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| {
+            r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule)
+                && r.attributes["vigil.alert.state"] == state
+        })
+        .collect()
+}
+
+/// Successful rounds of collector `name` in the latest export.
+fn rounds(received: &Received, name: &str) -> f64 {
+    received
+        .latest_points("vigil.collector.rounds")
+        .iter()
+        .find(|p| p.attributes["vigil.collector"] == name)
+        .map_or(0.0, |p| p.value)
+}
+
+/// `count` GETs of `key` on `conn` (hits when the key exists, misses when not).
+fn gets(conn: &mut redis::Connection, key: &str, count: usize) {
+    for _ in 0..count {
+        let _: Option<String> = redis::cmd("GET").arg(key).query(conn).unwrap();
+    }
+}
+
+/// Issue 10: the rule resolved and fired again whenever one batch had fewer than
+/// `min_lookups` lookups. A burst of misses fires it; quiet batches with a few hits keep
+/// it firing; a burst of hits resolves it. A private redis-server keeps other traffic out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
+async fn redis_hit_ratio_fires_on_misses_holds_through_quiet_batches_and_resolves_on_hits() {
+    let own = OwnRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", own.port);
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
     ws.add_plugin("redis-hit-ratio", REDIS_HIT_RATIO).unwrap();
     let extra = format!(
-        "[[collect.redis]]\nname = \"cache\"\nurl = \"{REDIS_URL}\"\ninterval = \"500ms\"\n[plugins.settings.redis-hit-ratio]\nmin_ratio = 0.9\nmin_lookups = 500\n"
+        "[[collect.redis]]\nname = \"cache\"\nurl = \"{url}\"\ninterval = \"500ms\"\n[plugins.settings.redis-hit-ratio]\nmin_ratio = 0.9\nmin_lookups = 500\n"
     );
     let config = ws
         .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
@@ -149,14 +180,10 @@ async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
         .await;
     assert!(started, "{}", agent.log());
 
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    for i in 0..2000 {
-        let _: Option<String> = redis::cmd("GET")
-            .arg(format!("vigil-miss-{}-{i}", std::process::id()))
-            .query(&mut conn)
-            .unwrap();
-    }
+    let _: () = redis::cmd("SET").arg("present").arg("v").query(&mut conn).unwrap();
+    gets(&mut conn, "absent", 2000);
     let (fired, received) = receiver
         .wait_for(Duration::from_secs(20), |r| {
             !firing(&r.records(), "redis-hit-ratio").is_empty()
@@ -166,13 +193,32 @@ async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
     let records = received.records();
     let alert = firing(&records, "redis-hit-ratio")[0];
     assert_eq!(alert.attributes["vigil.alert.key"], "instance=cache");
-    assert!(
-        alert.attributes["vigil.alert.value"]
-            .parse::<f64>()
-            .unwrap()
-            < 0.9
-    );
+    assert!(alert.attributes["vigil.alert.value"].parse::<f64>().unwrap() < 0.9);
     assert!(alert.body.contains("cache hit ratio"), "{}", alert.body);
+
+    // Quiet batches: a few hits each, far fewer lookups than a window needs.
+    let rounds_at_start = rounds(&received, "redis:cache");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rounds(&receiver.received(), "redis:cache") < rounds_at_start + 8.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        gets(&mut conn, "present", 5);
+        tokio::time::sleep(Duration::from_millis(200)).await; // a trickle, not a wait
+    }
+    let records = receiver.received().records();
+    assert!(
+        alert_records(&records, "redis-hit-ratio", "resolved").is_empty(),
+        "a quiet batch resolved the alert: {records:?}"
+    );
+    assert_eq!(firing(&records, "redis-hit-ratio").len(), 1, "{records:?}");
+
+    // Enough lookups, nearly all hits: the next window resolves it.
+    gets(&mut conn, "present", 2000);
+    let (resolved, _) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            !alert_records(&r.records(), "redis-hit-ratio", "resolved").is_empty()
+        })
+        .await;
+    assert!(resolved, "not resolved by hits; log:\n{}", agent.log());
 }
 
 async fn pg() -> sqlx::PgConnection {
@@ -226,13 +272,11 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
 
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
-    ws.add_plugin("pg-seqscan", PG_SEQSCAN).unwrap();
     ws.add_plugin("pg-connection-saturation", PG_CONNECTION_SATURATION)
         .unwrap();
     ws.add_plugin("pg-slow-query", PG_SLOW_QUERY).unwrap();
     let extra = format!(
         "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ntop_n = 1000\n\
-         [plugins.settings.pg-seqscan]\nmin_seq_scans = 30\nmin_rows_per_scan = 4000\n\
          [plugins.settings.pg-connection-saturation]\nmax_ratio = 0.0\n"
     );
     let (received, log) = run_once(&receiver, &ws, &extra).await;
@@ -290,17 +334,6 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
     );
 
     let records = received.records();
-    let seqscan = firing(&records, "pg-seqscan-heavy");
-    let ours = seqscan
-        .iter()
-        .find(|r| r.attributes["vigil.alert.key"].contains(&table))
-        .expect("seq-scan alert for our table");
-    assert!(
-        ours.attributes["vigil.alert.summary"].contains("sequential scans reading 5000 rows each"),
-        "{:?}",
-        ours.attributes
-    );
-    assert_eq!(ours.attributes["vigil.alert.label.rows_per_scan"], "5000");
     let saturation = firing(&records, "pg-connection-saturation");
     assert_eq!(saturation.len(), 1);
     assert!(
@@ -320,6 +353,97 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// Issue 10: `pg-seqscan` judged lifetime totals, so its alert could never resolve.
+/// Sequential scans of a table of the test's own fire it; when they stop, it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_seqscan_fires_while_scans_run_and_resolves_when_they_stop() {
+    let table = format!("vigil_seqscan_stop_{}", std::process::id());
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, g % 100 AS v FROM generate_series(1, 5000) g"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("pg-seqscan", PG_SEQSCAN).unwrap();
+    let extra = format!(
+        "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ninterval = \"500ms\"\ntop_n = 1000\n\
+         [plugins.settings.pg-seqscan]\nmin_seq_scans = 10\nmin_rows_per_scan = 4000\nwindow_s = 2\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    // Load: batches of sequential scans, each on a connection closed after it (a
+    // closing backend flushes its statistics), until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, table) = (stop.clone(), table.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut conn = pg().await;
+                for i in 0..10 {
+                    let _: i64 =
+                        sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE v = $1"))
+                            .bind(i)
+                            .fetch_one(&mut conn)
+                            .await
+                            .unwrap();
+                }
+                conn.close().await.unwrap();
+            }
+        })
+    };
+    let ours = |records: &[Record], state: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r.attributes.get("vigil.alert.rule").map(String::as_str) == Some("pg-seqscan-heavy")
+                    && r.attributes["vigil.alert.state"] == state
+                    && r.attributes["vigil.alert.key"].contains(&table)
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (fired, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| !ours(&r.records(), "firing").is_empty())
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(fired, "no seq-scan alert for {table}; log:\n{}", agent.log());
+    let alert = &ours(&received.records(), "firing")[0];
+    assert_eq!(alert.attributes["vigil.alert.label.rows_per_scan"], "5000");
+    assert!(
+        alert.attributes["vigil.alert.summary"].contains("reading 5000 rows each"),
+        "{:?}",
+        alert.attributes
+    );
+
+    let (resolved, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| !ours(&r.records(), "resolved").is_empty())
+        .await;
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        resolved,
+        "the alert did not resolve after the scans stopped: {:?}\n{}",
+        ours(&received.records(), "firing"),
+        agent.log()
+    );
 }
 
 #[test]
