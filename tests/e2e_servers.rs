@@ -121,7 +121,7 @@ async fn redis_metrics_match_info() {
     let calls = received.latest_points("redis.cmd.calls");
     let get = calls
         .iter()
-        .find(|p| p.attributes.get("redis.cmd").map(String::as_str) == Some("get"))
+        .find(|p| p.attributes.get("cmd").map(String::as_str) == Some("get"))
         .expect("GET command stats");
     assert!(get.value >= 500.0);
     let up = &received.latest_points("redis.up")[0];
@@ -182,7 +182,11 @@ async fn redis_hit_ratio_fires_on_misses_holds_through_quiet_batches_and_resolve
 
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let _: () = redis::cmd("SET").arg("present").arg("v").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("present")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
     gets(&mut conn, "absent", 2000);
     let (fired, received) = receiver
         .wait_for(Duration::from_secs(20), |r| {
@@ -193,7 +197,12 @@ async fn redis_hit_ratio_fires_on_misses_holds_through_quiet_batches_and_resolve
     let records = received.records();
     let alert = firing(&records, "redis-hit-ratio")[0];
     assert_eq!(alert.attributes["vigil.alert.key"], "instance=cache");
-    assert!(alert.attributes["vigil.alert.value"].parse::<f64>().unwrap() < 0.9);
+    assert!(
+        alert.attributes["vigil.alert.value"]
+            .parse::<f64>()
+            .unwrap()
+            < 0.9
+    );
     assert!(alert.body.contains("cache hit ratio"), "{}", alert.body);
 
     // Quiet batches: a few hits each, far fewer lookups than a window needs.
@@ -320,6 +329,13 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
         "{commits_before} <= {} <= {commits_after}",
         test_db.value
     );
+    // Named like the OpenTelemetry Collector's postgresql receiver (its dashboards work).
+    assert_eq!(test_db.unit, "1", "postgresql.commits unit");
+    let locks = received.latest_points("postgresql.database.locks");
+    assert!(
+        !locks.is_empty() && locks.iter().all(|p| p.attributes.contains_key("mode")),
+        "{locks:?}"
+    );
     let max = value(&received, "postgresql.connection.max", "main").unwrap();
     assert_eq!(
         max,
@@ -417,11 +433,17 @@ async fn pg_seqscan_fires_while_scans_run_and_resolves_when_they_stop() {
             .collect::<Vec<_>>()
     };
     let (fired, received) = receiver
-        .wait_for(Duration::from_secs(60), |r| !ours(&r.records(), "firing").is_empty())
+        .wait_for(Duration::from_secs(60), |r| {
+            !ours(&r.records(), "firing").is_empty()
+        })
         .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.await.unwrap();
-    assert!(fired, "no seq-scan alert for {table}; log:\n{}", agent.log());
+    assert!(
+        fired,
+        "no seq-scan alert for {table}; log:\n{}",
+        agent.log()
+    );
     let alert = &ours(&received.records(), "firing")[0];
     assert_eq!(alert.attributes["vigil.alert.label.rows_per_scan"], "5000");
     assert!(
@@ -431,7 +453,9 @@ async fn pg_seqscan_fires_while_scans_run_and_resolves_when_they_stop() {
     );
 
     let (resolved, received) = receiver
-        .wait_for(Duration::from_secs(60), |r| !ours(&r.records(), "resolved").is_empty())
+        .wait_for(Duration::from_secs(60), |r| {
+            !ours(&r.records(), "resolved").is_empty()
+        })
         .await;
     let mut conn = pg().await;
     sqlx::query(&format!("DROP TABLE {table}"))
@@ -702,7 +726,9 @@ async fn collector_status(
 }
 
 fn number(entry: &serde_json::Value, field: &str) -> u64 {
-    entry[field].as_u64().unwrap_or_else(|| panic!("{field} in {entry}"))
+    entry[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {entry}"))
 }
 
 /// The start time of the cumulative series `metric` of instance `instance` (or of the
@@ -750,8 +776,13 @@ async fn a_killed_server_is_down_on_status_and_its_restart_starts_new_series() {
         })
         .await;
     assert!(ok, "{}", agent.log());
-    let (commands_start, commands_before) =
-        start_of(&before, "redis.commands.processed", "vigil.instance", "flaky").unwrap();
+    let (commands_start, commands_before) = start_of(
+        &before,
+        "redis.commands.processed",
+        "vigil.instance",
+        "flaky",
+    )
+    .unwrap();
     let (rounds_start, _) =
         start_of(&before, "vigil.collector.rounds", "vigil.collector", name).unwrap();
     let up = collector_status(addr, name, |c| c["up"] == true).await;
@@ -812,15 +843,23 @@ async fn a_killed_server_is_down_on_status_and_its_restart_starts_new_series() {
         })
         .await;
     assert!(ok, "{}", agent.log());
-    let (commands_start_after, commands_after) =
-        start_of(&after, "redis.commands.processed", "vigil.instance", "flaky").unwrap();
+    let (commands_start_after, commands_after) = start_of(
+        &after,
+        "redis.commands.processed",
+        "vigil.instance",
+        "flaky",
+    )
+    .unwrap();
     assert!(
         commands_start_after > commands_start,
         "redis.commands.processed went from {commands_before} to {commands_after}, start time {commands_start} -> {commands_start_after}"
     );
     let (rounds_start_after, _) =
         start_of(&after, "vigil.collector.rounds", "vigil.collector", name).unwrap();
-    assert_eq!(rounds_start_after, rounds_start, "vigil's own series did not restart");
+    assert_eq!(
+        rounds_start_after, rounds_start,
+        "vigil's own series did not restart"
+    );
     assert_eq!(
         agent.log().matches("went down (server restart?)").count(),
         1,

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::alert::{AlertBook, AlertEvent};
-use crate::collect::{Collector, Round};
 use crate::collect::system::SystemCollector;
+use crate::collect::{Collector, Round};
 use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
@@ -195,9 +195,7 @@ impl Agent {
                 self.count(Event::CollectFailed {
                     collector: collector.name(),
                 });
-                self.set_collector_status(collector.name(), |s| {
-                    s.failed(SystemTime::now(), error)
-                });
+                self.set_collector_status(collector.name(), |s| s.failed(SystemTime::now(), error));
                 self.process(batch).await;
             }
             Err(error) => {
