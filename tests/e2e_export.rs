@@ -365,7 +365,12 @@ async fn memory_used_and_free_match_proc_meminfo() {
     };
     let tolerance = mem_total_bytes() * 0.01;
     for (name, exported, a, b) in [
-        ("used (MemTotal - MemAvailable)", state("used"), before.0, after.0),
+        (
+            "used (MemTotal - MemAvailable)",
+            state("used"),
+            before.0,
+            after.0,
+        ),
         ("free (MemFree)", state("free"), before.1, after.1),
     ] {
         let (low, high) = (a.min(b) - tolerance, a.max(b) + tolerance);

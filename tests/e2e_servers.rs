@@ -1027,3 +1027,149 @@ async fn slow_statements_from_pg_stat_statements_fire_the_plugin() {
     assert_eq!(slow.len(), 1, "only the slow statement fires: {slow:?}");
     assert!(slow[0].attributes["vigil.alert.label.db.query.text"].contains("pg_sleep"));
 }
+
+/// `top_n` is honoured: PostgreSQL reports that many tables, Redis that many commands;
+/// MySQL/MariaDB has no per-object metrics, so `vigil check` refuses a `top_n` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_n_limits_per_object_series_and_is_refused_for_mysql() {
+    let tables: Vec<String> = (0..3)
+        .map(|i| format!("vigil_top_n_{i}_{}", std::process::id()))
+        .collect();
+    let mut conn = pg().await;
+    for table in &tables {
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} AS SELECT g AS id FROM generate_series(1, 10) g"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut redis_conn = client.get_connection().unwrap();
+    let _: String = redis::cmd("PING").query(&mut redis_conn).unwrap();
+    let _: Option<String> = redis::cmd("GET")
+        .arg("vigil-top-n")
+        .query(&mut redis_conn)
+        .unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let extra = format!(
+        "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ntop_n = 1\n\
+         [[collect.redis]]\nname = \"main\"\nurl = \"{REDIS_URL}\"\ntop_n = 2\n"
+    );
+    let (received, log) = run_once(&receiver, &ws, &extra).await;
+    for table in &tables {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let scanned = received.latest_points("postgresql.sequential_scans");
+    assert_eq!(scanned.len(), 1, "top_n = 1 table: {scanned:?}\n{log}");
+    let commands: std::collections::BTreeSet<_> = received
+        .latest_points("redis.cmd.calls")
+        .iter()
+        .map(|p| p.attributes["cmd"].clone())
+        .collect();
+    assert_eq!(commands.len(), 2, "top_n = 2 commands: {commands:?}");
+
+    let config = ws
+        .write_config(&format!(
+            "[[collect.mysql]]\nname = \"maria\"\nurl = \"{MYSQL_URL}\"\ntop_n = 5\n"
+        ))
+        .unwrap();
+    let output = vigil(VIGIL)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("collect.mysql[0].top_n") && text.contains("not supported"),
+        "{text}"
+    );
+}
+
+/// A MariaDB user of the test's own, dropped when this guard is.
+struct MariaUser(String);
+
+impl Drop for MariaUser {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(MYSQL_URL).await {
+                    let _ = sqlx::query(&format!("DROP USER IF EXISTS '{name}'@'%'"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A password login that really checks the password (MariaDB, `mysql_native_password`;
+/// PostgreSQL here trusts every local login, so it could not tell): the password from
+/// `password_env` logs in, a wrong one from `password_file` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_login_succeeds_and_a_wrong_password_is_refused() {
+    let user = MariaUser(format!("vigil_pw_{}", std::process::id()));
+    let password = format!("pw-{}-right", std::process::id());
+    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
+    sqlx::query(&format!("DROP USER IF EXISTS '{}'@'%'", user.0))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE USER '{}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{password}')",
+        user.0
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    std::fs::write(ws.dir.path().join("wrong"), "pw-wrong\n").unwrap();
+    let url = format!("mysql://{}@127.0.0.1:3306/", user.0);
+    let extra = format!(
+        "[[collect.mysql]]\nname = \"right\"\nurl = \"{url}\"\npassword_env = \"VIGIL_TEST_DB_PASSWORD\"\n\
+         [[collect.mysql]]\nname = \"wrong\"\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+        ws.dir.path().join("wrong").display()
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "10s", &extra))
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        vigil(VIGIL)
+            .env("VIGIL_TEST_DB_PASSWORD", password)
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let received = receiver.received();
+    assert_eq!(value(&received, "mysql.up", "right"), Some(1.0), "{log}");
+    assert!(
+        value(&received, "mysql.uptime", "right").is_some_and(|v| v > 0.0),
+        "the logged-in round read the server's status\n{log}"
+    );
+    assert_eq!(value(&received, "mysql.up", "wrong"), Some(0.0), "{log}");
+    assert!(
+        log.contains("mysql wrong") && log.contains("Access denied"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("pw-wrong") && !log.contains("-right"),
+        "{log}"
+    );
+}

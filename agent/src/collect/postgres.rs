@@ -33,7 +33,7 @@ pub fn collector(
         PostgresScraper {
             options,
             connection: None,
-            top_n: config.top_n as i64,
+            top_n: config.top_n() as i64,
             statements_note_given: false,
         },
         who,

@@ -26,7 +26,7 @@ pub fn collector(
         RedisScraper {
             client,
             connection: None,
-            top_n: config.top_n,
+            top_n: config.top_n(),
         },
         who,
         config,
