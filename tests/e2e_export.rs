@@ -318,3 +318,65 @@ async fn a_running_agent_warns_once_while_the_collector_is_down() {
         "one warning per outage, not one per export:\n{log}"
     );
 }
+
+/// Memory `used` and `free` against `/proc/meminfo`, each on its own: their sum equals
+/// the limit by construction, so only a comparison with the kernel's own figures can
+/// catch a wrong state. `/proc/meminfo` is read right before and right after a
+/// `vigil run --once`; the exported value must lie between (within 1 % of the total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_used_and_free_match_proc_meminfo() {
+    use vigil_testkit::host::meminfo_bytes;
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "10s", ""))
+        .unwrap();
+    let read = || {
+        let total = mem_total_bytes();
+        (
+            total - meminfo_bytes("MemAvailable"),
+            meminfo_bytes("MemFree"),
+        )
+    };
+    let before = read();
+    let output = tokio::task::spawn_blocking(move || {
+        vigil(VIGIL)
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let after = read();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received = receiver.received();
+    let usage = received.latest_points("system.memory.usage");
+    let state = |name: &str| {
+        usage
+            .iter()
+            .find(|p| p.attributes["system.memory.state"] == name)
+            .unwrap_or_else(|| panic!("state {name} in {usage:?}"))
+            .value
+    };
+    let tolerance = mem_total_bytes() * 0.01;
+    for (name, exported, a, b) in [
+        (
+            "used (MemTotal - MemAvailable)",
+            state("used"),
+            before.0,
+            after.0,
+        ),
+        ("free (MemFree)", state("free"), before.1, after.1),
+    ] {
+        let (low, high) = (a.min(b) - tolerance, a.max(b) + tolerance);
+        assert!(
+            (low..=high).contains(&exported),
+            "memory {name}: exported {exported}, /proc/meminfo {a} before and {b} after"
+        );
+    }
+}

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
-use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, plugin_test, vigil};
+use vigil_testkit::http::get_until;
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
@@ -120,7 +121,7 @@ async fn redis_metrics_match_info() {
     let calls = received.latest_points("redis.cmd.calls");
     let get = calls
         .iter()
-        .find(|p| p.attributes.get("redis.cmd").map(String::as_str) == Some("get"))
+        .find(|p| p.attributes.get("cmd").map(String::as_str) == Some("get"))
         .expect("GET command stats");
     assert!(get.value >= 500.0);
     let up = &received.latest_points("redis.up")[0];
@@ -129,13 +130,44 @@ async fn redis_metrics_match_info() {
     assert_eq!(up.attributes["server.address"], "127.0.0.1");
 }
 
+fn alert_records<'a>(records: &'a [Record], rule: &str, state: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| {
+            r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule)
+                && r.attributes["vigil.alert.state"] == state
+        })
+        .collect()
+}
+
+/// Successful rounds of collector `name` in the latest export.
+fn rounds(received: &Received, name: &str) -> f64 {
+    received
+        .latest_points("vigil.collector.rounds")
+        .iter()
+        .find(|p| p.attributes["vigil.collector"] == name)
+        .map_or(0.0, |p| p.value)
+}
+
+/// `count` GETs of `key` on `conn` (hits when the key exists, misses when not).
+fn gets(conn: &mut redis::Connection, key: &str, count: usize) {
+    for _ in 0..count {
+        let _: Option<String> = redis::cmd("GET").arg(key).query(conn).unwrap();
+    }
+}
+
+/// Issue 10: the rule resolved and fired again whenever one batch had fewer than
+/// `min_lookups` lookups. A burst of misses fires it; quiet batches with a few hits keep
+/// it firing; a burst of hits resolves it. A private redis-server keeps other traffic out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
+async fn redis_hit_ratio_fires_on_misses_holds_through_quiet_batches_and_resolves_on_hits() {
+    let own = OwnRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", own.port);
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
     ws.add_plugin("redis-hit-ratio", REDIS_HIT_RATIO).unwrap();
     let extra = format!(
-        "[[collect.redis]]\nname = \"cache\"\nurl = \"{REDIS_URL}\"\ninterval = \"500ms\"\n[plugins.settings.redis-hit-ratio]\nmin_ratio = 0.9\nmin_lookups = 500\n"
+        "[[collect.redis]]\nname = \"cache\"\nurl = \"{url}\"\ninterval = \"500ms\"\n[plugins.settings.redis-hit-ratio]\nmin_ratio = 0.9\nmin_lookups = 500\n"
     );
     let config = ws
         .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
@@ -148,14 +180,14 @@ async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
         .await;
     assert!(started, "{}", agent.log());
 
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    for i in 0..2000 {
-        let _: Option<String> = redis::cmd("GET")
-            .arg(format!("vigil-miss-{}-{i}", std::process::id()))
-            .query(&mut conn)
-            .unwrap();
-    }
+    let _: () = redis::cmd("SET")
+        .arg("present")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    gets(&mut conn, "absent", 2000);
     let (fired, received) = receiver
         .wait_for(Duration::from_secs(20), |r| {
             !firing(&r.records(), "redis-hit-ratio").is_empty()
@@ -172,6 +204,30 @@ async fn redis_hit_ratio_plugin_fires_on_a_burst_of_misses() {
             < 0.9
     );
     assert!(alert.body.contains("cache hit ratio"), "{}", alert.body);
+
+    // Quiet batches: a few hits each, far fewer lookups than a window needs.
+    let rounds_at_start = rounds(&received, "redis:cache");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rounds(&receiver.received(), "redis:cache") < rounds_at_start + 8.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        gets(&mut conn, "present", 5);
+        tokio::time::sleep(Duration::from_millis(200)).await; // a trickle, not a wait
+    }
+    let records = receiver.received().records();
+    assert!(
+        alert_records(&records, "redis-hit-ratio", "resolved").is_empty(),
+        "a quiet batch resolved the alert: {records:?}"
+    );
+    assert_eq!(firing(&records, "redis-hit-ratio").len(), 1, "{records:?}");
+
+    // Enough lookups, nearly all hits: the next window resolves it.
+    gets(&mut conn, "present", 2000);
+    let (resolved, _) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            !alert_records(&r.records(), "redis-hit-ratio", "resolved").is_empty()
+        })
+        .await;
+    assert!(resolved, "not resolved by hits; log:\n{}", agent.log());
 }
 
 async fn pg() -> sqlx::PgConnection {
@@ -225,13 +281,11 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
 
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
-    ws.add_plugin("pg-seqscan", PG_SEQSCAN).unwrap();
     ws.add_plugin("pg-connection-saturation", PG_CONNECTION_SATURATION)
         .unwrap();
     ws.add_plugin("pg-slow-query", PG_SLOW_QUERY).unwrap();
     let extra = format!(
         "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ntop_n = 1000\n\
-         [plugins.settings.pg-seqscan]\nmin_seq_scans = 30\nmin_rows_per_scan = 4000\n\
          [plugins.settings.pg-connection-saturation]\nmax_ratio = 0.0\n"
     );
     let (received, log) = run_once(&receiver, &ws, &extra).await;
@@ -275,6 +329,13 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
         "{commits_before} <= {} <= {commits_after}",
         test_db.value
     );
+    // Named like the OpenTelemetry Collector's postgresql receiver (its dashboards work).
+    assert_eq!(test_db.unit, "1", "postgresql.commits unit");
+    let locks = received.latest_points("postgresql.database.locks");
+    assert!(
+        !locks.is_empty() && locks.iter().all(|p| p.attributes.contains_key("mode")),
+        "{locks:?}"
+    );
     let max = value(&received, "postgresql.connection.max", "main").unwrap();
     assert_eq!(
         max,
@@ -289,17 +350,6 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
     );
 
     let records = received.records();
-    let seqscan = firing(&records, "pg-seqscan-heavy");
-    let ours = seqscan
-        .iter()
-        .find(|r| r.attributes["vigil.alert.key"].contains(&table))
-        .expect("seq-scan alert for our table");
-    assert!(
-        ours.attributes["vigil.alert.summary"].contains("sequential scans reading 5000 rows each"),
-        "{:?}",
-        ours.attributes
-    );
-    assert_eq!(ours.attributes["vigil.alert.label.rows_per_scan"], "5000");
     let saturation = firing(&records, "pg-connection-saturation");
     assert_eq!(saturation.len(), 1);
     assert!(
@@ -319,6 +369,105 @@ async fn postgres_metrics_match_pg_stat_and_plugins_fire() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// Issue 10: `pg-seqscan` judged lifetime totals, so its alert could never resolve.
+/// Sequential scans of a table of the test's own fire it; when they stop, it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_seqscan_fires_while_scans_run_and_resolves_when_they_stop() {
+    let table = format!("vigil_seqscan_stop_{}", std::process::id());
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, g % 100 AS v FROM generate_series(1, 5000) g"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("pg-seqscan", PG_SEQSCAN).unwrap();
+    let extra = format!(
+        "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ninterval = \"500ms\"\ntop_n = 1000\n\
+         [plugins.settings.pg-seqscan]\nmin_seq_scans = 10\nmin_rows_per_scan = 4000\nwindow_s = 2\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    // Load: batches of sequential scans, each on a connection closed after it (a
+    // closing backend flushes its statistics), until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, table) = (stop.clone(), table.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut conn = pg().await;
+                for i in 0..10 {
+                    let _: i64 =
+                        sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE v = $1"))
+                            .bind(i)
+                            .fetch_one(&mut conn)
+                            .await
+                            .unwrap();
+                }
+                conn.close().await.unwrap();
+            }
+        })
+    };
+    let ours = |records: &[Record], state: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r.attributes.get("vigil.alert.rule").map(String::as_str) == Some("pg-seqscan-heavy")
+                    && r.attributes["vigil.alert.state"] == state
+                    && r.attributes["vigil.alert.key"].contains(&table)
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (fired, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| {
+            !ours(&r.records(), "firing").is_empty()
+        })
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(
+        fired,
+        "no seq-scan alert for {table}; log:\n{}",
+        agent.log()
+    );
+    let alert = &ours(&received.records(), "firing")[0];
+    assert_eq!(alert.attributes["vigil.alert.label.rows_per_scan"], "5000");
+    assert!(
+        alert.attributes["vigil.alert.summary"].contains("reading 5000 rows each"),
+        "{:?}",
+        alert.attributes
+    );
+
+    let (resolved, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| {
+            !ours(&r.records(), "resolved").is_empty()
+        })
+        .await;
+    let mut conn = pg().await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        resolved,
+        "the alert did not resolve after the scans stopped: {:?}\n{}",
+        ours(&received.records(), "firing"),
+        agent.log()
+    );
 }
 
 #[test]
@@ -557,6 +706,168 @@ async fn a_server_going_down_and_up_is_tracked_without_disturbing_others() {
     drop(silent);
 }
 
+/// The `/status` entry of collector `name` (the endpoint has no token here).
+async fn collector_status(
+    addr: std::net::SocketAddr,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let entry = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body)
+            .map(|v| v["collectors"][name].clone())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let answer = get_until(addr, "/status", None, Duration::from_secs(40), |a| {
+        a.status == 200 && done(&entry(&a.body))
+    })
+    .await
+    .unwrap();
+    entry(&answer.body)
+}
+
+fn number(entry: &serde_json::Value, field: &str) -> u64 {
+    entry[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {entry}"))
+}
+
+/// The start time of the cumulative series `metric` of instance `instance` (or of the
+/// point whose `vigil.collector` is `instance`), in the latest export that has it.
+fn start_of(received: &Received, metric: &str, key: &str, value: &str) -> Option<(u64, f64)> {
+    received
+        .latest_points(metric)
+        .iter()
+        .find(|p| p.attributes.get(key).map(String::as_str) == Some(value))
+        .map(|p| (p.start_unix_nanos, p.value))
+}
+
+/// Issue 10: during an outage `/status` said `"up": true, "failures": 0` and
+/// `vigil.collector.errors` was never exported; a restarted server kept the old start
+/// time of its cumulative series. A private redis-server is killed, then started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_is_down_on_status_and_its_restart_starts_new_series() {
+    let own = OwnRedis::start(free_port());
+    let port = own.port;
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let addr = free_local_addr().unwrap();
+    let extra = format!(
+        "[[collect.redis]]\nname = \"flaky\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+         [http]\nlisten = \"{addr}\"\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let name = "redis:flaky";
+
+    // Traffic, so the server's command counter is well above what it restarts at.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for _ in 0..300 {
+        let _: String = redis::cmd("PING").query(&mut conn).unwrap();
+    }
+    drop(conn);
+    let (ok, before) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            start_of(r, "redis.commands.processed", "vigil.instance", "flaky")
+                .is_some_and(|(_, v)| v >= 300.0)
+                && start_of(r, "vigil.collector.rounds", "vigil.collector", name).is_some()
+        })
+        .await;
+    assert!(ok, "{}", agent.log());
+    let (commands_start, commands_before) = start_of(
+        &before,
+        "redis.commands.processed",
+        "vigil.instance",
+        "flaky",
+    )
+    .unwrap();
+    let (rounds_start, _) =
+        start_of(&before, "vigil.collector.rounds", "vigil.collector", name).unwrap();
+    let up = collector_status(addr, name, |c| c["up"] == true).await;
+    assert_eq!(up["up"], true, "{up}\n{}", agent.log());
+    assert_eq!(number(&up, "failures"), 0, "{up}");
+
+    drop(own);
+    // Rounds that succeeded by the time the server is dead: at most the one in flight
+    // may still finish well, the next one must report the outage.
+    let rounds_at_kill = number(&collector_status(addr, name, |_| true).await, "rounds");
+    let down = collector_status(addr, name, |c| c["up"] == false).await;
+    assert_eq!(down["up"], false, "{down}\n{}", agent.log());
+    assert!(number(&down, "failures") >= 1, "{down}");
+    assert!(
+        number(&down, "rounds") <= rounds_at_kill + 1,
+        "the outage shows within two rounds: {down} (rounds at the kill: {rounds_at_kill})"
+    );
+    let error = down["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("redis flaky") && error.contains("unreachable"),
+        "{down}"
+    );
+    assert!(down["last_error_at"].is_string(), "{down}");
+
+    // Through OTLP: the failed rounds are counted, and redis.up = 0 is still exported.
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            value(r, "redis.up", "flaky") == Some(0.0)
+                && start_of(r, "vigil.collector.errors", "vigil.collector", name)
+                    .is_some_and(|(_, v)| v >= 1.0)
+        })
+        .await;
+    assert!(
+        ok,
+        "up {:?}, errors {:?}\n{}",
+        r.latest_points("redis.up"),
+        r.latest_points("vigil.collector.errors"),
+        agent.log()
+    );
+
+    let _again = OwnRedis::start(port);
+    let failures_at_restart = number(&collector_status(addr, name, |_| true).await, "failures");
+    let back = collector_status(addr, name, |c| c["up"] == true).await;
+    assert_eq!(back["up"], true, "{back}\n{}", agent.log());
+    assert!(
+        number(&back, "failures") <= failures_at_restart + 1,
+        "the recovery shows within two rounds: {back} (failures at the restart: {failures_at_restart})"
+    );
+    assert!(back["last_success"].is_string(), "{back}");
+
+    // The restarted server's counters began again: a new start time for its series,
+    // while the agent's own counters keep theirs.
+    let (ok, after) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            value(r, "redis.up", "flaky") == Some(1.0)
+                && start_of(r, "redis.commands.processed", "vigil.instance", "flaky")
+                    .is_some_and(|(_, v)| v < commands_before)
+        })
+        .await;
+    assert!(ok, "{}", agent.log());
+    let (commands_start_after, commands_after) = start_of(
+        &after,
+        "redis.commands.processed",
+        "vigil.instance",
+        "flaky",
+    )
+    .unwrap();
+    assert!(
+        commands_start_after > commands_start,
+        "redis.commands.processed went from {commands_before} to {commands_after}, start time {commands_start} -> {commands_start_after}"
+    );
+    let (rounds_start_after, _) =
+        start_of(&after, "vigil.collector.rounds", "vigil.collector", name).unwrap();
+    assert_eq!(
+        rounds_start_after, rounds_start,
+        "vigil's own series did not restart"
+    );
+    assert_eq!(
+        agent.log().matches("went down (server restart?)").count(),
+        1,
+        "{}",
+        agent.log()
+    );
+}
+
 #[test]
 fn check_rejects_a_bad_dsn() {
     let ws = Workspace::new().unwrap();
@@ -715,4 +1026,150 @@ async fn slow_statements_from_pg_stat_statements_fire_the_plugin() {
     let slow = firing(&records, "pg-slow-query");
     assert_eq!(slow.len(), 1, "only the slow statement fires: {slow:?}");
     assert!(slow[0].attributes["vigil.alert.label.db.query.text"].contains("pg_sleep"));
+}
+
+/// `top_n` is honoured: PostgreSQL reports that many tables, Redis that many commands;
+/// MySQL/MariaDB has no per-object metrics, so `vigil check` refuses a `top_n` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_n_limits_per_object_series_and_is_refused_for_mysql() {
+    let tables: Vec<String> = (0..3)
+        .map(|i| format!("vigil_top_n_{i}_{}", std::process::id()))
+        .collect();
+    let mut conn = pg().await;
+    for table in &tables {
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} AS SELECT g AS id FROM generate_series(1, 10) g"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut redis_conn = client.get_connection().unwrap();
+    let _: String = redis::cmd("PING").query(&mut redis_conn).unwrap();
+    let _: Option<String> = redis::cmd("GET")
+        .arg("vigil-top-n")
+        .query(&mut redis_conn)
+        .unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let extra = format!(
+        "[[collect.postgres]]\nname = \"main\"\nurl = \"{PG_URL}\"\ntop_n = 1\n\
+         [[collect.redis]]\nname = \"main\"\nurl = \"{REDIS_URL}\"\ntop_n = 2\n"
+    );
+    let (received, log) = run_once(&receiver, &ws, &extra).await;
+    for table in &tables {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let scanned = received.latest_points("postgresql.sequential_scans");
+    assert_eq!(scanned.len(), 1, "top_n = 1 table: {scanned:?}\n{log}");
+    let commands: std::collections::BTreeSet<_> = received
+        .latest_points("redis.cmd.calls")
+        .iter()
+        .map(|p| p.attributes["cmd"].clone())
+        .collect();
+    assert_eq!(commands.len(), 2, "top_n = 2 commands: {commands:?}");
+
+    let config = ws
+        .write_config(&format!(
+            "[[collect.mysql]]\nname = \"maria\"\nurl = \"{MYSQL_URL}\"\ntop_n = 5\n"
+        ))
+        .unwrap();
+    let output = vigil(VIGIL)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("collect.mysql[0].top_n") && text.contains("not supported"),
+        "{text}"
+    );
+}
+
+/// A MariaDB user of the test's own, dropped when this guard is.
+struct MariaUser(String);
+
+impl Drop for MariaUser {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(MYSQL_URL).await {
+                    let _ = sqlx::query(&format!("DROP USER IF EXISTS '{name}'@'%'"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A password login that really checks the password (MariaDB, `mysql_native_password`;
+/// PostgreSQL here trusts every local login, so it could not tell): the password from
+/// `password_env` logs in, a wrong one from `password_file` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_login_succeeds_and_a_wrong_password_is_refused() {
+    let user = MariaUser(format!("vigil_pw_{}", std::process::id()));
+    let password = format!("pw-{}-right", std::process::id());
+    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
+    sqlx::query(&format!("DROP USER IF EXISTS '{}'@'%'", user.0))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE USER '{}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{password}')",
+        user.0
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    std::fs::write(ws.dir.path().join("wrong"), "pw-wrong\n").unwrap();
+    let url = format!("mysql://{}@127.0.0.1:3306/", user.0);
+    let extra = format!(
+        "[[collect.mysql]]\nname = \"right\"\nurl = \"{url}\"\npassword_env = \"VIGIL_TEST_DB_PASSWORD\"\n\
+         [[collect.mysql]]\nname = \"wrong\"\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+        ws.dir.path().join("wrong").display()
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "10s", &extra))
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        vigil(VIGIL)
+            .env("VIGIL_TEST_DB_PASSWORD", password)
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let received = receiver.received();
+    assert_eq!(value(&received, "mysql.up", "right"), Some(1.0), "{log}");
+    assert!(
+        value(&received, "mysql.uptime", "right").is_some_and(|v| v > 0.0),
+        "the logged-in round read the server's status\n{log}"
+    );
+    assert_eq!(value(&received, "mysql.up", "wrong"), Some(0.0), "{log}");
+    assert!(
+        log.contains("mysql wrong") && log.contains("Access denied"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("pw-wrong") && !log.contains("-right"),
+        "{log}"
+    );
 }

@@ -216,9 +216,18 @@ pub struct InstanceConfig {
     /// Time limit of one collection round; a slower server counts as down for that round.
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub timeout: Duration,
-    /// How many tables, indexes, statements or commands the per-object metrics cover (largest first).
-    #[serde(default = "default_top_n")]
-    pub top_n: usize,
+    /// How many tables, indexes, statements or commands the per-object metrics cover
+    /// (largest first; default 10). PostgreSQL and Redis only: MySQL has no per-object
+    /// metrics, so a `top_n` there is refused rather than silently ignored.
+    #[serde(default)]
+    pub top_n: Option<usize>,
+}
+
+impl InstanceConfig {
+    /// How many objects the per-object metrics cover.
+    pub fn top_n(&self) -> usize {
+        self.top_n.unwrap_or(DEFAULT_TOP_N)
+    }
 }
 
 impl CollectConfig {
@@ -519,9 +528,8 @@ fn five_seconds() -> Duration {
 fn one_minute() -> Duration {
     Duration::from_secs(60)
 }
-fn default_top_n() -> usize {
-    10
-}
+/// Objects the per-object metrics cover when `top_n` is not set.
+const DEFAULT_TOP_N: usize = 10;
 fn default_cache_dir() -> PathBuf {
     PathBuf::from("/var/cache/vigil/plugins")
 }
@@ -650,6 +658,12 @@ impl Config {
                 }
                 if let Err(problem) = kind.check_url(&instance.url) {
                     return Err(invalid(&format!("{field}.url"), &problem));
+                }
+                if kind == ServerKind::Mysql && instance.top_n.is_some() {
+                    return Err(invalid(
+                        &format!("{field}.top_n"),
+                        "is not supported for MySQL/MariaDB (it has no per-object metrics); remove it",
+                    ));
                 }
                 if instance.interval < Duration::from_millis(100) || instance.timeout.is_zero() {
                     return Err(invalid(

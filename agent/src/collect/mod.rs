@@ -89,8 +89,30 @@ pub fn build_all(config: &Config, host: &str) -> Result<Vec<Box<dyn Collector>>,
         .collect()
 }
 
+/// What one collection round produced: the batch to export and evaluate, and whether
+/// the round reached its source.
+///
+/// A round that found its server down still yields a batch (`<kind>.up = 0`), so it
+/// is exported and evaluated; `failure` says why it counts as a failed round.
+#[derive(Debug)]
+pub struct Round {
+    pub batch: Batch,
+    /// Why the round did not reach its source (`None`: it did).
+    pub failure: Option<String>,
+}
+
+impl Round {
+    /// A round that reached its source.
+    pub fn ok(batch: Batch) -> Self {
+        Round {
+            batch,
+            failure: None,
+        }
+    }
+}
+
 /// The future a collection round returns.
-pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Batch, CollectError>> + Send + 'a>>;
+pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Round, CollectError>> + Send + 'a>>;
 
 /// A source of metrics, polled every [`Collector::interval`].
 pub trait Collector: Send + 'static {

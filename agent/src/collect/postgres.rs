@@ -33,7 +33,7 @@ pub fn collector(
         PostgresScraper {
             options,
             connection: None,
-            top_n: config.top_n as i64,
+            top_n: config.top_n() as i64,
             statements_note_given: false,
         },
         who,
@@ -104,25 +104,20 @@ impl PostgresScraper {
                 "backends",
                 MetricDesc::new(
                     "postgresql.backends",
-                    "{connection}",
+                    "1",
                     UpDownCounter,
                     "Backends connected to a database",
                 ),
             ),
             (
                 "commits",
-                MetricDesc::new(
-                    "postgresql.commits",
-                    "{transaction}",
-                    Counter,
-                    "Committed transactions",
-                ),
+                MetricDesc::new("postgresql.commits", "1", Counter, "Committed transactions"),
             ),
             (
                 "rollbacks",
                 MetricDesc::new(
                     "postgresql.rollbacks",
-                    "{transaction}",
+                    "1",
                     Counter,
                     "Rolled back transactions",
                 ),
@@ -149,7 +144,7 @@ impl PostgresScraper {
                 "returned",
                 MetricDesc::new(
                     "postgresql.tup_returned",
-                    "{row}",
+                    "{tup_returned}",
                     Counter,
                     "Rows returned by queries",
                 ),
@@ -158,22 +153,37 @@ impl PostgresScraper {
                 "fetched",
                 MetricDesc::new(
                     "postgresql.tup_fetched",
-                    "{row}",
+                    "{tup_fetched}",
                     Counter,
                     "Rows fetched by queries",
                 ),
             ),
             (
                 "inserted",
-                MetricDesc::new("postgresql.tup_inserted", "{row}", Counter, "Rows inserted"),
+                MetricDesc::new(
+                    "postgresql.tup_inserted",
+                    "{tup_inserted}",
+                    Counter,
+                    "Rows inserted",
+                ),
             ),
             (
                 "updated",
-                MetricDesc::new("postgresql.tup_updated", "{row}", Counter, "Rows updated"),
+                MetricDesc::new(
+                    "postgresql.tup_updated",
+                    "{tup_updated}",
+                    Counter,
+                    "Rows updated",
+                ),
             ),
             (
                 "deleted",
-                MetricDesc::new("postgresql.tup_deleted", "{row}", Counter, "Rows deleted"),
+                MetricDesc::new(
+                    "postgresql.tup_deleted",
+                    "{tup_deleted}",
+                    Counter,
+                    "Rows deleted",
+                ),
             ),
             (
                 "deadlocks",
@@ -188,7 +198,7 @@ impl PostgresScraper {
                 "temp_files",
                 MetricDesc::new(
                     "postgresql.temp_files",
-                    "{file}",
+                    "{temp_file}",
                     Counter,
                     "Temporary files created",
                 ),
@@ -236,7 +246,7 @@ impl PostgresScraper {
             "max_connections",
             &MetricDesc::new(
                 "postgresql.connection.max",
-                "{connection}",
+                "{connections}",
                 Gauge,
                 "max_connections",
             ),
@@ -271,7 +281,7 @@ impl PostgresScraper {
         for row in &locks {
             batch.point(
                 &lock_metric,
-                who.with(&[("postgresql.lock.mode", &text(row, "mode"))]),
+                who.with(&[("mode", &text(row, "mode"))]),
                 num(row, "n").unwrap_or(0.0),
             );
         }
@@ -319,7 +329,7 @@ impl PostgresScraper {
             .map_err(query_error("checkpoints"))?;
         let count = MetricDesc::new(
             "postgresql.bgwriter.checkpoint.count",
-            "{checkpoint}",
+            "{checkpoints}",
             Counter,
             "Checkpoints, by type",
         );
@@ -331,7 +341,7 @@ impl PostgresScraper {
         );
         let writes = MetricDesc::new(
             "postgresql.bgwriter.buffers.writes",
-            "{buffer}",
+            "{buffers}",
             Counter,
             "Buffers written by checkpoints",
         );
@@ -472,7 +482,7 @@ impl PostgresScraper {
         .map_err(query_error("pg_stat_user_indexes"))?;
         let scans = MetricDesc::new(
             "postgresql.index.scans",
-            "{scan}",
+            "{scans}",
             Counter,
             "Scans of an index",
         );

@@ -26,7 +26,7 @@ pub fn collector(
         RedisScraper {
             client,
             connection: None,
-            top_n: config.top_n,
+            top_n: config.top_n(),
         },
         who,
         config,
@@ -322,16 +322,11 @@ impl Scraper for RedisScraper {
             );
         }
 
-        let keys = MetricDesc::new(
-            "redis.db.keys",
-            "{key}",
-            UpDownCounter,
-            "Keys in a database",
-        );
+        let keys = MetricDesc::new("redis.db.keys", "{key}", Gauge, "Keys in a database");
         let expires = MetricDesc::new(
             "redis.db.expires",
             "{key}",
-            UpDownCounter,
+            Gauge,
             "Keys with an expiration in a database",
         );
         let avg_ttl = MetricDesc::new(
@@ -346,7 +341,7 @@ impl Scraper for RedisScraper {
                 .filter(|d| d.parse::<u32>().is_ok())
             {
                 let stats = parse_pairs(value);
-                let attrs = who.with(&[("db.namespace", db)]);
+                let attrs = who.with(&[("db", db)]);
                 for (metric, key) in [
                     (&keys, "keys"),
                     (&expires, "expires"),
@@ -384,7 +379,7 @@ impl Scraper for RedisScraper {
             "Average time per call of a command",
         );
         for (cmd, stats) in commands.into_iter().take(top_n) {
-            let attrs = who.with(&[("redis.cmd", cmd)]);
+            let attrs = who.with(&[("cmd", cmd)]);
             for (metric, key) in [
                 (&calls, "calls"),
                 (&usec, "usec"),

@@ -1,18 +1,15 @@
 //! What every database and cache collector shares: the instance's identity and
-//! attributes, its password, a per-round timeout, and health with back-off: a server
-//! that is down yields `<kind>.up = 0`, one warning per outage (not one per round),
-//! reconnect attempts spaced out exponentially, and one message when it is back.
+//! attributes, its password, a per-round timeout, and health: a server that is down
+//! yields `<kind>.up = 0` and a failed round (seen on `/status` and in
+//! `vigil.collector.errors`), one warning per outage (not one per round), a new try
+//! every round, and one message when it is back.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::{CollectError, CollectFuture, Collector};
+use super::{CollectError, CollectFuture, Collector, Round};
 use crate::config::InstanceConfig;
 use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
-
-/// Shortest and longest pause between reconnect attempts.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 pub use crate::secret::Secret;
 
@@ -79,33 +76,27 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// A server's reachability and when to try it next.
-#[derive(Debug)]
+/// A server's reachability: whether the last attempt reached it, since when it is
+/// down and why.
+///
+/// A down server is tried again every round: no more often than when it is up, each
+/// try bounded by the collect timeout, and a server that is back is seen by the next
+/// round (no back-off that would hide a recovery for longer than the interval).
+#[derive(Debug, Default)]
 pub struct Health {
     down_since: Option<Instant>,
-    failures: u32,
-    next_attempt: Instant,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            down_since: None,
-            failures: 0,
-            next_attempt: Instant::now(),
-        }
-    }
+    last_error: Option<String>,
 }
 
 impl Health {
-    /// Whether a round should contact the server now (not while backing off).
-    pub fn should_attempt(&self, now: Instant) -> bool {
-        now >= self.next_attempt
-    }
-
     /// Whether the server answered the last attempt.
     pub fn is_up(&self) -> bool {
         self.down_since.is_none()
+    }
+
+    /// Why the last attempt failed, while the server is down.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// Records a good round; says so once when the server comes back.
@@ -113,23 +104,18 @@ impl Health {
         if let Some(since) = self.down_since.take() {
             tracing::info!(instance = %who.name, "{who} is reachable again after {:.1?}", since.elapsed());
         }
-        self.failures = 0;
-        self.next_attempt = Instant::now();
+        self.last_error = None;
     }
 
-    /// Records a failed round; warns once per outage and backs off exponentially.
+    /// Records a failed round; warns once per outage.
     pub fn failed(&mut self, who: &Identity, reason: &str, now: Instant) {
         if self.down_since.is_none() {
             self.down_since = Some(now);
-            tracing::warn!(instance = %who.name, "{who} is unreachable: {reason}; reporting {}.up = 0 and retrying with back-off (up to {}s)", who.system, BACKOFF_MAX.as_secs());
+            tracing::warn!(instance = %who.name, "{who} is unreachable: {reason}; reporting {}.up = 0 and trying again every round", who.system);
         } else {
             tracing::debug!(instance = %who.name, "{who} still unreachable: {reason}");
         }
-        let backoff = BACKOFF_MIN
-            .saturating_mul(1u32 << self.failures.min(6))
-            .min(BACKOFF_MAX);
-        self.failures = self.failures.saturating_add(1);
-        self.next_attempt = now + backoff;
+        self.last_error = Some(format!("{who} is unreachable: {reason}"));
     }
 }
 
@@ -197,33 +183,32 @@ impl<S: Scraper> ServerCollector<S> {
         }
     }
 
-    async fn round(&mut self) -> BatchBuilder {
+    /// Collects one round: the batch (always with `<kind>.up`) and, when the server
+    /// was not reached, why.
+    async fn round(&mut self) -> (BatchBuilder, Option<String>) {
         let now = Instant::now();
         let mut batch = BatchBuilder::new(self.source.clone(), self.host.clone());
-        if self.health.should_attempt(now) {
-            let result =
-                tokio::time::timeout(self.timeout, self.scraper.scrape(&mut batch, &self.who))
-                    .await;
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(reason)) => Some(reason),
-                Err(_) => Some(format!(
-                    "no answer within {:?} (collect timeout)",
-                    self.timeout
-                )),
-            };
-            match failure {
-                None => self.health.succeeded(&self.who),
-                Some(reason) => {
-                    self.scraper.disconnect();
-                    self.health.failed(&self.who, &reason, now);
-                    batch = BatchBuilder::new(self.source.clone(), self.host.clone());
-                }
+        let result =
+            tokio::time::timeout(self.timeout, self.scraper.scrape(&mut batch, &self.who)).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(reason)) => Some(reason),
+            Err(_) => Some(format!(
+                "no answer within {:?} (collect timeout)",
+                self.timeout
+            )),
+        };
+        match failure {
+            None => self.health.succeeded(&self.who),
+            Some(reason) => {
+                self.scraper.disconnect();
+                self.health.failed(&self.who, &reason, now);
+                batch = BatchBuilder::new(self.source.clone(), self.host.clone());
             }
         }
         let up = if self.health.is_up() { 1.0 } else { 0.0 };
         batch.point(&self.up, self.who.attributes(), up);
-        batch
+        (batch, self.health.last_error().map(str::to_owned))
     }
 }
 
@@ -237,7 +222,13 @@ impl<S: Scraper> Collector for ServerCollector<S> {
     }
 
     fn collect(&mut self) -> CollectFuture<'_> {
-        Box::pin(async move { Ok::<_, CollectError>(self.round().await.build()) })
+        Box::pin(async move {
+            let (batch, failure) = self.round().await;
+            Ok::<_, CollectError>(Round {
+                batch: batch.build(),
+                failure,
+            })
+        })
     }
 }
 
@@ -246,7 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_recovery_resets() {
+    fn one_outage_is_down_until_a_success() {
         let who = Identity {
             system: "redis",
             name: "r".into(),
@@ -254,20 +245,16 @@ mod tests {
             port: 1,
         };
         let mut health = Health::default();
-        let t0 = Instant::now();
-        assert!(health.should_attempt(t0));
-        health.failed(&who, "refused", t0);
+        assert!(health.is_up());
+        health.failed(&who, "refused", Instant::now());
+        health.failed(&who, "still refused", Instant::now());
         assert!(!health.is_up());
-        assert!(!health.should_attempt(t0 + Duration::from_millis(500)));
-        assert!(health.should_attempt(t0 + Duration::from_secs(1)));
-        health.failed(&who, "refused", t0);
-        assert!(!health.should_attempt(t0 + Duration::from_millis(1500)));
-        for _ in 0..20 {
-            health.failed(&who, "refused", t0);
-        }
-        assert!(health.should_attempt(t0 + BACKOFF_MAX));
+        assert_eq!(
+            health.last_error(),
+            Some("redis r (127.0.0.1:1) is unreachable: still refused")
+        );
         health.succeeded(&who);
         assert!(health.is_up());
-        assert!(health.should_attempt(Instant::now()));
+        assert_eq!(health.last_error(), None);
     }
 }

@@ -10,7 +10,7 @@ use sysinfo::{
     ProcessesToUpdate, System,
 };
 
-use super::{CollectError, CollectFuture, Collector};
+use super::{CollectError, CollectFuture, Collector, Round};
 use crate::config::SystemCollectorConfig;
 use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
 
@@ -431,6 +431,7 @@ impl Collector for SystemCollector {
             tokio::task::spawn_blocking(move || this.collect_blocking())
                 .await
                 .map_err(|e| failed(format!("collection task failed: {e}")))?
+                .map(Round::ok)
         })
     }
 }

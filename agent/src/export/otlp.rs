@@ -25,7 +25,7 @@ use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
 
 use super::ExportError;
 use super::queue::{BoundedQueue, QueueStats};
-use super::store::LatestValues;
+use super::store::{LatestValues, MeterKey};
 use crate::alert::{AlertEvent, Transition};
 use crate::config::{Compression, ExportConfig, OtlpConfig, OtlpProtocol};
 use crate::model::{Batch, MetricDesc, MetricKind, Severity};
@@ -271,17 +271,34 @@ impl OtlpExporter {
 
     /// Makes `batch` the latest values of its source; they go out with the next export.
     pub fn record(&self, batch: &Batch) {
-        for metric in self.latest.replace(batch) {
-            self.register(&metric);
+        for (metric, key) in self.latest.replace(batch) {
+            self.register(&metric, key);
         }
     }
 
-    /// Registers an observable instrument for `metric` (seen for the first time).
-    fn register(&self, metric: &MetricDesc) {
+    /// The meter of `key`: the shared one, or the one of a source's epoch after a
+    /// counter reset (its instruments start their sums anew).
+    fn meter_for(&self, key: &MeterKey) -> Meter {
+        match key {
+            None => self.meter.clone(),
+            Some((source, epoch)) => self.meter_provider.meter_with_scope(
+                InstrumentationScope::builder("vigil")
+                    .with_attributes([
+                        KeyValue::new("vigil.collector", source.clone()),
+                        KeyValue::new("vigil.series.epoch", i64::from(*epoch)),
+                    ])
+                    .build(),
+            ),
+        }
+    }
+
+    /// Registers an observable instrument for `metric` in the meter of `key`.
+    fn register(&self, metric: &MetricDesc, key: MeterKey) {
         let latest = self.latest.clone();
         let name = metric.name.clone();
+        let meter = self.meter_for(&key);
         let callback = move |observer: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
-            latest.for_each(&name, |value, attributes| {
+            latest.for_each(&name, &key, |value, attributes| {
                 observer.observe(value, attributes)
             });
         };
@@ -292,7 +309,7 @@ impl OtlpExporter {
         );
         match metric.kind {
             MetricKind::Gauge => {
-                self.meter
+                meter
                     .f64_observable_gauge(name)
                     .with_unit(unit)
                     .with_description(description)
@@ -300,7 +317,7 @@ impl OtlpExporter {
                     .build();
             }
             MetricKind::Counter => {
-                self.meter
+                meter
                     .f64_observable_counter(name)
                     .with_unit(unit)
                     .with_description(description)
@@ -308,7 +325,7 @@ impl OtlpExporter {
                     .build();
             }
             MetricKind::UpDownCounter => {
-                self.meter
+                meter
                     .f64_observable_up_down_counter(name)
                     .with_unit(unit)
                     .with_description(description)

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::collect::Collector;
+use crate::collect::{Collector, Round};
 use crate::pipeline::Pipeline;
 use crate::status::StatusBoard;
 use crate::sync::LockExt;
@@ -110,13 +110,28 @@ pub(super) async fn round(
 ) {
     let started = Instant::now();
     match collector.collect().await {
-        Ok(batch) => {
+        Ok(Round {
+            batch,
+            failure: None,
+        }) => {
             pipeline.count(Event::Collected {
                 collector: collector.name(),
                 duration: started.elapsed(),
                 points: batch.len(),
             });
             board.collector_succeeded(collector.name(), SystemTime::now());
+            pipeline.process(batch).await;
+        }
+        // The source is down: a failed round (the collector logs once per outage),
+        // whose batch (`<kind>.up = 0`) is still exported and evaluated.
+        Ok(Round {
+            batch,
+            failure: Some(error),
+        }) => {
+            pipeline.count(Event::CollectFailed {
+                collector: collector.name(),
+            });
+            board.collector_failed(collector.name(), SystemTime::now(), error);
             pipeline.process(batch).await;
         }
         Err(error) => {

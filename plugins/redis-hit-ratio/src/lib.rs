@@ -1,11 +1,17 @@
-//! `redis-hit-ratio`: fires when a Redis instance's keyspace hit ratio, over the
-//! lookups since the previous batch, falls below a threshold.
+//! `redis-hit-ratio`: fires when a Redis instance's keyspace hit ratio, over a window
+//! of at least `min_lookups` lookups, is below a threshold.
 //!
-//! Settings: `min_ratio` (default 0.9), `min_lookups` (lookups in the window needed
-//! to judge, default 100), `severity` (default `warning`). The previous counters are
-//! kept in the host's key/value state, so they survive a restart of the instance.
+//! A window spans as many batches as it takes to see `min_lookups` lookups: a quiet
+//! batch neither fires nor resolves the alert, it only extends the window (no
+//! flapping). The verdict of the last complete window holds until the next one; a
+//! window that stays incomplete for `stale_after_s` drops it (too quiet to judge).
+//! A counter that goes down (server restart) starts a new window.
+//!
+//! Settings: `min_ratio` (default 0.9), `min_lookups` (default 100), `stale_after_s`
+//! (default 600), `severity` (default `warning`). The window is kept in the host's
+//! key/value state, so it survives a restart of the instance.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_plugin_kit::bindings::vigil::plugin::host;
 use vigil_plugin_kit::bindings::{Batch, Finding, Guest, PluginInfo};
 use vigil_plugin_kit::{finding, points_of, settings, severity};
@@ -17,8 +23,57 @@ struct Settings {
     min_ratio: f64,
     #[serde(default = "default_lookups")]
     min_lookups: f64,
+    #[serde(default = "default_stale")]
+    stale_after_s: f64,
     #[serde(default = "default_severity")]
     severity: String,
+}
+
+fn default_stale() -> f64 {
+    600.0
+}
+
+/// A window of lookups of one instance, as kept in the host's state.
+#[derive(Serialize, Deserialize)]
+struct Window {
+    /// Hits and misses when the window began.
+    base: (f64, f64),
+    /// When the window began (host time, ns).
+    started_ns: u64,
+    /// Hits and misses in the last batch (to see a counter reset).
+    last: (f64, f64),
+    /// Hit ratio, hits and misses of the last complete window, when it was too low.
+    low: Option<(f64, f64, f64)>,
+}
+
+impl Window {
+    fn new(counters: (f64, f64), now: u64) -> Self {
+        Window {
+            base: counters,
+            started_ns: now,
+            last: counters,
+            low: None,
+        }
+    }
+
+    /// Takes the counters of a new batch; judges the window once it holds enough lookups.
+    fn advance(&mut self, counters: (f64, f64), now: u64, s: &Settings) {
+        if counters.0 < self.last.0 || counters.1 < self.last.1 {
+            // A restarted server counts from zero: a new window, the verdict stands.
+            self.base = counters;
+            self.started_ns = now;
+        }
+        self.last = counters;
+        let (hits, misses) = (counters.0 - self.base.0, counters.1 - self.base.1);
+        if hits + misses >= s.min_lookups {
+            let ratio = hits / (hits + misses);
+            self.low = (ratio < s.min_ratio).then_some((ratio, hits, misses));
+            self.base = counters;
+            self.started_ns = now;
+        } else if now.saturating_sub(self.started_ns) as f64 / 1e9 >= s.stale_after_s {
+            self.low = None;
+        }
+    }
 }
 
 fn default_ratio() -> f64 {
@@ -54,28 +109,28 @@ impl Guest for HitRatio {
             else {
                 continue;
             };
-            let state_key = format!("prev:{instance}");
-            let previous = host::state_get(&state_key)
-                .and_then(|bytes| serde_json::from_slice::<(f64, f64)>(&bytes).ok());
+            let state_key = format!("window:{instance}");
+            let now = host::now_ns();
+            let counters = (hits.value, misses.value);
+            let window = match host::state_get(&state_key)
+                .and_then(|bytes| serde_json::from_slice::<Window>(&bytes).ok())
+            {
+                Some(mut window) => {
+                    window.advance(counters, now, &s);
+                    window
+                }
+                None => Window::new(counters, now),
+            };
             host::state_set(
                 &state_key,
-                &serde_json::to_vec(&(hits.value, misses.value)).unwrap_or_default(),
+                &serde_json::to_vec(&window).map_err(|e| e.to_string())?,
             )?;
-            let Some((prev_hits, prev_misses)) = previous else {
-                continue;
-            };
-            // A restarted server resets its counters: start a new window.
-            let (dh, dm) = (hits.value - prev_hits, misses.value - prev_misses);
-            if dh < 0.0 || dm < 0.0 || dh + dm < s.min_lookups {
-                continue;
-            }
-            let ratio = dh / (dh + dm);
-            if ratio < s.min_ratio {
+            if let Some((ratio, dh, dm)) = window.low {
                 findings.push(finding(
                     "redis-hit-ratio",
                     format!("instance={instance}"),
                     severity(&s.severity)?,
-                    format!("Redis {instance}: cache hit ratio {:.1}% ({dh} hits, {dm} misses since the last batch) is below {:.1}%", ratio * 100.0, s.min_ratio * 100.0),
+                    format!("Redis {instance}: cache hit ratio {:.1}% ({dh} hits, {dm} misses in the last window of {} lookups or more) is below {:.1}%", ratio * 100.0, s.min_lookups, s.min_ratio * 100.0),
                     ratio,
                     &[("vigil.instance", instance.clone()), ("hits", dh.to_string()), ("misses", dm.to_string())],
                 ));

@@ -55,6 +55,8 @@ pub struct Point {
     pub kind: DataKind,
     pub attributes: BTreeMap<String, String>,
     pub value: f64,
+    /// `start_time_unix_nano`: when a cumulative series began (0 for gauges).
+    pub start_unix_nanos: u64,
 }
 
 /// One metrics export request, summarized.
@@ -217,6 +219,7 @@ fn points_of(request: &ExportMetricsServiceRequest, name: &str) -> Vec<Point> {
                 kind,
                 attributes: attributes(&p.attributes),
                 value,
+                start_unix_nanos: p.start_time_unix_nano,
             });
         }
     }
