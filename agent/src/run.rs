@@ -148,14 +148,21 @@ impl Agent {
     }
 
     /// Sends what is queued, retrying until `deadline`; whatever is still queued then
-    /// is dropped, counted and reported.
+    /// is dropped, counted and reported. A request still waiting for its answer at the
+    /// deadline is abandoned (its data stays queued, so it is counted as dropped too).
     pub async fn deliver_until(self: &Arc<Self>, deadline: Instant) {
         let mut last_error = None;
         loop {
-            match self.send_queued().await {
-                Ok(()) if self.exporter.is_drained() => return,
-                Ok(()) => {}
-                Err(error) => last_error = Some(error),
+            match tokio::time::timeout_at(deadline, self.send_queued()).await {
+                Ok(Ok(())) if self.exporter.is_drained() => return,
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => last_error = Some(error),
+                Err(_) => {
+                    last_error = Some(
+                        "an export request was still unanswered at the deadline".to_owned(),
+                    );
+                    break;
+                }
             }
             if Instant::now() + SHUTDOWN_RETRY >= deadline {
                 break;
