@@ -218,7 +218,10 @@ enabled = false
         let took = signalled.elapsed();
         let log = agent.log();
         let status = status.unwrap_or_else(|e| panic!("{protocol}: {e}\n{log}"));
-        assert!(status.success(), "{protocol}: exit status {status:?}:\n{log}");
+        assert!(
+            status.success(),
+            "{protocol}: exit status {status:?}:\n{log}"
+        );
         assert!(
             took <= SHUTDOWN_TIMEOUT + Duration::from_secs(1),
             "{protocol}: SIGTERM took {took:?} with a {SHUTDOWN_TIMEOUT:?} shutdown_timeout:\n{log}"
@@ -233,6 +236,9 @@ enabled = false
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{protocol}: no count in {dropped:?}"));
-        assert!(points > 0, "{protocol}: queued datapoints are counted: {dropped}");
+        assert!(
+            points > 0,
+            "{protocol}: queued datapoints are counted: {dropped}"
+        );
     }
 }

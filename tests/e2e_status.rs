@@ -407,7 +407,11 @@ async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() 
     let pid = agent.id();
     let limit = open_fds(pid).unwrap() + 8;
     let status = std::process::Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:{limit}")])
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "prlimit failed");
@@ -419,7 +423,11 @@ async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() 
     let failing = wait_until(Duration::from_secs(20), || {
         agent.log().contains("cannot accept connections") || agent_busy(pid)
     });
-    assert!(failing, "the agent never ran out of descriptors:\n{}", agent.log());
+    assert!(
+        failing,
+        "the agent never ran out of descriptors:\n{}",
+        agent.log()
+    );
 
     // Out of descriptors with connections waiting: the agent must idle, not spin.
     let before = process_cpu_time(pid).unwrap();
@@ -510,7 +518,10 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
     // after a keep-alive request.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
-    partial.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
@@ -566,13 +577,14 @@ async fn an_oversized_body_gets_413() {
     // A declared length over the limit (64 KiB by default): refused before the body.
     let status = raw_request(
         addr,
-        &format!(
-            "POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 10485760\r\n\r\n"
-        ),
+        &format!("POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 10485760\r\n\r\n"),
         b"",
     )
     .await;
-    assert!(status.starts_with("HTTP/1.1 413"), "declared 10 MiB: {status}");
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "declared 10 MiB: {status}"
+    );
 
     // A chunked body that streams past the limit.
     let chunk = vec![b'x'; 16 * 1024];
@@ -591,7 +603,10 @@ async fn an_oversized_body_gets_413() {
         &body,
     )
     .await;
-    assert!(status.starts_with("HTTP/1.1 413"), "208 KiB chunked: {status}");
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "208 KiB chunked: {status}"
+    );
 
     // A small body is read and ignored.
     let status = raw_request(
@@ -667,8 +682,15 @@ async fn http_disabled_means_no_listener() {
         .await;
     assert!(exported, "the agent runs and exports:\n{}", agent.log());
     let refused = tokio::net::TcpStream::connect(addr).await;
-    assert!(refused.is_err(), "nothing listens on {addr} with enabled = false");
-    assert!(!agent.log().contains("status endpoint on"), "{}", agent.log());
+    assert!(
+        refused.is_err(),
+        "nothing listens on {addr} with enabled = false"
+    );
+    assert!(
+        !agent.log().contains("status endpoint on"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

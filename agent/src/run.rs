@@ -158,9 +158,8 @@ impl Agent {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => last_error = Some(error),
                 Err(_) => {
-                    last_error = Some(
-                        "an export request was still unanswered at the deadline".to_owned(),
-                    );
+                    last_error =
+                        Some("an export request was still unanswered at the deadline".to_owned());
                     break;
                 }
             }

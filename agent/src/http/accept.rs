@@ -120,10 +120,13 @@ mod tests {
         let mut errors = AcceptErrors::default();
         let emfile = io::Error::from_raw_os_error(24);
         let first = errors.failed(&emfile);
-        assert_eq!(first, Reaction {
-            pause: BACKOFF_MIN,
-            report: true
-        });
+        assert_eq!(
+            first,
+            Reaction {
+                pause: BACKOFF_MIN,
+                report: true
+            }
+        );
         let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&emfile).pause).collect();
         assert_eq!(pauses[0], BACKOFF_MIN * 2);
         assert_eq!(*pauses.last().unwrap(), BACKOFF_MAX);
@@ -143,13 +146,19 @@ mod tests {
         // A connection closed and let one in, then descriptors ran out again.
         let again = errors.failed(&emfile);
         assert!(!again.report, "the same outage");
-        assert_eq!(again.pause, BACKOFF_MIN, "back-off restarts after a success");
+        assert_eq!(
+            again.pause, BACKOFF_MIN,
+            "back-off restarts after a success"
+        );
         assert_eq!(errors.recovery_due(), None);
         let later = start + Duration::from_secs(5);
         errors.accepted(later);
         assert!(!errors.recovered(later + RECOVERY_QUIET / 2));
         assert!(errors.recovered(later + RECOVERY_QUIET));
-        assert!(!errors.recovered(later + RECOVERY_QUIET * 2), "recovered once");
+        assert!(
+            !errors.recovered(later + RECOVERY_QUIET * 2),
+            "recovered once"
+        );
         assert!(errors.failed(&emfile).report, "a new outage is reported");
     }
 
@@ -166,10 +175,13 @@ mod tests {
     fn a_connection_gone_before_accept_is_no_outage() {
         let mut errors = AcceptErrors::default();
         let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
-        assert_eq!(errors.failed(&aborted), Reaction {
-            pause: Duration::ZERO,
-            report: false
-        });
+        assert_eq!(
+            errors.failed(&aborted),
+            Reaction {
+                pause: Duration::ZERO,
+                report: false
+            }
+        );
         assert_eq!(errors.recovery_due(), None);
     }
 }

@@ -157,7 +157,9 @@ impl AgentProcess {
         args: &[&str],
     ) -> anyhow::Result<Self> {
         let mut full: Vec<&str> = args.to_vec();
-        let config_text = config.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+        let config_text = config
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
         full.extend(["run", "--config", config_text]);
         Self::spawn(binary, &full, env, &config.with_extension("log"))
     }
