@@ -1,6 +1,10 @@
-//! End to end: `vigil check` and `vigil plugin test` on good and bad inputs.
+//! End to end: `vigil check` and `vigil plugin test` on good and bad inputs, and
+//! `vigil run` with its embedded default config.
 
-use vigil_testkit::agent::{Workspace, plugin_test, run_to_end};
+use std::time::Duration;
+
+use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, run_to_end};
+use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::{ALL, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -119,4 +123,39 @@ fn every_built_plugin_is_used_by_a_test() {
             "plugin constant {name} is used by no test"
         );
     }
+}
+
+/// The README's first set-up command: `vigil run` with no config runs the embedded
+/// default (system metrics over OTLP/gRPC); the standard OTLP variable points it at a receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_a_config_uses_the_embedded_default_and_exports_system_metrics() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let agent = AgentProcess::spawn(
+        VIGIL,
+        &["run"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str())],
+        &ws.dir.path().join("default.log"),
+    )
+    .unwrap();
+    // The default exports every 10 s.
+    let (exported, received) = receiver
+        .wait_for(Duration::from_secs(40), |r| {
+            ["system.cpu.utilization", "system.memory.usage"]
+                .iter()
+                .all(|name| r.metric_names().contains(*name))
+        })
+        .await;
+    assert!(
+        exported,
+        "metrics {:?}\n{}",
+        received.metric_names(),
+        agent.log()
+    );
+    let resource = received.resource_attributes();
+    assert_eq!(
+        resource.get("service.name").map(String::as_str),
+        Some("vigil")
+    );
+    assert!(resource.contains_key("host.name"), "{resource:?}");
 }

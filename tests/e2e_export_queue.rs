@@ -1,6 +1,7 @@
 //! End to end: the export queue. Data produced while the OTLP receiver is down is
 //! queued (bounded) and delivered once it is up; what a full queue pushes out is
-//! counted exactly; SIGTERM stops the agent gracefully with everything flushed.
+//! counted exactly; SIGTERM stops the agent gracefully with everything flushed, and
+//! within its deadline when the receiver hangs.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::MISBEHAVE;
+use vigil_testkit::silent::SilentServer;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -167,4 +169,76 @@ async fn a_full_log_queue_counts_exactly_what_it_dropped_and_sigterm_flushes_the
         "graceful stop is logged:\n{}",
         agent.log()
     );
+}
+
+/// A receiver that accepts connections and never answers (as a SIGSTOPped collector):
+/// SIGTERM still ends the agent within `agent.shutdown_timeout` (plus a second), and
+/// what could not be sent is counted in the log — over gRPC and over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_the_shutdown_deadline_when_the_receiver_hangs() {
+    const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+    for protocol in ["grpc", "http/protobuf"] {
+        let hung = SilentServer::start().unwrap();
+        let ws = Workspace::new().unwrap();
+        let config = ws
+            .write_config(&format!(
+                r#"
+[agent]
+shutdown_timeout = "{}s"
+
+[collect.system]
+interval = "200ms"
+
+[plugins]
+dir = "plugins"
+cache_dir = ""
+
+[export.otlp]
+protocol = "{protocol}"
+endpoint = "http://{}"
+interval = "200ms"
+timeout = "10s"
+
+[http]
+enabled = false
+"#,
+                SHUTDOWN_TIMEOUT.as_secs(),
+                hung.addr
+            ))
+            .unwrap();
+        let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+        assert!(
+            hung.wait_for_connection(Duration::from_secs(20)),
+            "{protocol}: the agent never connected to the receiver:\n{}",
+            agent.log()
+        );
+        // An export request is now waiting for an answer that never comes.
+        let signalled = std::time::Instant::now();
+        let status = agent.terminate(SHUTDOWN_TIMEOUT + Duration::from_secs(30));
+        let took = signalled.elapsed();
+        let log = agent.log();
+        let status = status.unwrap_or_else(|e| panic!("{protocol}: {e}\n{log}"));
+        assert!(
+            status.success(),
+            "{protocol}: exit status {status:?}:\n{log}"
+        );
+        assert!(
+            took <= SHUTDOWN_TIMEOUT + Duration::from_secs(1),
+            "{protocol}: SIGTERM took {took:?} with a {SHUTDOWN_TIMEOUT:?} shutdown_timeout:\n{log}"
+        );
+        let dropped = log
+            .lines()
+            .find(|l| l.contains("shutdown deadline reached"))
+            .unwrap_or_else(|| panic!("{protocol}: the drop is not logged:\n{log}"));
+        let points: u64 = dropped
+            .split("reached: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{protocol}: no count in {dropped:?}"));
+        assert!(
+            points > 0,
+            "{protocol}: queued datapoints are counted: {dropped}"
+        );
+    }
 }

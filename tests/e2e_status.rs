@@ -1,16 +1,18 @@
 //! End to end: the HTTP endpoint (health, readiness, `/status`, `/metrics`, the bearer
 //! token, `vigil reload`), the status page in headless Chromium, and secrets that never
-//! reach logs, status, `/metrics` or exports.
+//! reach logs, status, `/metrics` or exports; the endpoint's limits (out of file
+//! descriptors, idle connections, oversized bodies), `enabled = false` and a taken address.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, memory_rule, vigil};
-use vigil_testkit::host::mem_total_bytes;
+use vigil_testkit::host::{mem_total_bytes, open_fds, process_cpu_time};
 use vigil_testkit::http::{get_until, request};
 use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::THRESHOLD;
+use vigil_testkit::silent::SilentServer;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const TOKEN: &str = "tok-S3cret-91ab";
@@ -351,4 +353,373 @@ interval = "300ms"
             );
         }
     }
+}
+
+/// Starts an agent exporting to `receiver` every second with the status endpoint on a
+/// free port (no token) and `extra` TOML appended to `[http]`.
+fn start_plain_agent(
+    ws: &Workspace,
+    receiver: &OtlpReceiver,
+    http_extra: &str,
+) -> (AgentProcess, SocketAddr) {
+    let addr = free_local_addr().unwrap();
+    let config = ws
+        .write_config(&ws.config_for(
+            &receiver.endpoint,
+            receiver.protocol,
+            "1s",
+            &format!("[http]\nlisten = \"{addr}\"\n{http_extra}\n"),
+        ))
+        .unwrap();
+    (AgentProcess::start(VIGIL, &config).unwrap(), addr)
+}
+
+/// Polls `condition` every 50 ms for up to `timeout`; whether it came true.
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while !condition() {
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (agent, addr) = start_plain_agent(&ws, &receiver, "");
+    let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.status, 200, "{}", agent.log());
+
+    // Leave the agent a few free descriptors (new ones take the lowest free numbers),
+    // fewer than its connection limit, then hold far more connections than that.
+    let pid = agent.id();
+    let limit = open_fds(pid).unwrap() + 8;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit failed");
+    // (100: more than the free descriptors, fewer than the listen backlog of 128, so
+    // every connect() completes at once.)
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let failing = wait_until(Duration::from_secs(20), || {
+        agent.log().contains("cannot accept connections") || agent_busy(pid)
+    });
+    assert!(
+        failing,
+        "the agent never ran out of descriptors:\n{}",
+        agent.log()
+    );
+
+    // Out of descriptors with connections waiting: the agent must idle, not spin.
+    let before = process_cpu_time(pid).unwrap();
+    let window = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = process_cpu_time(pid).unwrap() - before;
+    let share = used.as_secs_f64() / window.elapsed().as_secs_f64();
+    assert!(
+        share < 0.3,
+        "the agent used {:.0}% of a core while accept() failed:\n{}",
+        share * 100.0,
+        agent.log()
+    );
+    let log = agent.log();
+    assert_eq!(
+        lines_with(&log, "cannot accept connections"),
+        1,
+        "one line per kind of accept error:\n{log}"
+    );
+    assert!(log.contains("Too many open files"), "{log}");
+
+    drop(held);
+    let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
+        a.status == 200
+    })
+    .await;
+    assert!(
+        health.is_ok_and(|a| a.status == 200),
+        "/healthz after the connections were released:\n{}",
+        agent.log()
+    );
+    // The outage ends after 30 s without accept errors: one line says so.
+    let recovered = wait_until(Duration::from_secs(60), || {
+        agent.log().contains("accepts connections again")
+    });
+    let log = agent.log();
+    assert!(recovered, "recovery is logged:\n{log}");
+    assert_eq!(
+        lines_with(&log, "cannot accept connections"),
+        1,
+        "one outage, one line:\n{log}"
+    );
+}
+
+/// Whether the process uses more than half a core over 300 ms (the old accept loop spun
+/// without logging anything).
+fn agent_busy(pid: u32) -> bool {
+    let before = process_cpu_time(pid).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(300));
+    let used = process_cpu_time(pid).unwrap_or_default() - before;
+    used > Duration::from_millis(150)
+}
+
+/// Reads from `stream` until the peer closes it (EOF or reset); returns when, or `None`
+/// if it is still open after `limit`.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<std::time::Instant> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(std::time::Instant::now()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10); // the default
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (agent, addr) = start_plain_agent(&ws, &receiver, "");
+    let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.status, 200, "{}", agent.log());
+
+    let opened = std::time::Instant::now();
+    // One connection never sends a byte, one sends half a header, one stays idle
+    // after a keep-alive request.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let limit = HEADER_TIMEOUT * 3;
+    for (name, stream) in [
+        ("silent", &mut silent),
+        ("partial header", &mut partial),
+        ("idle keep-alive", &mut idle),
+    ] {
+        let closed = closed_within(stream, limit).await;
+        let Some(closed) = closed else {
+            panic!("the {name} connection is still open after {limit:?}");
+        };
+        let open_for = closed - opened;
+        assert!(
+            open_for >= HEADER_TIMEOUT - Duration::from_millis(500),
+            "the {name} connection was closed after only {open_for:?}"
+        );
+    }
+    assert!(agent.log().contains("vigil started"));
+}
+
+/// Sends `head` (and `body`) on a new connection and returns the response's status line.
+async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    match read {
+        Ok(Ok(_)) => text.lines().next().unwrap_or_default().to_owned(),
+        Ok(Err(e)) => format!("error after {text:?}: {e}"),
+        Err(_) => format!("no answer within 30 s, got {text:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_413() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (agent, addr, _) = start_agent(&ws, &receiver, "", &[], &[]);
+    let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.status, 200, "{}", agent.log());
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+
+    // A declared length over the limit (64 KiB by default): refused before the body.
+    let status = raw_request(
+        addr,
+        &format!("POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 10485760\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "declared 10 MiB: {status}"
+    );
+
+    // A chunked body that streams past the limit.
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut body = Vec::new();
+    for _ in 0..13 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let status = raw_request(
+        addr,
+        &format!(
+            "POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        ),
+        &body,
+    )
+    .await;
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "208 KiB chunked: {status}"
+    );
+
+    // A small body is read and ignored.
+    let status = raw_request(
+        addr,
+        &format!(
+            "POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 5\r\nConnection: close\r\n\r\n"
+        ),
+        b"hello",
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 202"), "5-byte body: {status}");
+    assert_eq!(
+        lines_with(&agent.log(), "reload requested"),
+        1,
+        "only the acceptable request reloads:\n{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_until_every_collector_finished_a_round() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let hung = SilentServer::start().unwrap();
+    let ws = Workspace::new().unwrap();
+    let addr = free_local_addr().unwrap();
+    let config = ws
+        .write_config(&ws.config_for(
+            &receiver.endpoint,
+            receiver.protocol,
+            "1s",
+            &format!(
+                "[[collect.redis]]\nname = \"hung\"\nurl = \"redis://{}/0\"\ninterval = \"1m\"\ntimeout = \"8s\"\n\n[http]\nlisten = \"{addr}\"\n",
+                hung.addr
+            ),
+        ))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.status, 200, "{}", agent.log());
+    assert!(
+        hung.wait_for_connection(Duration::from_secs(10)),
+        "the redis collector never connected"
+    );
+    let ready = request(addr, "GET", "/readyz", None).await.unwrap();
+    assert_eq!(
+        ready.status, 503,
+        "the redis round is still waiting for its server: {}",
+        ready.body
+    );
+    assert!(ready.body.contains("not ready"), "{}", ready.body);
+    // The round ends at its timeout (as a failure): then every collector finished one.
+    let ready = get_until(addr, "/readyz", None, Duration::from_secs(30), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.status, 200, "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_disabled_means_no_listener() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let (agent, addr) = start_plain_agent(&ws, &receiver, "enabled = false");
+    let (exported, _) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            r.metric_names().contains("system.memory.usage")
+        })
+        .await;
+    assert!(exported, "the agent runs and exports:\n{}", agent.log());
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(
+        refused.is_err(),
+        "nothing listens on {addr} with enabled = false"
+    );
+    assert!(
+        !agent.log().contains("status endpoint on"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_listen_address_is_a_warning_naming_it_and_the_agent_runs_on() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = ws
+        .write_config(&ws.config_for(
+            &receiver.endpoint,
+            receiver.protocol,
+            "1s",
+            &format!("[http]\nlisten = \"{addr}\"\n"),
+        ))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let (exported, _) = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            r.metric_names().contains("system.memory.usage")
+        })
+        .await;
+    assert!(exported, "the agent runs and exports:\n{}", agent.log());
+    let log = agent.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot listen on"))
+        .unwrap_or_else(|| panic!("no warning about the taken address:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains(&addr.to_string()), "{warning}");
+    assert!(warning.contains("Address already in use"), "{warning}");
 }

@@ -61,6 +61,19 @@ pub struct HttpConfig {
     pub token_env: Option<String>,
     /// File holding that token.
     pub token_file: Option<PathBuf>,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Largest request body accepted; larger ones are answered `413`.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
 }
 
 impl HttpConfig {
@@ -81,6 +94,10 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             token_env: None,
             token_file: None,
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_header_timeout(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -554,6 +571,15 @@ fn default_max_findings() -> usize {
 fn default_http_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
+fn default_max_connections() -> usize {
+    64
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_body_bytes() -> u64 {
+    64 * 1024
+}
 fn default_max_metric_points() -> u64 {
     100_000
 }
@@ -699,6 +725,20 @@ impl Config {
         }
         if self.http.token_env.is_some() && self.http.token_file.is_some() {
             return Err(invalid("http", "takes token_env or token_file, not both"));
+        }
+        if !(1..=65_536).contains(&self.http.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
+        if self.http.header_timeout < Duration::from_millis(100)
+            || self.http.body_timeout < Duration::from_millis(100)
+        {
+            return Err(invalid(
+                "http",
+                "header_timeout and body_timeout must be at least 100ms",
+            ));
         }
         if self.export.queue.max_metric_points == 0 || self.export.queue.max_log_records == 0 {
             return Err(invalid(

@@ -24,7 +24,7 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
 
 use super::ExportError;
-use super::queue::{BoundedQueue, QueueStats};
+use super::queue::{BoundedQueue, QueueStats, Taken};
 use super::store::{LatestValues, MeterKey};
 use crate::alert::{AlertEvent, Transition};
 use crate::config::{Compression, ExportConfig, OtlpConfig, OtlpProtocol};
@@ -403,51 +403,39 @@ impl OtlpExporter {
     }
 
     /// Sends what is queued, oldest first: metric snapshots, then log records. Stops at
-    /// the first failed request (its data stays queued) and reports it.
+    /// the first failed request (its data stays queued) and reports it. Cancel-safe: a
+    /// request abandoned midway (dropped future) leaves its data queued.
     pub async fn send(&self) -> Result<(), ExportError> {
         let Some(transport) = &self.transport else {
             return Ok(());
         };
+        // What is taken out goes back into its queue if this future is dropped mid-request.
         loop {
-            let next = self.metrics.lock().ok().and_then(|mut q| q.take());
-            let Some((rm, points)) = next else { break };
-            let result = transport.metrics.export(&rm).await;
-            let Ok(mut queue) = self.metrics.lock() else {
+            let taken = Taken::take(&self.metrics, 1);
+            let Some((rm, _)) = taken.entries().first() else {
                 break;
             };
-            match result {
-                Ok(()) => queue.sent(points),
+            match transport.metrics.export(rm).await {
+                Ok(()) => taken.sent(),
                 Err(e) => {
-                    queue.failed();
-                    queue.unsent(rm, points);
+                    taken.failed();
                     return Err(self.failure("metrics", e));
                 }
             }
         }
         loop {
-            let chunk: Vec<QueuedLog> = match self.logs.lock() {
-                Ok(mut q) => std::iter::from_fn(|| q.take().map(|(entry, _)| entry))
-                    .take(LOG_CHUNK)
-                    .collect(),
-                Err(_) => break,
-            };
-            if chunk.is_empty() {
+            let taken = Taken::take(&self.logs, LOG_CHUNK);
+            if taken.is_empty() {
                 break;
             }
             let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-                chunk.iter().map(|(r, s)| (r, s)).collect();
+                taken.entries().iter().map(|((r, s), _)| (r, s)).collect();
             let result = transport.logs.export(LogBatch::new(&refs)).await;
             drop(refs);
-            let Ok(mut queue) = self.logs.lock() else {
-                break;
-            };
             match result {
-                Ok(()) => queue.sent(chunk.len() as u64),
+                Ok(()) => taken.sent(),
                 Err(e) => {
-                    queue.failed();
-                    for entry in chunk.into_iter().rev() {
-                        queue.unsent(entry, 1);
-                    }
+                    taken.failed();
                     return Err(self.failure("logs", e));
                 }
             }

@@ -2,6 +2,7 @@
 //! counts what it dropped, sent and failed to send.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 /// Totals of one signal's queue, as self-telemetry reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -116,6 +117,64 @@ impl<T> BoundedQueue<T> {
     }
 }
 
+/// Entries taken out of a shared queue to be sent. Unless [`Taken::sent`] or
+/// [`Taken::failed`] settles them, dropping them puts them back in front: a send that
+/// is cancelled (e.g. at the shutdown deadline) loses nothing without counting it.
+#[derive(Debug)]
+pub struct Taken<'a, T> {
+    queue: &'a Mutex<BoundedQueue<T>>,
+    entries: Vec<(T, u64)>,
+}
+
+impl<'a, T> Taken<'a, T> {
+    /// Takes up to `max` of the oldest entries of `queue` (none if its lock is poisoned).
+    pub fn take(queue: &'a Mutex<BoundedQueue<T>>, max: usize) -> Self {
+        let entries = match queue.lock() {
+            Ok(mut q) => std::iter::from_fn(|| q.take()).take(max).collect(),
+            Err(_) => Vec::new(),
+        };
+        Taken { queue, entries }
+    }
+
+    /// The entries taken, oldest first, with their weights.
+    pub fn entries(&self) -> &[(T, u64)] {
+        &self.entries
+    }
+
+    /// Whether nothing was taken.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Counts the entries as delivered.
+    pub fn sent(mut self) {
+        let weight: u64 = self.entries.drain(..).map(|(_, w)| w).sum();
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.sent(weight);
+        }
+    }
+
+    /// Counts a failed request and puts the entries back in front.
+    pub fn failed(self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.failed();
+        }
+    }
+}
+
+impl<T> Drop for Taken<'_, T> {
+    fn drop(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
+        if let Ok(mut queue) = self.queue.lock() {
+            for (entry, weight) in self.entries.drain(..).rev() {
+                queue.unsent(entry, weight);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +188,24 @@ mod tests {
         assert_eq!(q.take().map(|(e, _)| e), Some("b"));
         let stats = q.stats();
         assert_eq!((stats.queued, stats.dropped), (2, 2));
+    }
+
+    #[test]
+    fn taken_entries_come_back_unless_settled() {
+        let queue = Mutex::new(BoundedQueue::new(10));
+        for i in 0..4 {
+            queue.lock().unwrap().push(i, 1);
+        }
+        let taken = Taken::take(&queue, 3);
+        assert_eq!(taken.entries().len(), 3);
+        drop(taken); // a cancelled send
+        assert_eq!(queue.lock().unwrap().take().map(|(e, _)| e), Some(0));
+        Taken::take(&queue, 1).sent();
+        Taken::take(&queue, 1).failed();
+        let mut q = queue.lock().unwrap();
+        assert_eq!(q.take().map(|(e, _)| e), Some(2));
+        let stats = q.stats();
+        assert_eq!((stats.sent, stats.failed_requests, stats.queued), (1, 1, 1));
     }
 
     #[test]

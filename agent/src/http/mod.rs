@@ -9,25 +9,37 @@
 //! | `POST /reload` | reload the config and rescan the plugin directory (as SIGHUP) |
 //! | `GET /` | a self-contained status page reading `/status` |
 //!
+//! Within `[http]` limits: at most `max_connections` are served at once, headers (and
+//! the wait of an idle keep-alive connection) time out after `header_timeout`, a body
+//! after `body_timeout`, and a body over `max_body_bytes` gets `413`. A failing
+//! `accept()` (e.g. out of file descriptors) backs off instead of spinning.
+//!
 //! With a token configured, `/status`, `/metrics` and `/reload` need
 //! `Authorization: Bearer TOKEN`; the page takes the token from its URL fragment
 //! (`/#token=...`), which browsers never send to the server.
 
+mod accept;
+mod body;
 pub mod client;
 pub mod prometheus;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
+
+use body::{BodyLimits, Verdict};
 
 use crate::config::HttpConfig;
 use crate::secret::Secret;
@@ -40,7 +52,7 @@ const PAGE: &str = include_str!("page.html");
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "cannot listen on {addr} for the status endpoint: {source} (set [http] listen to a free address, or enabled = false)"
+        "cannot listen on {addr} for the status endpoint: {source} (set [http] listen to a free address, or [http] enabled = false)"
     )]
     Bind {
         addr: SocketAddr,
@@ -56,6 +68,8 @@ struct Shared {
     reload: UnboundedSender<()>,
     /// SHA-256 of the token: compared digest to digest, so timing says nothing about it.
     token_digest: Option<[u8; 32]>,
+    /// What a request body may be.
+    body_limits: BodyLimits,
 }
 
 fn digest(text: &[u8]) -> [u8; 32] {
@@ -83,25 +97,117 @@ pub async fn serve(
         agent,
         reload,
         token_digest: token.map(|t| digest(t.expose().as_bytes())),
+        body_limits: BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
+        },
     });
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &shared)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(accept_loop(
+        listener,
+        addr,
+        shared,
+        config.max_connections,
+        config.header_timeout,
+    ));
     Ok(addr)
+}
+
+/// Accepts connections while fewer than `max_connections` are open (more wait in the
+/// listen backlog) and serves each in a task of its own. A failing `accept()` backs off
+/// and is logged once per kind of error.
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    header_timeout: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut errors = accept::AcceptErrors::default();
+    let mut at_limit = false;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        "the status endpoint {addr} has {max_connections} connections open, its [http] max_connections; new connections wait until one closes (reported again after half of them closed)"
+                    );
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                }
+            }
+        };
+        if at_limit && slots.available_permits() + 1 >= max_connections.div_ceil(2) {
+            at_limit = false;
+        }
+        let due = errors.recovery_due();
+        let accepted = tokio::select! {
+            accepted = listener.accept() => Some(accepted),
+            () = sleep_until_or_never(due) => None,
+        };
+        let now = std::time::Instant::now();
+        let stream = match accepted {
+            None => {
+                if errors.recovered(now) {
+                    report_recovery(addr);
+                }
+                continue;
+            }
+            Some(Ok((stream, _))) => stream,
+            Some(Err(error)) => {
+                let reaction = errors.failed(&error);
+                if reaction.report {
+                    tracing::warn!(
+                        "cannot accept connections on the status endpoint {addr}: {error}{}; retrying with back-off up to {:?}, reported once per kind of error until it has worked for {:?}",
+                        accept::hint(&error),
+                        accept::BACKOFF_MAX,
+                        accept::RECOVERY_QUIET
+                    );
+                } else {
+                    tracing::debug!("accept on {addr} failed: {error}");
+                }
+                drop(permit);
+                tokio::time::sleep(reaction.pause).await;
+                continue;
+            }
+        };
+        errors.accepted(now);
+        if errors.recovered(now) {
+            report_recovery(addr);
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+fn report_recovery(addr: SocketAddr) {
+    tracing::info!(
+        "the status endpoint {addr} accepts connections again (no accept error for {:?})",
+        accept::RECOVERY_QUIET
+    );
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until_or_never(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn response(
@@ -124,7 +230,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     response(status, "text/plain; charset=utf-8", body.into())
 }
 
-fn authorized(req: &Request<Incoming>, shared: &Shared) -> bool {
+fn authorized(req: &Request<()>, shared: &Shared) -> bool {
     let Some(expected) = &shared.token_digest else {
         return true;
     };
@@ -135,10 +241,44 @@ fn authorized(req: &Request<Incoming>, shared: &Shared) -> bool {
         .is_some_and(|given| digest(given.trim().as_bytes()) == *expected)
 }
 
-fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+/// Reads (and discards) the request's body within the limits, then answers it.
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
+    let refusal = match body::consume(body, declared, shared.body_limits).await {
+        Verdict::Acceptable => None,
+        Verdict::TooLarge => Some(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large: at most {} bytes are accepted ([http] max_body_bytes)\n",
+                shared.body_limits.max_bytes
+            ),
+        )),
+        Verdict::TooSlow => Some(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {:?} ([http] body_timeout)\n",
+                shared.body_limits.timeout
+            ),
+        )),
+    };
+    if let Some(mut refusal) = refusal {
+        refusal
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return refusal;
+    }
+    route(&Request::from_parts(parts, ()), shared)
+}
+
+fn route(req: &Request<()>, shared: &Shared) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let protected = matches!(path, "/status" | "/metrics" | "/reload");
-    if protected && !authorized(&req, shared) {
+    if protected && !authorized(req, shared) {
         let mut r = text(
             StatusCode::UNAUTHORIZED,
             "a bearer token is required: send Authorization: Bearer TOKEN\n",

@@ -75,14 +75,20 @@ pub(super) fn spawn(
 }
 
 /// Sends what is queued, retrying until `deadline`; whatever is still queued then is
-/// dropped, counted and reported.
+/// dropped, counted and reported. A request still waiting for its answer at the
+/// deadline is abandoned (its data stays queued, so it is counted as dropped too).
 pub(super) async fn deliver_until(pipeline: &Pipeline, board: &StatusBoard, deadline: Instant) {
     let mut last_error = None;
     loop {
-        match send_queued(pipeline, board).await {
-            Ok(()) if pipeline.exporter().is_drained() => return,
-            Ok(()) => {}
-            Err(error) => last_error = Some(error),
+        match tokio::time::timeout_at(deadline, send_queued(pipeline, board)).await {
+            Ok(Ok(())) if pipeline.exporter().is_drained() => return,
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => last_error = Some(error),
+            Err(_) => {
+                last_error =
+                    Some("an export request was still unanswered at the deadline".to_owned());
+                break;
+            }
         }
         if Instant::now() + SHUTDOWN_RETRY >= deadline {
             break;

@@ -156,18 +156,56 @@ impl AgentProcess {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        let log = config.with_extension("log");
-        let stderr = std::fs::File::create(&log)?;
+        let mut full: Vec<&str> = args.to_vec();
+        let config_text = config
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+        full.extend(["run", "--config", config_text]);
+        Self::spawn(binary, &full, env, &config.with_extension("log"))
+    }
+
+    /// Starts `vigil ARGS` (any command line, e.g. `run` with no config) with extra
+    /// environment variables and its stderr captured to `log`.
+    pub fn spawn(
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let stderr = std::fs::File::create(log)?;
         let child = vigil(binary)
             .args(args)
-            .args(["run", "--config"])
-            .arg(config)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()?;
-        Ok(AgentProcess { child, log })
+        Ok(AgentProcess {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if started.elapsed() >= timeout {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// What the agent logged so far.
@@ -195,11 +233,6 @@ impl AgentProcess {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-    }
-
-    /// The process id (to send it signals).
-    pub fn id(&self) -> u32 {
-        self.child.id()
     }
 
     /// Whether the process is still running.

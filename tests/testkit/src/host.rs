@@ -24,3 +24,28 @@ pub fn meminfo_bytes(field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
     kib * 1024.0
 }
+
+/// CPU time process `pid` has used so far (user + system), from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    let per_second: u64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
+    Ok(std::time::Duration::from_secs_f64(
+        ticks as f64 / per_second as f64,
+    ))
+}
+
+/// How many file descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}

@@ -6,13 +6,15 @@
 //! - [`agent`]: writing configs and running the `vigil` binary.
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 //! - [`http`]: requests to the agent's status endpoint.
-//! - [`host`]: facts about this machine from `/proc`.
+//! - [`host`]: facts about this machine and processes from `/proc`.
+//! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
 
 pub mod agent;
 pub mod alertmanager;
 pub mod host;
 pub mod http;
 pub mod otlp;
+pub mod silent;
 
 /// Plugin components built from source.
 pub mod plugins {
