@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
-use crate::plugin::{PluginRegistry, PluginRuntime};
+use crate::plugin::{Evaluation, PluginRegistry, PluginRuntime};
 use crate::run::CollectorTask;
 use crate::status::{AgentStatus, CollectorStatus, ExportStatus, History};
 use crate::telemetry::{Event, SelfTelemetry};
@@ -39,7 +39,8 @@ pub struct Agent {
     pub(crate) exporter: OtlpExporter,
     /// Delivery of firing and resolved alerts to Alertmanager, when configured.
     pub(crate) alertmanager: Option<AlertmanagerSink>,
-    pub(crate) registry: Mutex<PluginRegistry>,
+    /// The plugin set: read without a lock, each plugin evaluating in its own lane.
+    pub(crate) registry: PluginRegistry,
     pub(crate) alerts: Mutex<AlertBook>,
     pub(crate) telemetry: Arc<Mutex<SelfTelemetry>>,
     pub(crate) collectors: Mutex<HashMap<String, CollectorTask>>,
@@ -157,7 +158,7 @@ impl Agent {
             config: Mutex::new(config.clone()),
             exporter,
             alertmanager,
-            registry: Mutex::new(registry),
+            registry,
             alerts: Mutex::new(AlertBook::default()),
             telemetry,
             collectors: Mutex::new(HashMap::new()),
@@ -196,56 +197,61 @@ impl Agent {
         }
     }
 
-    /// Exports `batch`, evaluates it with every plugin and turns findings into alert events.
+    /// Exports `batch` and hands it to every plugin; returns without waiting for them.
+    /// Each plugin evaluates it in its own lane, and its findings become alert events
+    /// as soon as it is done ([`Agent::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
         self.publish(&batch);
         let agent = self.clone();
-        let batch = Arc::new(batch);
-        let for_plugins = batch.clone();
-        let evaluations = tokio::task::spawn_blocking(move || match agent.registry.lock() {
-            Ok(mut registry) => registry.evaluate(&for_plugins),
-            Err(_) => Vec::new(),
-        })
-        .await
-        .unwrap_or_default();
+        let handler: Arc<crate::plugin::lane::Handler> =
+            Arc::new(move |evaluation, batch: &Batch| agent.evaluated(evaluation, batch));
+        self.registry.dispatch(&Arc::new(batch), &handler);
+        self.record_self_telemetry();
+    }
 
-        for evaluation in evaluations {
-            self.exporter
-                .record_evaluation(&evaluation.plugin, evaluation.duration);
-            let findings = match evaluation.outcome {
-                Ok(None) => continue,
-                Ok(Some(findings)) => findings,
-                Err(error) => {
-                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
-                    self.count(Event::PluginFailed {
+    /// Completes once every batch handed to the plugins so far was evaluated (or skipped).
+    pub async fn plugins_idle(&self) {
+        self.registry.idle().await;
+    }
+
+    /// Counts one plugin's evaluation of `batch` and turns its findings into alert events.
+    fn evaluated(&self, evaluation: Evaluation, batch: &Batch) {
+        self.exporter
+            .record_evaluation(&evaluation.plugin, evaluation.duration);
+        let findings = match evaluation.outcome {
+            Ok(None) => return,
+            Ok(Some(findings)) => findings,
+            Err(error) => {
+                tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                self.count(Event::PluginFailed {
+                    plugin: &evaluation.plugin,
+                    cause: error.cause(),
+                });
+                if let Some(period) = evaluation.quarantined_for {
+                    tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                    self.count(Event::PluginQuarantined {
                         plugin: &evaluation.plugin,
-                        cause: error.cause(),
                     });
-                    if let Some(period) = evaluation.quarantined_for {
-                        tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
-                        self.count(Event::PluginQuarantined {
-                            plugin: &evaluation.plugin,
-                        });
-                        self.release_alerts(&evaluation.plugin, "plugin quarantined");
-                    }
-                    continue;
+                    self.release_alerts(&evaluation.plugin, "plugin quarantined");
                 }
-            };
-            self.count(Event::PluginEvaluated {
-                plugin: &evaluation.plugin,
-                duration: evaluation.duration,
-            });
-            let events = match self.alerts.lock() {
-                Ok(mut book) => book.apply(
-                    &evaluation.plugin,
-                    &batch.source,
-                    &findings,
-                    batch.timestamp,
-                ),
-                Err(_) => Vec::new(),
-            };
-            self.emit_alerts(&events);
-        }
+                self.record_self_telemetry();
+                return;
+            }
+        };
+        self.count(Event::PluginEvaluated {
+            plugin: &evaluation.plugin,
+            duration: evaluation.duration,
+        });
+        let events = match self.alerts.lock() {
+            Ok(mut book) => book.apply(
+                &evaluation.plugin,
+                &batch.source,
+                &findings,
+                batch.timestamp,
+            ),
+            Err(_) => Vec::new(),
+        };
+        self.emit_alerts(&events);
         self.record_self_telemetry();
     }
 
@@ -303,11 +309,7 @@ impl Agent {
             .lock()
             .map(|book| book.firing_by_severity().to_vec())
             .unwrap_or_default();
-        let plugins = self
-            .registry
-            .lock()
-            .map(|r| r.statuses())
-            .unwrap_or_default();
+        let plugins = self.registry.statuses();
         let batch = match self.telemetry.lock() {
             Ok(telemetry) => telemetry.batch(&self.host, &firing, &plugins),
             Err(_) => return,
@@ -357,17 +359,13 @@ impl Agent {
             })
             .unwrap_or_default();
         let export_health = self.export_health.lock().ok().and_then(|h| h.clone());
-        let (plugins, plugin_load_failures) = self
+        let plugins = self.registry.statuses();
+        let plugin_load_failures = self
             .registry
-            .lock()
-            .map(|r| {
-                let failures = r
-                    .failures()
-                    .map(|f| (f.name.clone(), f.error.to_string()))
-                    .collect();
-                (r.statuses(), failures)
-            })
-            .unwrap_or_default();
+            .failures()
+            .iter()
+            .map(|f| (f.name.clone(), f.error.to_string()))
+            .collect();
         AgentStatus {
             host: self.host.clone(),
             version: env!("CARGO_PKG_VERSION"),
@@ -415,9 +413,6 @@ impl Agent {
 
     /// Status of every loaded plugin (version, content hash, quarantine, memory).
     pub fn plugin_statuses(&self) -> Vec<crate::plugin::PluginStatus> {
-        self.registry
-            .lock()
-            .map(|r| r.statuses())
-            .unwrap_or_default()
+        self.registry.statuses()
     }
 }

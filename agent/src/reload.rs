@@ -62,11 +62,7 @@ impl Agent {
             return false;
         };
         if !path.exists() {
-            let removed = self
-                .registry
-                .lock()
-                .map(|mut r| r.remove(&name))
-                .unwrap_or(false);
+            let removed = self.registry.remove(&name);
             if removed {
                 tracing::info!(plugin = %name, "plugin file removed: plugin unloaded; its alerts are resolved with reason \"plugin removed\"");
                 self.count(Event::PluginReloaded { plugin: &name });
@@ -83,18 +79,11 @@ impl Agent {
             return false;
         };
         let hash = crate::plugin::cache::content_hash(&bytes);
-        let unchanged = self
-            .registry
-            .lock()
-            .map(|r| r.loaded_as(&name) == Some((hash.as_str(), settings.as_str())))
-            .unwrap_or(false);
+        let unchanged = self.registry.loaded_as(&name) == Some((hash, settings.clone()));
         if unchanged {
             return false;
         }
-        let runtime = match self.registry.lock() {
-            Ok(r) => r.runtime().clone(),
-            Err(_) => return false,
-        };
+        let runtime = self.registry.runtime().clone();
         let (load_path, load_name) = (path.to_owned(), name.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             PluginInstance::from_bytes(&runtime, &load_path, &load_name, settings, &bytes)
@@ -107,11 +96,7 @@ impl Agent {
                 cause: error.cause(),
             });
         }
-        let installed = self
-            .registry
-            .lock()
-            .map(|mut r| r.apply_load(&name, path, loaded))
-            .unwrap_or(false);
+        let installed = self.registry.apply_load(&name, path, loaded);
         if installed {
             self.count(Event::PluginReloaded { plugin: &name });
         }
@@ -126,7 +111,7 @@ impl Agent {
             Err(_) => return,
         };
         let files = plugin_files(&dir).unwrap_or_default();
-        let loaded = self.registry.lock().map(|r| r.names()).unwrap_or_default();
+        let loaded = self.registry.names();
         for name in loaded {
             if !files.iter().any(|(n, _)| *n == name) {
                 self.reload_plugin(&dir.join(format!("{name}.wasm"))).await;

@@ -171,6 +171,16 @@ impl Agent {
         }
     }
 
+    /// Waits until the plugins evaluated every batch handed to them, or `deadline` passes.
+    async fn plugins_idle_until(&self, deadline: Instant) {
+        if tokio::time::timeout_at(deadline, self.plugins_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("plugins still evaluating at the shutdown deadline; abandoned");
+        }
+    }
+
     fn shutdown_timeout(&self) -> Duration {
         self.config
             .lock()
@@ -183,8 +193,9 @@ impl Agent {
         for collector in collectors.iter_mut() {
             self.tick(collector.as_mut()).await;
         }
-        self.snapshot();
         let deadline = Instant::now() + self.shutdown_timeout();
+        self.plugins_idle_until(deadline).await;
+        self.snapshot();
         tokio::join!(
             self.deliver_until(deadline),
             self.deliver_alerts_until(deadline)
@@ -276,6 +287,7 @@ impl Agent {
                 handle.abort();
             }
         }
+        self.plugins_idle_until(deadline).await;
         self.snapshot();
         tokio::join!(
             self.deliver_until(deadline),
