@@ -242,15 +242,13 @@ impl Agent {
             plugin: &evaluation.plugin,
             duration: evaluation.duration,
         });
-        let events = match self.alerts.lock() {
-            Ok(mut book) => book.apply(
-                &evaluation.plugin,
-                &batch.source,
-                &findings,
-                batch.timestamp,
-            ),
-            Err(_) => Vec::new(),
-        };
+        // A panic elsewhere must not silently stop alerting: the book is used as left.
+        let events = crate::plugin::poison::lock(&self.alerts, "alert book").apply(
+            &evaluation.plugin,
+            &batch.source,
+            &findings,
+            batch.timestamp,
+        );
         self.emit_alerts(&events);
         self.record_self_telemetry();
     }

@@ -1,7 +1,9 @@
 //! Batches waiting for one plugin. Each plugin has its own lane and at most one worker
 //! thread draining it, so plugins evaluate side by side and a slow plugin delays only
-//! its own batches. A lane holds at most [`MAX_WAITING`] batches: when a plugin cannot
-//! keep up, its oldest waiting batch is skipped (counted, and logged once per episode).
+//! its own batches. A lane holds at most one waiting batch per source: when a plugin
+//! cannot keep up, a newer batch from a source replaces the one still waiting (the
+//! older is skipped, counted, and logged once per episode). [`MAX_WAITING`] caps the
+//! lane even if sources were unbounded.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use super::poison::lock;
 use super::registry::Evaluation;
 use crate::model::Batch;
 
-/// Most batches waiting for one plugin (besides the one it evaluates).
-pub const MAX_WAITING: usize = 4;
+/// Most batches waiting for one plugin (besides the one it evaluates), whatever their sources.
+pub const MAX_WAITING: usize = 256;
 
 /// What to do with a plugin's evaluation of a batch; runs while the plugin's lock is
 /// held, so no newer version of the plugin is swapped in before it returns.
@@ -53,19 +55,25 @@ impl Lane {
     /// Queues `job` for plugin `plugin`.
     pub fn push(&self, plugin: &str, job: Job) -> Pushed {
         let mut waiting = lock(&self.waiting, "plugin lane");
-        let skipped = if waiting.jobs.len() >= MAX_WAITING {
+        let same_source = waiting
+            .jobs
+            .iter()
+            .position(|waiting| waiting.batch.source == job.batch.source);
+        let skipped = match same_source {
+            Some(at) => waiting.jobs.remove(at),
+            None if waiting.jobs.len() >= MAX_WAITING => waiting.jobs.pop_front(),
+            None => None,
+        };
+        if skipped.is_some() {
             waiting.skipped += 1;
             if !waiting.behind {
                 waiting.behind = true;
                 tracing::warn!(
                     plugin,
-                    "plugin {plugin} cannot keep up with the batches: its evaluations take longer than batches arrive; its oldest waiting batch is skipped while more than {MAX_WAITING} wait (logged once until it catches up)"
+                    "plugin {plugin} cannot keep up with the batches: its evaluations take longer than batches arrive; a batch still waiting is skipped when a newer one from the same source comes (logged once until it catches up)"
                 );
             }
-            waiting.jobs.pop_front()
-        } else {
-            None
-        };
+        }
         waiting.jobs.push_back(job);
         let start_worker = !waiting.worker;
         waiting.worker = true;

@@ -345,3 +345,171 @@ fn evaluate(shared: &Shared, name: &str, job: &Job) {
         drop(lock(&shared.writer, "plugin set writer"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::model::{BatchBuilder, MetricDesc, MetricKind};
+    use crate::plugin::PluginLimits;
+    use vigil_testkit::plugins::MISBEHAVE;
+
+    fn runtime(deadline: Duration) -> Arc<PluginRuntime> {
+        Arc::new(
+            PluginRuntime::new(PluginLimits {
+                deadline,
+                memory_bytes: 32 << 20,
+                max_findings: 100,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn misbehave(runtime: &PluginRuntime, name: &str, mode: &str) -> PluginInstance {
+        PluginInstance::load(
+            runtime,
+            MISBEHAVE.as_ref(),
+            name,
+            format!(r#"{{"mode":"{mode}"}}"#),
+        )
+        .unwrap()
+    }
+
+    fn batch() -> Arc<Batch> {
+        batch_from("test")
+    }
+
+    fn batch_from(source: &str) -> Arc<Batch> {
+        let metric = MetricDesc::new("test.value", "1", MetricKind::Gauge, "");
+        let mut builder = BatchBuilder::new(source, "h");
+        builder.point(&metric, vec![], 1.0);
+        Arc::new(builder.build())
+    }
+
+    /// The `n` counts reported by the counting plugin, in the order they arrived.
+    fn counts(found: &Mutex<Vec<(String, f64)>>, plugin: &str) -> Vec<f64> {
+        found
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == plugin)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// Findings' values by plugin, in the order they arrived.
+    type Found = Arc<Mutex<Vec<(String, f64)>>>;
+
+    fn recorder() -> (Found, Arc<Handler>) {
+        let found = Arc::new(Mutex::new(Vec::new()));
+        let sink = found.clone();
+        let handler: Arc<Handler> = Arc::new(move |evaluation: Evaluation, _: &Batch| {
+            if let Ok(Some(findings)) = evaluation.outcome {
+                for finding in findings {
+                    sink.lock()
+                        .unwrap()
+                        .push((evaluation.plugin.clone(), finding.value.unwrap_or(-1.0)));
+                }
+            }
+        });
+        (found, handler)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_is_handed_over_while_batches_flow_and_none_is_lost() {
+        let runtime = runtime(Duration::from_secs(1));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        registry.install(misbehave(&runtime, "counter", "count"));
+        let (found, handler) = recorder();
+
+        // Batches flow while new versions are swapped in from another thread.
+        let swapping = Arc::new(AtomicBool::new(true));
+        let swapper = {
+            let (registry, runtime, swapping) =
+                (registry.clone(), runtime.clone(), swapping.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    registry.install(misbehave(&runtime, "counter", "count"));
+                }
+                swapping.store(false, Ordering::SeqCst);
+            })
+        };
+        let mut sent = 0;
+        while swapping.load(Ordering::SeqCst) || sent < 10 {
+            registry.dispatch(&batch(), &handler);
+            sent += 1;
+            registry.idle().await;
+        }
+        swapper.join().unwrap();
+
+        // Every batch was evaluated once, each version counting on from the last one.
+        let expected: Vec<f64> = (1..=sent).map(f64::from).collect();
+        assert_eq!(counts(&found, "counter"), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_plugin_holds_back_neither_other_plugins_nor_status() {
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 1000);
+        registry.install(misbehave(&runtime, "slow", "loop"));
+        registry.install(misbehave(&runtime, "counter", "count"));
+        let evaluated = Arc::new(Mutex::new(Vec::<String>::new()));
+        let handler: Arc<Handler> = {
+            let evaluated = evaluated.clone();
+            Arc::new(move |evaluation: Evaluation, _: &Batch| {
+                evaluated.lock().unwrap().push(evaluation.plugin);
+            })
+        };
+        let done = |plugin: &str| {
+            evaluated
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| *p == plugin)
+                .count()
+        };
+
+        // `slow` loops for its 5 s deadline on the first batch and has the others
+        // waiting; `counter` evaluates all three meanwhile, and status answers.
+        for source in ["a", "b", "c"] {
+            registry.dispatch(&batch_from(source), &handler);
+        }
+        while done("counter") < 3 {
+            assert_eq!(done("slow"), 0, "counter waited for the busy plugin");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let statuses = registry.statuses();
+        assert_eq!(
+            done("slow"),
+            0,
+            "status or counter waited for the busy plugin"
+        );
+        assert_eq!(statuses.len(), 2);
+
+        // Newer batches from the sources still waiting for `slow` replace them.
+        for source in ["b", "c"] {
+            registry.dispatch(&batch_from(source), &handler);
+        }
+        let skipped = |registry: &PluginRegistry, plugin: &str| {
+            registry
+                .statuses()
+                .into_iter()
+                .find(|s| s.name == plugin)
+                .map(|s| s.skipped_batches)
+        };
+        assert_eq!(skipped(&registry, "slow"), Some(2));
+
+        // Removing it waits for its call in flight; nothing it had waiting runs after.
+        assert!(registry.remove("slow"));
+        let evaluated_by_slow = done("slow");
+        assert!(evaluated_by_slow <= 1);
+        registry.idle().await;
+        assert_eq!(done("slow"), evaluated_by_slow);
+        assert_eq!(
+            done("counter") as u64 + skipped(&registry, "counter").unwrap(),
+            5
+        );
+        assert_eq!(skipped(&registry, "slow"), None);
+    }
+}
