@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::evaluation::Evaluation;
 use super::poison::lock;
-use super::registry::Evaluation;
 use crate::model::Batch;
 
 /// Most batches waiting for one plugin (besides the one it evaluates), whatever their sources.

@@ -7,6 +7,7 @@
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values, findings back out (validated).
 //! - [`cache`], [`function_cache`]: compiled components and functions reused across runs and versions.
+//! - [`evaluation`]: what the set reports: an evaluation's outcome, a plugin's status.
 //! - [`slot`]: one installed version of a plugin, under its own lock, with its health.
 //! - [`lane`]: the batches waiting for one plugin, drained by one worker per plugin.
 //! - [`registry`]: every plugin of a directory, published lock-free and evaluated side by side.
@@ -15,6 +16,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod convert;
+pub mod evaluation;
 pub mod function_cache;
 pub mod host;
 pub mod instance;
@@ -27,9 +29,10 @@ pub mod slot;
 
 use std::path::PathBuf;
 
+pub use evaluation::{Evaluation, PluginStatus};
 pub use instance::{PluginInfo, PluginInstance};
 pub use limits::PluginLimits;
-pub use registry::{Evaluation, PluginRegistry, PluginStatus};
+pub use registry::PluginRegistry;
 pub use runtime::PluginRuntime;
 
 /// Why a plugin file could not be loaded. Each names the file and what to do.

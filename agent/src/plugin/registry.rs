@@ -9,18 +9,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::LoadError;
+pub use super::evaluation::{Evaluation, PluginStatus};
 use super::instance::PluginInstance;
 use super::lane::{Handler, InFlight, Job, Lane};
 use super::poison::lock;
 use super::runtime::PluginRuntime;
 use super::slot::{Outcome, PluginSlot};
-use super::{EvalError, LoadError};
 use crate::config::PluginsConfig;
-use crate::model::{Batch, Finding};
+use crate::model::Batch;
 
 pub use super::slot::{QUARANTINE_MAX, QUARANTINE_MIN};
 
@@ -30,30 +30,6 @@ pub struct LoadFailure {
     pub name: String,
     pub path: PathBuf,
     pub error: LoadError,
-}
-
-/// One plugin's evaluation of one batch.
-#[derive(Debug)]
-pub struct Evaluation {
-    pub plugin: String,
-    pub duration: Duration,
-    /// `Ok(None)`: the batch held nothing the plugin wants, so it was not called.
-    pub outcome: Result<Option<Vec<Finding>>, EvalError>,
-    /// Set when this failure put the plugin in quarantine, for how long.
-    pub quarantined_for: Option<Duration>,
-}
-
-/// What a plugin looks like from outside, for status and telemetry.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PluginStatus {
-    pub name: String,
-    pub version: String,
-    pub content_hash: String,
-    pub quarantined: bool,
-    pub consecutive_failures: u32,
-    pub memory_bytes: usize,
-    /// Batches skipped because the plugin could not keep up with them.
-    pub skipped_batches: u64,
 }
 
 /// One published version of the set: read whole, replaced whole.
@@ -349,6 +325,7 @@ fn evaluate(shared: &Shared, name: &str, job: &Job) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     use super::*;
     use crate::model::{BatchBuilder, MetricDesc, MetricKind};

@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::evaluation::{Evaluation, PluginStatus};
 use super::host::PluginKv;
 use super::instance::{PluginInfo, PluginInstance};
 use super::lane::Lane;
 use super::poison::lock;
-use super::registry::{Evaluation, PluginStatus};
 use crate::model::Batch;
 
 /// First quarantine period; each further quarantine doubles it, up to [`QUARANTINE_MAX`].
