@@ -2,9 +2,10 @@
 //! files that are truncated or of the wrong world, next to a good plugin. The agent
 //! keeps exporting, the good plugin keeps firing, and every failure is counted.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use vigil_testkit::agent::{AgentProcess, Workspace};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, memory_rule};
+use vigil_testkit::http::request;
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD, WRONG_WORLD};
 
@@ -148,4 +149,178 @@ match = { "system.memory.state" = "used" }
         log.contains("does not implement the vigil:plugin/alert-rule world"),
         "{log}"
     );
+}
+
+/// The value of counter `metric` for the point whose `attribute` is `value`, in the
+/// latest export that carries the metric.
+fn counter_of(received: &Received, metric: &str, attribute: &str, value: &str) -> f64 {
+    received
+        .latest_points(metric)
+        .iter()
+        .find(|p| p.attributes.get(attribute).map(String::as_str) == Some(value))
+        .map_or(0.0, |p| p.value)
+}
+
+/// What the test follows, read from one copy of the OTLP output.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    system_rounds: f64,
+    redis_rounds: f64,
+    threshold_evaluations: f64,
+    slow_deadlines: f64,
+}
+
+impl Progress {
+    fn of(received: &Received) -> Self {
+        Progress {
+            system_rounds: counter_of(
+                received,
+                "vigil.collector.rounds",
+                "vigil.collector",
+                "system",
+            ),
+            redis_rounds: counter_of(
+                received,
+                "vigil.collector.rounds",
+                "vigil.collector",
+                "redis:side",
+            ),
+            threshold_evaluations: evaluations(received, "threshold"),
+            slow_deadlines: counter(received, "vigil.plugin.errors", "slow", "deadline"),
+        }
+    }
+}
+
+/// A plugin that burns its whole CPU deadline (2 s) on every batch delays only itself:
+/// `/status` answers at once throughout, the redis collector keeps its 1 s interval,
+/// and the threshold plugin evaluates every system batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_plugin_delays_only_itself() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    ws.add_plugin("slow", MISBEHAVE).unwrap();
+    let addr = free_local_addr().unwrap();
+    let config = ws
+        .write_config(&format!(
+            r#"
+[agent]
+shutdown_timeout = "3s"
+
+[collect.system]
+interval = "1s"
+
+[[collect.redis]]
+name = "side"
+url = "redis://127.0.0.1:6379"
+interval = "1s"
+
+[plugins]
+dir = "plugins"
+cache_dir = "cache"
+deadline = "2s"
+memory_limit_mib = 32
+quarantine_after = 1000000
+
+[plugins.settings.slow]
+mode = "loop"
+
+{}
+
+[export.otlp]
+protocol = "grpc"
+endpoint = "{}"
+interval = "500ms"
+timeout = "2s"
+
+[http]
+listen = "{addr}"
+"#,
+            memory_rule("memory-in-use", 0.0, "warning"),
+            receiver.endpoint
+        ))
+        .unwrap();
+    let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    // The slow plugin has burnt its deadline at least once: it is busy on every batch now.
+    let (busy, _) = receiver
+        .wait_for(Duration::from_secs(60), |r| {
+            let p = Progress::of(r);
+            p.slow_deadlines >= 1.0 && p.redis_rounds >= 1.0 && p.threshold_evaluations >= 1.0
+        })
+        .await;
+    assert!(busy, "the plugins never ran:\n{}", agent.log());
+
+    // Watch for a while (several of the slow plugin's deadlines), asking /status all along.
+    let before = Progress::of(&receiver.received());
+    let watch_start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut answers = 0;
+    while watch_start.elapsed() < Duration::from_secs(8) {
+        let asked = Instant::now();
+        let answer = request(addr, "GET", "/status", None).await.unwrap();
+        let took = asked.elapsed();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        slowest = slowest.max(took);
+        answers += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watched = watch_start.elapsed().as_secs_f64();
+    // The counters of the last export of the window (sent every 500 ms).
+    let (_, received) = receiver
+        .wait_for(Duration::from_secs(5), |r| {
+            Progress::of(r).system_rounds > before.system_rounds
+        })
+        .await;
+    let after = Progress::of(&received);
+    let log = agent.log();
+
+    // Every check is made, so a failure shows all that went wrong.
+    let mut problems = Vec::new();
+    // (a) /status shares no lock with plugin calls: no answer waited for the 2 s deadline.
+    if slowest >= Duration::from_millis(500) {
+        problems.push(format!(
+            "/status took {slowest:?} (slowest of {answers}) while a plugin ran for its 2 s deadline"
+        ));
+    }
+    // (b) Both collectors keep their 1 s interval (at least half the rounds, to allow
+    // for a loaded machine; a collector waiting behind the slow plugin makes one
+    // round per 2 to 4 s).
+    let redis_rounds = after.redis_rounds - before.redis_rounds;
+    let system_rounds = after.system_rounds - before.system_rounds;
+    for (collector, rounds) in [("redis", redis_rounds), ("system", system_rounds)] {
+        if rounds < watched / 2.0 {
+            problems.push(format!(
+                "{collector} made {rounds} rounds in {watched:.1} s at a 1 s interval"
+            ));
+        }
+    }
+    // (c) The threshold plugin evaluated every system batch (it wants nothing from
+    // redis), give or take the batches in flight at either end.
+    let evaluated = after.threshold_evaluations - before.threshold_evaluations;
+    if evaluated < system_rounds - 2.0 {
+        problems.push(format!(
+            "threshold evaluated {evaluated} of {system_rounds} system batches"
+        ));
+    }
+    // The slow plugin was busy all along.
+    if after.slow_deadlines - before.slow_deadlines < 2.0 {
+        problems.push(format!(
+            "the slow plugin did not keep burning its deadline: {before:?} -> {after:?}"
+        ));
+    }
+    eprintln!(
+        "watched {watched:.1} s: /status slowest {slowest:?} of {answers}; rounds redis {redis_rounds}, system {system_rounds}; threshold evaluations {evaluated}"
+    );
+    assert!(problems.is_empty(), "{problems:#?}\nagent log:\n{log}");
+    assert_eq!(
+        counter_of(
+            &received,
+            "vigil.plugin.quarantines",
+            "vigil.plugin",
+            "slow"
+        ),
+        0.0
+    );
+    assert!(agent.is_running());
 }

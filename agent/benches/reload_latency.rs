@@ -69,6 +69,9 @@ async fn reload_under_load() {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 agent.pipeline().process(batch.clone()).await;
+                // `process` hands the batch to the plugins and returns; wait for them so
+                // the flow is paced by the plugin, as before plugins ran side by side.
+                agent.pipeline().plugins_idle().await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

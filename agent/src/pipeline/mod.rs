@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
-use crate::plugin::{PluginRegistry, PluginRuntime, PluginStatus};
+use crate::plugin::{Evaluation, PluginRegistry, PluginRuntime, PluginStatus};
 use crate::status::StatusBoard;
 use crate::sync::LockExt;
 use crate::telemetry::{Event, SelfTelemetry};
@@ -51,7 +51,8 @@ pub fn host_name(config: &Config) -> String {
 /// Plugins, alert state and sinks: everything a batch passes through.
 pub struct Pipeline {
     host: String,
-    plugins: Mutex<PluginRegistry>,
+    /// The plugin set: read without a lock, each plugin evaluating in its own lane.
+    plugins: PluginRegistry,
     alerts: Mutex<AlertBook>,
     exporter: OtlpExporter,
     /// Delivery of firing and resolved alerts to Alertmanager, when configured.
@@ -112,7 +113,7 @@ impl Pipeline {
         };
         Ok(Pipeline {
             host: host.to_owned(),
-            plugins: Mutex::new(registry),
+            plugins: registry,
             alerts: Mutex::new(AlertBook::default()),
             exporter,
             alertmanager,
@@ -122,51 +123,68 @@ impl Pipeline {
         })
     }
 
-    /// Exports `batch`, evaluates it with every plugin and turns findings into alert events.
+    /// Exports `batch` and hands it to every plugin; returns without waiting for them.
+    /// Each plugin evaluates it in its own lane, and its findings become alert events
+    /// as soon as it is done ([`Pipeline::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
         self.publish(&batch);
         let pipeline = self.clone();
-        let batch = Arc::new(batch);
-        let for_plugins = batch.clone();
-        let evaluations =
-            tokio::task::spawn_blocking(move || pipeline.plugins.locked().evaluate(&for_plugins))
-                .await
-                .unwrap_or_default();
+        let handler: Arc<crate::plugin::lane::Handler> =
+            Arc::new(move |evaluation, batch: &Batch| pipeline.evaluated(evaluation, batch));
+        self.plugins.dispatch(&Arc::new(batch), &handler);
+        self.record_self_telemetry();
+    }
 
-        for evaluation in evaluations {
-            self.exporter
-                .record_evaluation(&evaluation.plugin, evaluation.duration);
-            let findings = match evaluation.outcome {
-                Ok(None) => continue,
-                Ok(Some(findings)) => findings,
-                Err(error) => {
-                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
-                    self.count(Event::PluginFailed {
-                        plugin: &evaluation.plugin,
-                        cause: error.cause(),
-                    });
-                    if let Some(period) = evaluation.quarantined_for {
-                        tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
-                        self.count(Event::PluginQuarantined {
-                            plugin: &evaluation.plugin,
-                        });
-                        self.release_alerts(&evaluation.plugin, "plugin quarantined");
-                    }
-                    continue;
-                }
-            };
-            self.count(Event::PluginEvaluated {
-                plugin: &evaluation.plugin,
-                duration: evaluation.duration,
-            });
-            let events = self.alerts.locked().apply(
-                &evaluation.plugin,
-                &batch.source,
-                &findings,
-                batch.timestamp,
-            );
-            self.emit_alerts(&events);
+    /// Completes once every batch handed to the plugins so far was evaluated (or skipped).
+    pub async fn plugins_idle(&self) {
+        self.plugins.idle().await;
+    }
+
+    /// Waits until the plugins evaluated every batch handed to them, or `deadline` passes.
+    pub async fn plugins_idle_until(&self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, self.plugins_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("plugins still evaluating at the shutdown deadline; abandoned");
         }
+    }
+
+    /// Counts one plugin's evaluation of `batch` and turns its findings into alert events.
+    fn evaluated(&self, evaluation: Evaluation, batch: &Batch) {
+        self.exporter
+            .record_evaluation(&evaluation.plugin, evaluation.duration);
+        let findings = match evaluation.outcome {
+            Ok(None) => return,
+            Ok(Some(findings)) => findings,
+            Err(error) => {
+                tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                self.count(Event::PluginFailed {
+                    plugin: &evaluation.plugin,
+                    cause: error.cause(),
+                });
+                if let Some(period) = evaluation.quarantined_for {
+                    tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                    self.count(Event::PluginQuarantined {
+                        plugin: &evaluation.plugin,
+                    });
+                    self.release_alerts(&evaluation.plugin, "plugin quarantined");
+                }
+                self.record_self_telemetry();
+                return;
+            }
+        };
+        self.count(Event::PluginEvaluated {
+            plugin: &evaluation.plugin,
+            duration: evaluation.duration,
+        });
+        let events = self.alerts.locked().apply(
+            &evaluation.plugin,
+            &batch.source,
+            &findings,
+            batch.timestamp,
+        );
+        self.emit_alerts(&events);
         self.record_self_telemetry();
     }
 
@@ -246,14 +264,14 @@ impl Pipeline {
 
     /// Status of every loaded plugin.
     pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
-        self.plugins.locked().statuses()
+        self.plugins.statuses()
     }
 
     /// The plugin files that failed to load, with why.
     pub fn plugin_load_failures(&self) -> std::collections::BTreeMap<String, String> {
         self.plugins
-            .locked()
             .failures()
+            .iter()
             .map(|f| (f.name.clone(), f.error.to_string()))
             .collect()
     }

@@ -9,7 +9,6 @@ use super::Pipeline;
 use crate::config::PluginsConfig;
 use crate::plugin::PluginInstance;
 use crate::plugin::registry::{plugin_files, plugin_name};
-use crate::sync::LockExt;
 use crate::telemetry::Event;
 
 impl Pipeline {
@@ -28,15 +27,12 @@ impl Pipeline {
             return false;
         };
         let hash = crate::plugin::cache::content_hash(&bytes);
-        let runtime = {
-            let plugins = self.plugins.locked();
-            // Loaded already, or failed already (and said so): nothing new to do or to log.
-            let version = Some((hash.as_str(), settings.as_str()));
-            if plugins.loaded_as(&name) == version || plugins.failed_as(&name) == version {
-                return false;
-            }
-            plugins.runtime().clone()
-        };
+        // Loaded already, or failed already (and said so): nothing new to do or to log.
+        let version = Some((hash.clone(), settings.clone()));
+        if self.plugins.loaded_as(&name) == version || self.plugins.failed_as(&name) == version {
+            return false;
+        }
+        let runtime = self.plugins.runtime().clone();
         let (load_path, load_name, load_settings) =
             (path.to_owned(), name.clone(), settings.clone());
         let loaded = tokio::task::spawn_blocking(move || {
@@ -50,15 +46,11 @@ impl Pipeline {
                 cause: error.cause(),
             });
         }
-        let installed = {
-            let mut plugins = self.plugins.locked();
-            let failed = loaded.is_err();
-            let installed = plugins.apply_load(&name, path, loaded);
-            if failed {
-                plugins.remember_failed(&name, hash, settings);
-            }
-            installed
-        };
+        let failed = loaded.is_err();
+        let installed = self.plugins.apply_load(&name, path, loaded);
+        if failed {
+            self.plugins.remember_failed(&name, hash, settings);
+        }
         if installed {
             self.count(Event::PluginReloaded { plugin: &name });
         }
@@ -67,7 +59,7 @@ impl Pipeline {
 
     /// Unloads plugin `name` and resolves its alerts; returns whether it was loaded.
     fn unload_plugin(&self, name: &str) -> bool {
-        let removed = self.plugins.locked().remove(name);
+        let removed = self.plugins.remove(name);
         if removed {
             tracing::info!(plugin = %name, "plugin file removed: plugin unloaded; its alerts are resolved with reason \"plugin removed\"");
             self.count(Event::PluginReloaded { plugin: name });
@@ -80,7 +72,7 @@ impl Pipeline {
     /// loaded, plugins whose file is gone are unloaded.
     pub async fn rescan_plugins(self: &Arc<Self>, config: &PluginsConfig) {
         let files = plugin_files(&config.dir).unwrap_or_default();
-        let loaded = self.plugins.locked().names();
+        let loaded = self.plugins.names();
         for name in loaded {
             if !files.iter().any(|(n, _)| *n == name) {
                 self.unload_plugin(&name);

@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::vigil::plugin::host::{Host, LogLevel};
 use super::bindings::vigil::plugin::types;
-use super::runtime::Limiter;
+use super::limits::Limiter;
 
 /// Longest log message kept; the rest is cut.
 pub const MAX_LOG_BYTES: usize = 4096;

@@ -9,7 +9,8 @@ use wasmtime::{Engine, Store, Trap};
 use super::bindings::{AlertRule, AlertRulePre};
 use super::convert::{self, Interests};
 use super::host::{PluginKv, PluginState};
-use super::runtime::{PluginLimits, PluginRuntime};
+use super::limits::PluginLimits;
+use super::runtime::PluginRuntime;
 use super::{EvalError, LoadError};
 use crate::model::{Batch, Finding};
 

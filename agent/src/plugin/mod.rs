@@ -1,27 +1,39 @@
 //! The WebAssembly plugin runtime: alert-rule components run under wasmtime, sandboxed
 //! (no files, sockets or environment), with a CPU deadline and a memory cap per call.
 //!
-//! - [`runtime`]: the engine, epoch ticker and store limits.
+//! - [`limits`]: the deadline, memory cap and findings cap of a call, and the store limiter.
+//! - [`runtime`]: the engine and its epoch ticker.
 //! - [`host`]: the `vigil:plugin/host` functions plugins import.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values, findings back out (validated).
-//! - [`function_cache`]: compiled functions reused across versions of a plugin.
-//! - [`registry`]: every plugin of a directory, evaluated together.
+//! - [`cache`], [`function_cache`]: compiled components and functions reused across runs and versions.
+//! - [`evaluation`]: what the set reports: an evaluation's outcome, a plugin's status.
+//! - [`slot`]: one installed version of a plugin, under its own lock, with its health.
+//! - [`lane`]: the batches waiting for one plugin, drained by one worker per plugin.
+//! - [`registry`]: every plugin of a directory, published lock-free and evaluated side by side.
+//! - [`poison`]: locks that recover from a panic instead of stopping the plugins.
 
 pub mod bindings;
 pub mod cache;
 pub mod convert;
+pub mod evaluation;
 pub mod function_cache;
 pub mod host;
 pub mod instance;
+pub mod lane;
+pub mod limits;
+pub(crate) mod poison;
 pub mod registry;
 pub mod runtime;
+pub mod slot;
 
 use std::path::PathBuf;
 
+pub use evaluation::{Evaluation, PluginStatus};
 pub use instance::{PluginInfo, PluginInstance};
-pub use registry::{Evaluation, PluginRegistry, PluginStatus};
-pub use runtime::{PluginLimits, PluginRuntime};
+pub use limits::PluginLimits;
+pub use registry::PluginRegistry;
+pub use runtime::PluginRuntime;
 
 /// Why a plugin file could not be loaded. Each names the file and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -1,23 +1,28 @@
-//! Every plugin of the plugin directory, by name: evaluated together, replaced one at a
-//! time (the new version is loaded and validated first, then swapped in between
-//! evaluations, inheriting the old version's state), and quarantined with exponential
-//! back-off after repeated failures.
+//! Every plugin of the plugin directory, by name. The set is published with `arc-swap`:
+//! batches and status readers take the current set without a lock, and each plugin
+//! evaluates in its own lane under its own lock, so plugins run side by side and a
+//! slow one delays only itself. Writers (install, remove) are serialized by a small
+//! mutex that is never held during a plugin call, except that replacing a plugin waits
+//! for the old version's call in flight to hand its state to the new one. Plugins that
+//! fail repeatedly are quarantined with exponential back-off.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
+use super::LoadError;
+pub use super::evaluation::{Evaluation, PluginStatus};
 use super::instance::PluginInstance;
+use super::lane::{Handler, InFlight, Job, Lane};
+use super::poison::lock;
 use super::runtime::PluginRuntime;
-use super::{EvalError, LoadError};
+use super::slot::{Outcome, PluginSlot};
 use crate::config::PluginsConfig;
-use crate::model::{Batch, Finding};
+use crate::model::Batch;
 
-/// First quarantine period; each further quarantine doubles it, up to [`QUARANTINE_MAX`].
-pub const QUARANTINE_MIN: Duration = Duration::from_secs(5);
-/// Longest quarantine period.
-pub const QUARANTINE_MAX: Duration = Duration::from_secs(300);
+pub use super::slot::{QUARANTINE_MAX, QUARANTINE_MIN};
 
 /// A plugin file that could not be loaded.
 #[derive(Debug)]
@@ -27,55 +32,30 @@ pub struct LoadFailure {
     pub error: LoadError,
 }
 
-/// One plugin's evaluation of one batch.
-#[derive(Debug)]
-pub struct Evaluation {
-    pub plugin: String,
-    pub duration: Duration,
-    /// `Ok(None)`: the batch held nothing the plugin wants, so it was not called.
-    pub outcome: Result<Option<Vec<Finding>>, EvalError>,
-    /// Set when this failure put the plugin in quarantine, for how long.
-    pub quarantined_for: Option<Duration>,
-}
-
-/// A loaded plugin and its health.
-struct Slot {
-    instance: PluginInstance,
-    consecutive_failures: u32,
-    quarantined_until: Option<Instant>,
-    quarantines: u32,
-}
-
-impl Slot {
-    fn new(instance: PluginInstance) -> Self {
-        Slot {
-            instance,
-            consecutive_failures: 0,
-            quarantined_until: None,
-            quarantines: 0,
-        }
-    }
-}
-
-/// What a plugin looks like from outside, for status and telemetry.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PluginStatus {
-    pub name: String,
-    pub version: String,
-    pub content_hash: String,
-    pub quarantined: bool,
-    pub consecutive_failures: u32,
-    pub memory_bytes: usize,
-}
-
-/// The loaded plugins and the runtime they share.
-pub struct PluginRegistry {
-    runtime: Arc<PluginRuntime>,
-    slots: BTreeMap<String, Slot>,
-    failures: BTreeMap<String, LoadFailure>,
+/// One published version of the set: read whole, replaced whole.
+#[derive(Clone, Default)]
+struct Published {
+    slots: BTreeMap<String, Arc<PluginSlot>>,
+    failures: BTreeMap<String, Arc<LoadFailure>>,
     /// The content hash and settings of the latest version of each plugin that failed to load.
     failed_versions: BTreeMap<String, (String, String)>,
+}
+
+/// What the set's handles and lane workers share.
+struct Shared {
+    runtime: Arc<PluginRuntime>,
+    published: ArcSwap<Published>,
+    /// Serializes writers; never held during a plugin call (only, when a plugin is
+    /// replaced, while its old version finishes its call in flight).
+    writer: Mutex<()>,
+    in_flight: InFlight,
     quarantine_after: u32,
+}
+
+/// The loaded plugins and the runtime they share. Cloning gives another handle to the same set.
+#[derive(Clone)]
+pub struct PluginRegistry {
+    shared: Arc<Shared>,
 }
 
 /// The plugin files of `dir` (`*.wasm`), sorted, with the plugin name (file stem) of each.
@@ -106,18 +86,20 @@ impl PluginRegistry {
     /// An empty registry over `runtime`.
     pub fn new(runtime: Arc<PluginRuntime>, quarantine_after: u32) -> Self {
         PluginRegistry {
-            runtime,
-            slots: BTreeMap::new(),
-            failures: BTreeMap::new(),
-            failed_versions: BTreeMap::new(),
-            quarantine_after: quarantine_after.max(1),
+            shared: Arc::new(Shared {
+                runtime,
+                published: ArcSwap::from_pointee(Published::default()),
+                writer: Mutex::new(()),
+                in_flight: InFlight::default(),
+                quarantine_after: quarantine_after.max(1),
+            }),
         }
     }
 
     /// Loads every plugin in `config.dir`. A file that fails to load is logged and
     /// recorded; it never stops the others. A missing directory means no plugins.
     pub fn load_dir(runtime: Arc<PluginRuntime>, config: &PluginsConfig) -> Self {
-        let mut registry = PluginRegistry::new(runtime, config.quarantine_after);
+        let registry = PluginRegistry::new(runtime, config.quarantine_after);
         let files = match plugin_files(&config.dir) {
             Ok(files) => files,
             Err(e) => {
@@ -127,7 +109,8 @@ impl PluginRegistry {
         };
         for (name, path) in files {
             let settings = config.settings_json(&name);
-            let loaded = PluginInstance::load(&registry.runtime, &path, &name, settings.clone());
+            let loaded =
+                PluginInstance::load(&registry.shared.runtime, &path, &name, settings.clone());
             if !registry.apply_load(&name, &path, loaded)
                 && let Ok(bytes) = std::fs::read(&path)
             {
@@ -137,9 +120,10 @@ impl PluginRegistry {
             }
         }
         // Startup may wait for the disk: the next start should find every entry.
-        registry.runtime.cache.finish_writes();
+        registry.shared.runtime.cache.finish_writes();
+        let published = registry.shared.published.load();
         for name in config.settings.keys() {
-            if !registry.slots.contains_key(name) && !registry.failures.contains_key(name) {
+            if !published.slots.contains_key(name) && !published.failures.contains_key(name) {
                 tracing::warn!(plugin = %name, dir = %config.dir.display(), "settings given for plugin `{name}` but there is no {name}.wasm in the plugin directory");
             }
         }
@@ -149,7 +133,7 @@ impl PluginRegistry {
     /// Installs a loaded plugin, or records why it did not load (keeping any running
     /// version). Returns whether the plugin was installed.
     pub fn apply_load(
-        &mut self,
+        &self,
         name: &str,
         path: &Path,
         loaded: Result<PluginInstance, LoadError>,
@@ -162,7 +146,7 @@ impl PluginRegistry {
                 true
             }
             Err(error) => {
-                if self.slots.contains_key(name) {
+                if self.shared.published.load().slots.contains_key(name) {
                     tracing::error!(
                         plugin = name,
                         cause = error.cause(),
@@ -171,141 +155,364 @@ impl PluginRegistry {
                 } else {
                     tracing::error!(plugin = name, cause = error.cause(), "{error}");
                 }
-                self.failures.insert(
-                    name.to_owned(),
-                    LoadFailure {
-                        name: name.to_owned(),
-                        path: path.to_owned(),
-                        error,
-                    },
-                );
+                let failure = Arc::new(LoadFailure {
+                    name: name.to_owned(),
+                    path: path.to_owned(),
+                    error,
+                });
+                self.update(|set| {
+                    set.failures.insert(name.to_owned(), failure);
+                });
                 false
             }
         }
     }
 
-    /// Puts `instance` in place of any plugin of the same name; it inherits that plugin's state.
-    pub fn install(&mut self, mut instance: PluginInstance) {
+    /// Publishes a changed copy of the set; writers take turns.
+    fn update<R>(&self, change: impl FnOnce(&mut Published) -> R) -> R {
+        let _writer = lock(&self.shared.writer, "plugin set writer");
+        let mut next = Published::clone(&self.shared.published.load());
+        let result = change(&mut next);
+        self.shared.published.store(Arc::new(next));
+        result
+    }
+
+    /// Puts `instance` in place of any plugin of the same name; it inherits that
+    /// plugin's state (taken once the old version's call in flight, if any, returns) and
+    /// its waiting batches.
+    pub fn install(&self, mut instance: PluginInstance) {
         let name = instance.name().to_owned();
-        if let Some(mut old) = self.slots.remove(&name) {
-            instance.adopt_state(old.instance.take_state());
+        self.update(|set| {
+            let lane = match set.slots.get(&name) {
+                Some(old) => {
+                    instance.adopt_state(old.retire());
+                    old.lane.clone()
+                }
+                None => Arc::new(Lane::default()),
+            };
+            set.failures.remove(&name);
+            set.failed_versions.remove(&name);
+            set.slots
+                .insert(name, Arc::new(PluginSlot::new(instance, lane)));
+        });
+    }
+
+    /// Unloads plugin `name` once its call in flight, if any, returns; returns whether it was loaded.
+    pub fn remove(&self, name: &str) -> bool {
+        let removed = self.update(|set| {
+            set.failures.remove(name);
+            set.failed_versions.remove(name);
+            set.slots.remove(name)
+        });
+        match removed {
+            Some(slot) => {
+                slot.retire();
+                true
+            }
+            None => false,
         }
-        self.failures.remove(&name);
-        self.failed_versions.remove(&name);
-        self.slots.insert(name, Slot::new(instance));
-    }
-
-    /// Unloads plugin `name`; returns whether it was loaded.
-    pub fn remove(&mut self, name: &str) -> bool {
-        self.failures.remove(name);
-        self.failed_versions.remove(name);
-        self.slots.remove(name).is_some()
-    }
-
-    /// The content hash and settings of plugin `name` as loaded, if it is.
-    pub fn loaded_as(&self, name: &str) -> Option<(&str, &str)> {
-        self.slots
-            .get(name)
-            .map(|s| (s.instance.content_hash(), s.instance.settings_json()))
     }
 
     /// Remembers that the version of plugin `name` with `content_hash` and `settings`
     /// failed to load (and was logged), so the same version is not loaded and logged again.
-    pub fn remember_failed(&mut self, name: &str, content_hash: String, settings: String) {
-        self.failed_versions
-            .insert(name.to_owned(), (content_hash, settings));
+    pub fn remember_failed(&self, name: &str, content_hash: String, settings: String) {
+        self.update(|set| {
+            set.failed_versions
+                .insert(name.to_owned(), (content_hash, settings));
+        });
     }
 
     /// The content hash and settings of the latest version of plugin `name` that failed to load.
-    pub fn failed_as(&self, name: &str) -> Option<(&str, &str)> {
-        self.failed_versions
+    pub fn failed_as(&self, name: &str) -> Option<(String, String)> {
+        self.shared
+            .published
+            .load()
+            .failed_versions
             .get(name)
-            .map(|(hash, settings)| (hash.as_str(), settings.as_str()))
+            .cloned()
+    }
+
+    /// The content hash and settings of plugin `name` as loaded, if it is.
+    pub fn loaded_as(&self, name: &str) -> Option<(String, String)> {
+        self.shared
+            .published
+            .load()
+            .slots
+            .get(name)
+            .map(|s| (s.content_hash().to_owned(), s.settings_json().to_owned()))
     }
 
     /// Names of the loaded plugins.
     pub fn names(&self) -> Vec<String> {
-        self.slots.keys().cloned().collect()
+        self.shared.published.load().slots.keys().cloned().collect()
     }
 
     /// Number of loaded plugins (quarantined ones included).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.shared.published.load().slots.len()
     }
 
     /// Whether no plugin is loaded.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.shared.published.load().slots.is_empty()
     }
 
     /// The files that failed to load (latest failure per name).
-    pub fn failures(&self) -> impl Iterator<Item = &LoadFailure> {
-        self.failures.values()
-    }
-
-    /// Status of every loaded plugin.
-    pub fn statuses(&self) -> Vec<PluginStatus> {
-        let now = Instant::now();
-        self.slots
-            .iter()
-            .map(|(name, slot)| PluginStatus {
-                name: name.clone(),
-                version: slot.instance.info().version.clone(),
-                content_hash: slot.instance.content_hash().to_owned(),
-                quarantined: slot.quarantined_until.is_some_and(|until| until > now),
-                consecutive_failures: slot.consecutive_failures,
-                memory_bytes: slot.instance.memory_bytes(),
-            })
+    pub fn failures(&self) -> Vec<Arc<LoadFailure>> {
+        self.shared
+            .published
+            .load()
+            .failures
+            .values()
+            .cloned()
             .collect()
     }
 
-    /// Evaluates `batch` with every plugin not in quarantine, one after the other. A
-    /// failing plugin is reported in its [`Evaluation`] and the others go on.
-    pub fn evaluate(&mut self, batch: &Batch) -> Vec<Evaluation> {
-        let quarantine_after = self.quarantine_after;
-        let mut evaluations = Vec::new();
-        for (name, slot) in &mut self.slots {
-            let now = Instant::now();
-            if slot.quarantined_until.is_some_and(|until| until > now) {
-                continue;
+    /// Status of every loaded plugin; never waits for a plugin call.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.shared
+            .published
+            .load()
+            .slots
+            .values()
+            .map(|slot| slot.status())
+            .collect()
+    }
+
+    /// Hands `batch` to every loaded plugin and returns at once. Each plugin evaluates
+    /// it in its own lane (one after the other per plugin, side by side across plugins)
+    /// unless it is in quarantine, and `done` gets each [`Evaluation`]. Must run inside Tokio.
+    pub fn dispatch(&self, batch: &Arc<Batch>, done: &Arc<Handler>) {
+        for (name, slot) in &self.shared.published.load().slots {
+            self.shared.in_flight.add();
+            let pushed = slot.lane.push(
+                name,
+                Job {
+                    batch: batch.clone(),
+                    done: done.clone(),
+                },
+            );
+            if pushed.skipped.is_some() {
+                self.shared.in_flight.done();
             }
-            let started = Instant::now();
-            let outcome = slot.instance.evaluate(batch);
-            let mut quarantined_for = None;
-            match &outcome {
-                Ok(_) => {
-                    slot.consecutive_failures = 0;
-                    if slot.quarantined_until.take().is_some() {
-                        tracing::info!(plugin = %name, "plugin left quarantine: its evaluation succeeded");
-                    }
-                }
-                Err(_) => {
-                    slot.consecutive_failures += 1;
-                    // A plugin on probation after a quarantine goes straight back in.
-                    if slot.consecutive_failures >= quarantine_after
-                        || slot.quarantined_until.is_some()
-                    {
-                        let period = QUARANTINE_MIN
-                            .saturating_mul(1u32 << slot.quarantines.min(10))
-                            .min(QUARANTINE_MAX);
-                        slot.quarantines += 1;
-                        slot.quarantined_until = Some(Instant::now() + period);
-                        quarantined_for = Some(period);
-                    }
-                }
+            if pushed.start_worker {
+                let (shared, name, lane) = (self.shared.clone(), name.clone(), slot.lane.clone());
+                tokio::task::spawn_blocking(move || drain(&shared, &name, &lane));
             }
-            evaluations.push(Evaluation {
-                plugin: name.clone(),
-                duration: started.elapsed(),
-                outcome,
-                quarantined_for,
-            });
         }
-        evaluations
+    }
+
+    /// Completes once every batch handed to [`PluginRegistry::dispatch`] so far was
+    /// evaluated or skipped.
+    pub async fn idle(&self) {
+        self.shared.in_flight.idle().await;
     }
 
     /// The runtime the plugins share.
     pub fn runtime(&self) -> &Arc<PluginRuntime> {
-        &self.runtime
+        &self.shared.runtime
+    }
+}
+
+/// A lane's worker: evaluates its batches in order with whatever version of plugin
+/// `name` is installed at the time, until the lane is empty.
+fn drain(shared: &Shared, name: &str, lane: &Lane) {
+    while let Some(job) = lane.next(name) {
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate(shared, name, &job)
+        }));
+        if evaluated.is_err() {
+            tracing::error!(
+                plugin = name,
+                "evaluating a batch with plugin {name} panicked in the agent; the batch is skipped for it"
+            );
+        }
+        shared.in_flight.done();
+    }
+}
+
+/// Evaluates one job with the installed version of plugin `name` (none: it was removed).
+fn evaluate(shared: &Shared, name: &str, job: &Job) {
+    loop {
+        let Some(slot) = shared.published.load().slots.get(name).cloned() else {
+            return;
+        };
+        let outcome = slot.evaluate(&job.batch, shared.quarantine_after, |evaluation| {
+            (job.done)(evaluation, &job.batch)
+        });
+        if outcome != Outcome::Retired {
+            return;
+        }
+        // Replaced meanwhile: the writer publishes the new version before it lets go.
+        drop(lock(&shared.writer, "plugin set writer"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{BatchBuilder, MetricDesc, MetricKind};
+    use crate::plugin::PluginLimits;
+    use vigil_testkit::plugins::MISBEHAVE;
+
+    fn runtime(deadline: Duration) -> Arc<PluginRuntime> {
+        Arc::new(
+            PluginRuntime::new(PluginLimits {
+                deadline,
+                memory_bytes: 32 << 20,
+                max_findings: 100,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn misbehave(runtime: &PluginRuntime, name: &str, mode: &str) -> PluginInstance {
+        PluginInstance::load(
+            runtime,
+            MISBEHAVE.as_ref(),
+            name,
+            format!(r#"{{"mode":"{mode}"}}"#),
+        )
+        .unwrap()
+    }
+
+    fn batch() -> Arc<Batch> {
+        batch_from("test")
+    }
+
+    fn batch_from(source: &str) -> Arc<Batch> {
+        let metric = MetricDesc::new("test.value", "1", MetricKind::Gauge, "");
+        let mut builder = BatchBuilder::new(source, "h");
+        builder.point(&metric, vec![], 1.0);
+        Arc::new(builder.build())
+    }
+
+    /// The `n` counts reported by the counting plugin, in the order they arrived.
+    fn counts(found: &Mutex<Vec<(String, f64)>>, plugin: &str) -> Vec<f64> {
+        found
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == plugin)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// Findings' values by plugin, in the order they arrived.
+    type Found = Arc<Mutex<Vec<(String, f64)>>>;
+
+    fn recorder() -> (Found, Arc<Handler>) {
+        let found = Arc::new(Mutex::new(Vec::new()));
+        let sink = found.clone();
+        let handler: Arc<Handler> = Arc::new(move |evaluation: Evaluation, _: &Batch| {
+            if let Ok(Some(findings)) = evaluation.outcome {
+                for finding in findings {
+                    sink.lock()
+                        .unwrap()
+                        .push((evaluation.plugin.clone(), finding.value.unwrap_or(-1.0)));
+                }
+            }
+        });
+        (found, handler)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_is_handed_over_while_batches_flow_and_none_is_lost() {
+        let runtime = runtime(Duration::from_secs(1));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        registry.install(misbehave(&runtime, "counter", "count"));
+        let (found, handler) = recorder();
+
+        // Batches flow while new versions are swapped in from another thread.
+        let swapping = Arc::new(AtomicBool::new(true));
+        let swapper = {
+            let (registry, runtime, swapping) =
+                (registry.clone(), runtime.clone(), swapping.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    registry.install(misbehave(&runtime, "counter", "count"));
+                }
+                swapping.store(false, Ordering::SeqCst);
+            })
+        };
+        let mut sent = 0;
+        while swapping.load(Ordering::SeqCst) || sent < 10 {
+            registry.dispatch(&batch(), &handler);
+            sent += 1;
+            registry.idle().await;
+        }
+        swapper.join().unwrap();
+
+        // Every batch was evaluated once, each version counting on from the last one.
+        let expected: Vec<f64> = (1..=sent).map(f64::from).collect();
+        assert_eq!(counts(&found, "counter"), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_plugin_holds_back_neither_other_plugins_nor_status() {
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 1000);
+        registry.install(misbehave(&runtime, "slow", "loop"));
+        registry.install(misbehave(&runtime, "counter", "count"));
+        let evaluated = Arc::new(Mutex::new(Vec::<String>::new()));
+        let handler: Arc<Handler> = {
+            let evaluated = evaluated.clone();
+            Arc::new(move |evaluation: Evaluation, _: &Batch| {
+                evaluated.lock().unwrap().push(evaluation.plugin);
+            })
+        };
+        let done = |plugin: &str| {
+            evaluated
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| *p == plugin)
+                .count()
+        };
+
+        // `slow` loops for its 5 s deadline on the first batch and has the others
+        // waiting; `counter` evaluates all three meanwhile, and status answers.
+        for source in ["a", "b", "c"] {
+            registry.dispatch(&batch_from(source), &handler);
+        }
+        while done("counter") < 3 {
+            assert_eq!(done("slow"), 0, "counter waited for the busy plugin");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let statuses = registry.statuses();
+        assert_eq!(
+            done("slow"),
+            0,
+            "status or counter waited for the busy plugin"
+        );
+        assert_eq!(statuses.len(), 2);
+
+        // Newer batches from the sources still waiting for `slow` replace them.
+        for source in ["b", "c"] {
+            registry.dispatch(&batch_from(source), &handler);
+        }
+        let skipped = |registry: &PluginRegistry, plugin: &str| {
+            registry
+                .statuses()
+                .into_iter()
+                .find(|s| s.name == plugin)
+                .map(|s| s.skipped_batches)
+        };
+        assert_eq!(skipped(&registry, "slow"), Some(2));
+
+        // Removing it waits for its call in flight; nothing it had waiting runs after.
+        assert!(registry.remove("slow"));
+        let evaluated_by_slow = done("slow");
+        assert!(evaluated_by_slow <= 1);
+        registry.idle().await;
+        assert_eq!(done("slow"), evaluated_by_slow);
+        assert_eq!(
+            done("counter") as u64 + skipped(&registry, "counter").unwrap(),
+            5
+        );
+        assert_eq!(skipped(&registry, "slow"), None);
     }
 }

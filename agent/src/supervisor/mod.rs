@@ -82,8 +82,9 @@ impl Supervisor {
         for collector in collectors.iter_mut() {
             collectors::round(&self.pipeline, &self.board, collector.as_mut()).await;
         }
-        exports::snapshot(&self.pipeline);
         let deadline = Instant::now() + self.shutdown_timeout();
+        self.pipeline.plugins_idle_until(deadline).await;
+        exports::snapshot(&self.pipeline);
         tokio::join!(
             exports::deliver_until(&self.pipeline, &self.board, deadline),
             self.pipeline.deliver_alerts_until(deadline)
@@ -258,6 +259,7 @@ impl Supervisor {
                 handle.abort();
             }
         }
+        self.pipeline.plugins_idle_until(deadline).await;
         exports::snapshot(&self.pipeline);
         tokio::join!(
             exports::deliver_until(&self.pipeline, &self.board, deadline),
