@@ -41,7 +41,7 @@ pub struct Agent {
     pub(crate) alertmanager: Option<AlertmanagerSink>,
     pub(crate) registry: Mutex<PluginRegistry>,
     pub(crate) alerts: Mutex<AlertBook>,
-    pub(crate) telemetry: Arc<Mutex<SelfTelemetry>>,
+    pub(crate) telemetry: Mutex<SelfTelemetry>,
     pub(crate) collectors: Mutex<HashMap<String, CollectorTask>>,
     pub(crate) collector_status: Mutex<BTreeMap<String, CollectorStatus>>,
     pub(crate) history: Mutex<History>,
@@ -127,7 +127,7 @@ impl Agent {
                 cause: failure.error.cause(),
             });
         }
-        let telemetry = Arc::new(Mutex::new(telemetry));
+        let telemetry = Mutex::new(telemetry);
         let alertmanager = match &config.export.alertmanager {
             Some(am) => {
                 let generator_url = am.generator_url.clone().unwrap_or_else(|| {
@@ -137,12 +137,7 @@ impl Agent {
                         format!("http://{host}/")
                     }
                 });
-                Some(AlertmanagerSink::start(
-                    am,
-                    &host,
-                    generator_url,
-                    telemetry.clone(),
-                )?)
+                Some(AlertmanagerSink::start(am, &host, generator_url)?)
             }
             None => None,
         };
@@ -210,8 +205,13 @@ impl Agent {
         .unwrap_or_default();
 
         for evaluation in evaluations {
-            self.exporter
-                .record_evaluation(&evaluation.plugin, evaluation.duration);
+            if !matches!(evaluation.outcome, Ok(None)) {
+                self.count(Event::PluginEvaluated {
+                    plugin: &evaluation.plugin,
+                    duration: evaluation.duration,
+                    ok: evaluation.outcome.is_ok(),
+                });
+            }
             let findings = match evaluation.outcome {
                 Ok(None) => continue,
                 Ok(Some(findings)) => findings,
@@ -231,10 +231,6 @@ impl Agent {
                     continue;
                 }
             };
-            self.count(Event::PluginEvaluated {
-                plugin: &evaluation.plugin,
-                duration: evaluation.duration,
-            });
             let events = match self.alerts.lock() {
                 Ok(mut book) => book.apply(
                     &evaluation.plugin,
@@ -308,8 +304,13 @@ impl Agent {
             .lock()
             .map(|r| r.statuses())
             .unwrap_or_default();
+        let alertmanagers = self
+            .alertmanager
+            .as_ref()
+            .map(AlertmanagerSink::stats)
+            .unwrap_or_default();
         let batch = match self.telemetry.lock() {
-            Ok(telemetry) => telemetry.batch(&self.host, &firing, &plugins),
+            Ok(telemetry) => telemetry.batch(&self.host, &firing, &plugins, &alertmanagers),
             Err(_) => return,
         };
         self.publish(&batch);

@@ -189,7 +189,6 @@ impl Agent {
             self.deliver_until(deadline),
             self.deliver_alerts_until(deadline)
         );
-        self.exporter.shutdown();
     }
 
     /// Runs every collector on its interval, applies file changes (when watching) and
@@ -281,7 +280,6 @@ impl Agent {
             self.deliver_until(deadline),
             self.deliver_alerts_until(deadline)
         );
-        self.exporter.shutdown();
         tracing::info!("stopped");
     }
 }

@@ -74,6 +74,11 @@ impl<T> BoundedQueue<T> {
         Some((entry, weight))
     }
 
+    /// The oldest entry, left in place.
+    pub fn front(&self) -> Option<&T> {
+        self.entries.front().map(|(entry, _)| entry)
+    }
+
     /// Counts a delivered entry of `weight` items.
     pub fn sent(&mut self, weight: u64) {
         self.stats.sent += weight;

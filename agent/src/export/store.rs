@@ -1,5 +1,5 @@
-//! The latest value of every series, per source, read by the OpenTelemetry SDK's
-//! observable instruments whenever it collects.
+//! The latest value of every series, per source: what `/metrics` and the status page
+//! show. The OTLP export does not read it; it queues every batch with its own time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,20 +61,6 @@ impl LatestValues {
         new
     }
 
-    /// Calls `observe` with every current point of metric `name`.
-    pub fn for_each(&self, name: &str, mut observe: impl FnMut(f64, &[KeyValue])) {
-        let Ok(metrics) = self.metrics.lock() else {
-            return;
-        };
-        if let Some(per_source) = metrics.get(name) {
-            for (attributes, value) in per_source.values().flatten() {
-                observe(*value, attributes);
-            }
-        }
-    }
-}
-
-impl LatestValues {
     /// Every metric with its current points, by name.
     pub fn families(&self) -> Vec<Family> {
         let descs = match self.descs.lock() {
@@ -120,8 +106,8 @@ mod tests {
         let mut a2 = BatchBuilder::new("a", "h");
         a2.point(&m, attrs([("k", "1")]), 3.0);
         assert!(store.replace(&a2.build()).is_empty(), "m is known by now");
-        let mut seen = Vec::new();
-        store.for_each("m", |v, _| seen.push(v));
+        let families = store.families();
+        let mut seen: Vec<f64> = families[0].1.iter().map(|(_, v)| *v).collect();
         seen.sort_by(f64::total_cmp);
         assert_eq!(seen, [3.0, 10.0]);
     }

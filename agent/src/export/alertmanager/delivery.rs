@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use super::auth::Auth;
 use super::payload::PostableAlert;
 use crate::alert::AlertKey;
-use crate::telemetry::{Event, SelfTelemetry};
 
 /// First pause after a failed post; it doubles with every further failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -22,6 +21,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Most alerts in one request.
 const BATCH_SIZE: usize = 64;
+
+/// Delivery totals of one Alertmanager, as self-telemetry reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Alerts accepted (re-sends included).
+    pub sent: u64,
+    /// Failed posts by cause: `connect`, `timeout`, `status_4xx` or `status_5xx`.
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Alerts waiting to be accepted, as of the last attempt.
+    pub pending: usize,
+    /// Resolved alerts given up on: not accepted within their retention.
+    pub dropped: u64,
+}
 
 /// A change for the delivery tasks.
 #[derive(Debug)]
@@ -51,7 +63,7 @@ pub(super) struct Target {
     endpoint: reqwest::Url,
     client: reqwest::Client,
     auth: Auth,
-    telemetry: Arc<Mutex<SelfTelemetry>>,
+    stats: Arc<Mutex<DeliveryStats>>,
     resend_interval: Duration,
     backoff_max: Duration,
     /// Alerts firing now, as last posted.
@@ -104,10 +116,7 @@ impl Target {
                     self.url,
                     RESOLVED_RETENTION
                 );
-                self.count(Event::AlertmanagerDropped {
-                    url: &self.url,
-                    alerts: expired,
-                });
+                self.count(|s| s.dropped += expired as u64);
             }
             match self.post_all().await {
                 Ok(sent) => {
@@ -127,10 +136,7 @@ impl Target {
                 }
                 Err(failure) => {
                     self.report_pending(self.firing.len() + self.resolved.len());
-                    self.count(Event::AlertmanagerFailed {
-                        url: &self.url,
-                        cause: failure.cause,
-                    });
+                    self.count(|s| *s.failed.entry(failure.cause).or_default() += 1);
                     let pause = match backoff {
                         None => {
                             tracing::warn!(
@@ -179,10 +185,7 @@ impl Target {
         let total = alerts.len();
         for chunk in alerts.chunks(BATCH_SIZE) {
             self.post(chunk).await?;
-            self.count(Event::AlertmanagerSent {
-                url: &self.url,
-                alerts: chunk.len(),
-            });
+            self.count(|s| s.sent += chunk.len() as u64);
         }
         self.resolved.clear();
         Ok(total)
@@ -222,27 +225,25 @@ impl Target {
 
     /// Sets the gauge of alerts waiting for this Alertmanager to accept them.
     fn report_pending(&self, alerts: usize) {
-        self.count(Event::AlertmanagerPending {
-            url: &self.url,
-            alerts,
-        });
+        self.count(|s| s.pending = alerts);
     }
 
-    fn count(&self, event: Event<'_>) {
-        if let Ok(mut telemetry) = self.telemetry.lock() {
-            telemetry.emit(event);
+    fn count(&self, update: impl FnOnce(&mut DeliveryStats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            update(&mut stats);
         }
     }
 }
 
 impl Target {
-    /// A task's state for `url` (posting to `endpoint`), before it runs.
+    /// A task's state for `url` (posting to `endpoint`), before it runs; it counts its
+    /// deliveries in `stats`.
     pub(super) fn new(
         url: String,
         endpoint: reqwest::Url,
         client: reqwest::Client,
         auth: Auth,
-        telemetry: Arc<Mutex<SelfTelemetry>>,
+        stats: Arc<Mutex<DeliveryStats>>,
         resend_interval: Duration,
     ) -> Self {
         Target {
@@ -250,7 +251,7 @@ impl Target {
             endpoint,
             client,
             auth,
-            telemetry,
+            stats,
             resend_interval,
             backoff_max: resend_interval.min(BACKOFF_MAX),
             firing: BTreeMap::new(),
