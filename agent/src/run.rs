@@ -81,7 +81,8 @@ impl Agent {
         }
     }
 
-    /// Queues a snapshot of every metric, with the export totals as of now.
+    /// An export tick: queues the export totals as of now and closes the tick, so what
+    /// was collected since the previous one goes out with the next send.
     fn snapshot(&self) {
         self.record_export_telemetry();
         self.exporter.snapshot();
@@ -96,7 +97,7 @@ impl Agent {
         result
     }
 
-    /// Every `interval`: snapshot the metrics into the queue, then send the queue,
+    /// Every `interval`: close the tick (see [`Self::snapshot`]), then send the queue,
     /// unless a failure put the next attempt further off (the wait doubles per failed
     /// attempt, up to `max_backoff`). One warning per outage, one message on recovery.
     fn spawn_exports(

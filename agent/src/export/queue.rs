@@ -18,7 +18,7 @@ pub struct QueueStats {
     pub dropped: u64,
 }
 
-/// Entries of `T`, each weighing a number of items (a metric snapshot weighs its
+/// Entries of `T`, each weighing a number of items (a metric batch weighs its
 /// datapoints); the total weight never exceeds the capacity for long: pushing over
 /// it drops the oldest entries.
 #[derive(Debug)]
