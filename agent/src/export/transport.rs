@@ -28,7 +28,8 @@ pub type Rejection = Option<String>;
 
 /// The OTLP clients of both signals.
 pub enum Transport {
-    Grpc(Grpc),
+    /// Boxed: the tonic clients are much larger than the HTTP side.
+    Grpc(Box<Grpc>),
     Http(Http),
 }
 
@@ -99,11 +100,11 @@ impl Transport {
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                Ok(Transport::Grpc(Grpc {
+                Ok(Transport::Grpc(Box::new(Grpc {
                     metrics,
                     logs,
                     metadata,
-                }))
+                })))
             }
             OtlpProtocol::HttpProtobuf => {
                 let mut headers = reqwest::header::HeaderMap::new();
