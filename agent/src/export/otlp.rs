@@ -1,12 +1,14 @@
 //! OTLP export of batches (metrics) and alert events (log records), gRPC or HTTP/protobuf.
 //!
-//! Every batch is queued whole as it is recorded, with the start times of its cumulative
+//! Every batch is kept whole as it is recorded, with the start times of its cumulative
 //! series, so every collected sample leaves the host stamped with its collection time,
 //! however the collection and export intervals relate. An export tick ([`OtlpExporter::snapshot`])
-//! closes what was recorded since the previous tick into one group; [`OtlpExporter::send`]
-//! sends each closed group as one request (split above [`MAX_REQUEST_POINTS`]), then the
-//! queued log records, oldest first. A failed request leaves its data queued for the next
-//! attempt; a full queue drops its oldest batches and counts their datapoints.
+//! moves what was recorded since the previous tick into the queue as one group;
+//! [`OtlpExporter::send`] sends each group as one request (split above
+//! [`MAX_REQUEST_POINTS`]), then the queued log records, oldest first. A failed request
+//! leaves its data queued for the next attempt; a full queue (or a full tick, for an
+//! export interval far longer than the collection interval) drops its oldest batches
+//! and counts their datapoints.
 
 use std::sync::Mutex;
 
@@ -36,33 +38,51 @@ pub struct ExportStats {
     pub logs: QueueStats,
 }
 
-/// A batch waiting in the queue, with the export tick it belongs to.
+/// A batch waiting in the queue, with the export tick that queued it.
 struct Queued {
     group: u64,
     stamped: StampedBatch,
 }
 
-/// The metric queue with what gives its entries their groups and start times.
+/// The metric queue, the batches recorded since the last tick, and their start times.
 struct MetricQueue {
+    /// Batches of past ticks, ready to send.
     queue: BoundedQueue<Queued>,
+    /// Batches recorded since the last tick (bounded like the queue).
+    tick: BoundedQueue<StampedBatch>,
     start_times: StartTimes,
-    /// The group batches recorded now join; every lower one is closed and may be sent.
-    open_group: u64,
+    /// Export ticks so far: the group the next tick's batches get.
+    ticks: u64,
 }
 
 impl MetricQueue {
-    /// Takes the oldest closed group's batches out, up to [`MAX_REQUEST_POINTS`], with
-    /// their weights.
+    fn new(capacity: u64) -> Self {
+        MetricQueue {
+            queue: BoundedQueue::new(capacity),
+            tick: BoundedQueue::new(capacity),
+            start_times: StartTimes::default(),
+            ticks: 0,
+        }
+    }
+
+    /// Moves the batches recorded since the last tick into the queue as one group.
+    fn close_tick(&mut self) {
+        let group = self.ticks;
+        self.ticks += 1;
+        while let Some((stamped, weight)) = self.tick.take() {
+            self.queue.push(Queued { group, stamped }, weight);
+        }
+    }
+
+    /// Takes the oldest group's batches out, up to [`MAX_REQUEST_POINTS`], with their
+    /// weights.
     fn take_request(&mut self) -> Vec<(Queued, u64)> {
         let mut taken: Vec<(Queued, u64)> = Vec::new();
         let mut points = 0;
         while let Some(front) = self.queue.front() {
             let group = taken.first().map_or(front.group, |(q, _)| q.group);
             let weight = front.stamped.batch.len() as u64;
-            if front.group >= self.open_group
-                || front.group != group
-                || (!taken.is_empty() && points + weight > MAX_REQUEST_POINTS)
-            {
+            if front.group != group || (!taken.is_empty() && points + weight > MAX_REQUEST_POINTS) {
                 break;
             }
             let Some(entry) = self.queue.take() else {
@@ -119,11 +139,7 @@ impl OtlpExporter {
             resource: proto::resource(host),
             latest: LatestValues::default(),
             transport,
-            metrics: Mutex::new(MetricQueue {
-                queue: BoundedQueue::new(config.queue.max_metric_points),
-                start_times: StartTimes::default(),
-                open_group: 0,
-            }),
+            metrics: Mutex::new(MetricQueue::new(config.queue.max_metric_points)),
             logs: Mutex::new(BoundedQueue::new(config.queue.max_log_records)),
             last_rejection: Mutex::new(None),
         }
@@ -143,14 +159,11 @@ impl OtlpExporter {
         }
         if let Ok(mut metrics) = self.metrics.lock() {
             let starts = metrics.start_times.observe(batch);
-            let group = metrics.open_group;
             let stamped = StampedBatch {
                 batch: std::sync::Arc::new(batch.clone()),
                 starts,
             };
-            metrics
-                .queue
-                .push(Queued { group, stamped }, batch.len() as u64);
+            metrics.tick.push(stamped, batch.len() as u64);
         }
     }
 
@@ -164,15 +177,15 @@ impl OtlpExporter {
         }
     }
 
-    /// An export tick: what was recorded so far goes out with the next [`Self::send`],
-    /// as one request (what is recorded from now on waits for the next tick).
+    /// An export tick: what was recorded since the previous one is queued, to go out
+    /// with the next [`Self::send`] as one request.
     pub fn snapshot(&self) {
         if let Ok(mut metrics) = self.metrics.lock() {
-            metrics.open_group += 1;
+            metrics.close_tick();
         }
     }
 
-    /// Sends what is queued, oldest first: metric requests of the closed ticks, then log
+    /// Sends what is queued, oldest first: one metrics request per tick, then log
     /// records. Stops at the first failed request (its data stays queued) and reports it.
     pub async fn send(&self) -> Result<(), ExportError> {
         let Some(transport) = &self.transport else {
@@ -276,7 +289,7 @@ impl OtlpExporter {
         let metrics = self
             .metrics
             .lock()
-            .map(|m| m.queue.is_empty())
+            .map(|m| m.queue.is_empty() && m.tick.is_empty())
             .unwrap_or(true);
         metrics && self.logs.lock().map(|q| q.is_empty()).unwrap_or(true)
     }
@@ -287,7 +300,7 @@ impl OtlpExporter {
         let metrics = self
             .metrics
             .lock()
-            .map(|mut m| m.queue.drop_all())
+            .map(|mut m| m.queue.drop_all() + m.tick.drop_all())
             .unwrap_or(0);
         let logs = self.logs.lock().map(|mut q| q.drop_all()).unwrap_or(0);
         (metrics, logs)
@@ -299,7 +312,14 @@ impl OtlpExporter {
             metrics: self
                 .metrics
                 .lock()
-                .map(|m| m.queue.stats())
+                .map(|m| {
+                    let (queued, tick) = (m.queue.stats(), m.tick.stats());
+                    QueueStats {
+                        queued: queued.queued + tick.queued,
+                        dropped: queued.dropped + tick.dropped,
+                        ..queued
+                    }
+                })
                 .unwrap_or_default(),
             logs: self.logs.lock().map(|q| q.stats()).unwrap_or_default(),
         }
@@ -311,31 +331,26 @@ mod tests {
     use super::*;
     use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
 
+    /// A queue that recorded batches of `points` datapoints, closing a tick where the
+    /// group number changes.
     fn queue_with(batches: &[(u64, usize)]) -> MetricQueue {
         let m = MetricDesc::new("m", "1", MetricKind::Gauge, "");
-        let mut queue = MetricQueue {
-            queue: BoundedQueue::new(u64::MAX),
-            start_times: StartTimes::default(),
-            open_group: 0,
-        };
+        let mut queue = MetricQueue::new(u64::MAX);
         for (group, points) in batches {
+            while queue.ticks < *group {
+                queue.close_tick();
+            }
             let mut b = BatchBuilder::new("s", "h");
             for i in 0..*points {
                 b.point(&m, attrs([("i", &i.to_string())]), 1.0);
             }
             let batch = b.build();
             let starts = vec![None; batch.len()];
-            queue.queue.push(
-                Queued {
-                    group: *group,
-                    stamped: StampedBatch {
-                        batch: std::sync::Arc::new(batch),
-                        starts,
-                    },
-                },
-                *points as u64,
-            );
-            queue.open_group = queue.open_group.max(*group);
+            let stamped = StampedBatch {
+                batch: std::sync::Arc::new(batch),
+                starts,
+            };
+            queue.tick.push(stamped, *points as u64);
         }
         queue
     }
@@ -357,7 +372,7 @@ mod tests {
         );
         assert_eq!(sizes(&q.take_request()), [big as u64]);
         assert!(q.take_request().is_empty(), "the open tick waits");
-        q.open_group += 1;
+        q.close_tick();
         assert_eq!(sizes(&q.take_request()), [5]);
     }
 }
