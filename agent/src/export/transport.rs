@@ -33,7 +33,9 @@ pub enum Transport {
     Http(Http),
 }
 
-/// gRPC clients over one lazily connected channel.
+/// gRPC clients over one lazily connected channel. After a failed connection the channel
+/// reports that failure once more on the next call, even if the receiver is up by then,
+/// so a request failing with `Unavailable` is tried once more at once.
 pub struct Grpc {
     metrics: MetricsServiceClient<Channel>,
     logs: LogsServiceClient<Channel>,
@@ -142,10 +144,14 @@ impl Transport {
         let response: ExportMetricsServiceResponse = match self {
             Transport::Grpc(grpc) => {
                 let mut client = grpc.metrics.clone();
-                let response = client
-                    .export(grpc.request(request))
-                    .await
-                    .map_err(status_text)?;
+                let response = match client.export(grpc.request(request.clone())).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        tracing::debug!("retrying at once: {}", status_text(status));
+                        client.export(grpc.request(request)).await
+                    }
+                    other => other,
+                }
+                .map_err(status_text)?;
                 response.into_inner()
             }
             Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
@@ -166,10 +172,14 @@ impl Transport {
         let response: ExportLogsServiceResponse = match self {
             Transport::Grpc(grpc) => {
                 let mut client = grpc.logs.clone();
-                let response = client
-                    .export(grpc.request(request))
-                    .await
-                    .map_err(status_text)?;
+                let response = match client.export(grpc.request(request.clone())).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        tracing::debug!("retrying at once: {}", status_text(status));
+                        client.export(grpc.request(request)).await
+                    }
+                    other => other,
+                }
+                .map_err(status_text)?;
                 response.into_inner()
             }
             Transport::Http(http) => http.post(&http.logs_url, &request).await?,
