@@ -61,11 +61,6 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
         export_counter(&received, "vigil.export.dropped", "metrics"),
         agent.log()
     );
-    eprintln!(
-        "DEBUG R={receiver_started} all={:?}\n{}",
-        received.snapshots(),
-        agent.log()
-    );
     let backlog: Vec<_> = received
         .snapshots()
         .into_iter()
