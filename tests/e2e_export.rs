@@ -380,3 +380,142 @@ async fn memory_used_and_free_match_proc_meminfo() {
         );
     }
 }
+
+/// Collection every second, export every five seconds.
+fn one_second_samples_five_second_exports(receiver: &OtlpReceiver) -> String {
+    format!(
+        r#"
+[agent]
+shutdown_timeout = "3s"
+
+[collect.system]
+interval = "1s"
+
+[plugins]
+dir = "plugins"
+cache_dir = "cache"
+
+[export.otlp]
+protocol = "{}"
+endpoint = "{}"
+interval = "5s"
+timeout = "2s"
+"#,
+        receiver.protocol, receiver.endpoint
+    )
+}
+
+/// Requests carrying `system.uptime` (one point per system collection).
+fn uptime_requests(r: &Received) -> usize {
+    r.points_per_request("system.uptime")
+        .iter()
+        .filter(|points| !points.is_empty())
+        .count()
+}
+
+/// Runs the agent with 1 s collection and 5 s export until `REQUESTS` requests carried
+/// system metrics, then checks that every collected sample arrived with its own time.
+async fn every_sample_arrives_with_its_collection_time(receiver: OtlpReceiver) {
+    const REQUESTS: usize = 4;
+    let ws = Workspace::new().unwrap();
+    let config = ws
+        .write_config(&one_second_samples_five_second_exports(&receiver))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let (done, received) = receiver
+        .wait_for(Duration::from_secs(90), |r| uptime_requests(r) >= REQUESTS)
+        .await;
+    assert!(
+        done,
+        "{} requests with system metrics arrived; agent log:\n{}",
+        uptime_requests(&received),
+        agent.log()
+    );
+
+    // Every system round's sample, in arrival order, with the request it came in.
+    let per_request: Vec<Vec<u64>> = received
+        .points_per_request("system.uptime")
+        .into_iter()
+        .filter(|points| !points.is_empty())
+        .map(|points| points.iter().map(|p| p.time_unix_nano).collect())
+        .collect();
+    let times: Vec<u64> = per_request.iter().flatten().copied().collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "one sample per round, each with its own, later time: {per_request:?}"
+    );
+
+    // None dropped: the samples up to the last reported round count are exactly that many
+    // rounds (the round counter is published right after each round's batch).
+    let rounds: Vec<(u64, f64)> = received
+        .points_per_request("vigil.collector.rounds")
+        .into_iter()
+        .flatten()
+        .filter(|p| p.attributes.get("vigil.collector").map(String::as_str) == Some("system"))
+        .map(|p| (p.time_unix_nano, p.value))
+        .collect();
+    let &(counted_at, counted) = rounds
+        .iter()
+        .max_by_key(|(at, _)| *at)
+        .expect("the system collector's rounds are exported");
+    let samples = times.iter().filter(|t| **t <= counted_at).count();
+    assert_eq!(
+        samples as f64, counted,
+        "every round's sample must arrive: {counted} rounds, {samples} samples {per_request:?}"
+    );
+    assert!(
+        counted >= (REQUESTS * 3) as f64,
+        "several samples per request: {counted} rounds in {REQUESTS} requests {per_request:?}"
+    );
+
+    // About five per request, one collection interval apart (loose: the machine is busy).
+    // The first request may hold a partial interval; the later ones hold whole ones.
+    let later = &per_request[1..];
+    let average = later.iter().map(Vec::len).sum::<usize>() as f64 / later.len() as f64;
+    assert!(
+        (3.5..=6.5).contains(&average),
+        "about five samples per 5 s export: {per_request:?}"
+    );
+    assert!(
+        later.iter().all(|points| points.len() >= 2),
+        "every export carries several samples of a series: {per_request:?}"
+    );
+    let span = (times[times.len() - 1] - times[0]) as f64 / 1e9;
+    let spacing = span / (times.len() - 1) as f64;
+    assert!(
+        (0.9..=1.5).contains(&spacing),
+        "samples are one collection interval apart, not one export interval: {spacing:.2}s {per_request:?}"
+    );
+
+    // A cumulative sum keeps one start time, before its first sample.
+    let lo_received: Vec<(u64, u64)> = received
+        .points_per_request("system.network.io")
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p.attributes
+                .get("network.interface.name")
+                .map(String::as_str)
+                == Some("lo")
+                && p.attributes.get("network.io.direction").map(String::as_str) == Some("receive")
+        })
+        .map(|p| (p.start_time_unix_nano, p.time_unix_nano))
+        .collect();
+    assert_eq!(lo_received.len(), times.len(), "{lo_received:?}");
+    let start = lo_received[0].0;
+    assert!(start > 0 && start <= lo_received[0].1, "{lo_received:?}");
+    assert!(
+        lo_received.iter().all(|(s, _)| *s == start),
+        "{lo_received:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_delivers_every_sample_with_its_collection_time() {
+    every_sample_arrives_with_its_collection_time(OtlpReceiver::grpc().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_export_delivers_every_sample_with_its_collection_time() {
+    every_sample_arrives_with_its_collection_time(OtlpReceiver::http().await.unwrap()).await;
+}

@@ -738,7 +738,7 @@ fn start_of(received: &Received, metric: &str, key: &str, value: &str) -> Option
         .latest_points(metric)
         .iter()
         .find(|p| p.attributes.get(key).map(String::as_str) == Some(value))
-        .map(|p| (p.start_unix_nanos, p.value))
+        .map(|p| (p.start_time_unix_nano, p.value))
 }
 
 /// Issue 10: during an outage `/status` said `"up": true, "failures": 0` and

@@ -723,3 +723,100 @@ async fn a_taken_listen_address_is_a_warning_naming_it_and_the_agent_runs_on() {
     assert!(warning.contains(&addr.to_string()), "{warning}");
     assert!(warning.contains("Address already in use"), "{warning}");
 }
+
+/// Sum of the `/metrics` samples of `name` whose labels include every `(key, value)` of `with`.
+fn scraped(body: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            with.iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Plugin calls are counted once, in self-telemetry: the same counters on `/metrics` and
+/// over OTLP, no histogram of their own, and a batch the plugin does not want (Redis) is
+/// no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_calls_are_counted_once_and_shown_on_metrics_and_over_otlp() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    let redis = "[[collect.redis]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:6379\"\ninterval = \"300ms\"\n";
+    let (agent, addr, _) = start_agent(&ws, &receiver, redis, &[], &[]);
+    status_json(addr).await;
+    let rounds = |body: &str, collector: &str| {
+        scraped(
+            body,
+            "vigil_collector_rounds_total",
+            &[("vigil_collector", collector)],
+        )
+    };
+    let metrics = get_until(
+        addr,
+        "/metrics",
+        Some(TOKEN),
+        Duration::from_secs(20),
+        |a| {
+            a.status == 200
+                && rounds(&a.body, "redis:cache") >= 3.0
+                && rounds(&a.body, "system") >= 3.0
+        },
+    )
+    .await
+    .unwrap();
+    let body = &metrics.body;
+    assert!(
+        rounds(body, "redis:cache") >= 3.0,
+        "{body}\n{}",
+        agent.log()
+    );
+    let calls = scraped(
+        body,
+        "vigil_plugin_evaluations_total",
+        &[("vigil_plugin", "threshold"), ("result", "ok")],
+    );
+    let system = rounds(body, "system");
+    // The round in flight may be counted before its evaluation is.
+    assert!(
+        calls <= system && calls >= system - 1.0 && calls >= 1.0,
+        "threshold is called once per system batch and never for a Redis batch: {calls} calls, {system} system rounds\n{body}"
+    );
+    assert!(
+        scraped(
+            body,
+            "vigil_plugin_evaluation_time_seconds_total",
+            &[("vigil_plugin", "threshold")]
+        ) > 0.0,
+        "{body}"
+    );
+
+    // The same counters arrive over OTLP (they catch up with the scrape by the next export).
+    let otlp_calls = |r: &vigil_testkit::otlp::Received| {
+        r.latest_points("vigil.plugin.evaluations")
+            .into_iter()
+            .find(|p| {
+                p.attributes.get("vigil.plugin").map(String::as_str) == Some("threshold")
+                    && p.attributes.get("result").map(String::as_str) == Some("ok")
+            })
+            .map_or(0.0, |p| p.value)
+    };
+    let (ok, received) = receiver
+        .wait_for(Duration::from_secs(15), |r| {
+            otlp_calls(r) >= calls && r.metric_names().contains("vigil.plugin.evaluation.time")
+        })
+        .await;
+    assert!(
+        ok,
+        "{} calls over OTLP, {calls} on /metrics; {:?}",
+        otlp_calls(&received),
+        received.metric_names()
+    );
+    assert!(
+        !received
+            .metric_names()
+            .contains("vigil.plugin.evaluation.duration"),
+        "one path: no histogram beside the counters"
+    );
+}

@@ -379,7 +379,7 @@ pub struct ExportConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    /// Metric datapoints kept unsent at most (snapshots are dropped oldest first).
+    /// Metric datapoints kept unsent at most (whole batches are dropped oldest first).
     #[serde(default = "default_max_metric_points")]
     pub max_metric_points: u64,
     /// Log records (alert events) kept unsent at most (oldest dropped first).

@@ -1,17 +1,26 @@
-//! The agent's own telemetry as typed events: every counter has one definition here,
-//! and the totals are exported as a batch from source `vigil`.
+//! The agent's own telemetry: every internal metric has one definition here, counted
+//! from typed events or read from the sinks' own totals, and published as batches from
+//! sources `vigil` and `vigil.export`; like every batch they go out over OTLP and show
+//! on `/metrics`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::export::alertmanager::DeliveryStats;
 use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity, attrs};
 use crate::plugin::PluginStatus;
 
 /// Something worth counting happened.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// A plugin evaluated a batch (successfully or not).
-    PluginEvaluated { plugin: &'a str, duration: Duration },
+    /// A plugin was called to evaluate a batch and answered (`ok`) or failed, after
+    /// `duration`. Not emitted for a batch that held nothing the plugin wants (it was
+    /// not called).
+    PluginEvaluated {
+        plugin: &'a str,
+        duration: Duration,
+        ok: bool,
+    },
     /// A plugin evaluation failed; `cause` is the error's label.
     PluginFailed { plugin: &'a str, cause: &'a str },
     /// A plugin file failed to load.
@@ -24,14 +33,6 @@ pub enum Event<'a> {
     PluginQuarantined { plugin: &'a str },
     /// The config file was applied (`ok`) or refused.
     ConfigReloaded { ok: bool },
-    /// Alerts an Alertmanager accepted (`url` as configured).
-    AlertmanagerSent { url: &'a str, alerts: usize },
-    /// A post to an Alertmanager failed; `cause` is `connect`, `timeout`, `status_4xx` or `status_5xx`.
-    AlertmanagerFailed { url: &'a str, cause: &'a str },
-    /// Alerts waiting for an Alertmanager to accept them (a gauge).
-    AlertmanagerPending { url: &'a str, alerts: usize },
-    /// Resolved alerts given up on: not accepted within their retention.
-    AlertmanagerDropped { url: &'a str, alerts: usize },
     /// A collection round succeeded.
     Collected {
         collector: &'a str,
@@ -40,10 +41,18 @@ pub enum Event<'a> {
     },
 }
 
+/// Calls of one plugin: answered, failed, and the time they took together.
+#[derive(Debug, Default, Clone, Copy)]
+struct Calls {
+    ok: u64,
+    failed: u64,
+    time: Duration,
+}
+
 /// Running totals of self-telemetry.
 #[derive(Debug, Default)]
 pub struct SelfTelemetry {
-    evaluations: BTreeMap<String, (u64, Duration)>,
+    evaluations: BTreeMap<String, Calls>,
     plugin_errors: BTreeMap<(String, String), u64>,
     load_failures: BTreeMap<(String, String), u64>,
     collect_errors: BTreeMap<String, u64>,
@@ -51,10 +60,6 @@ pub struct SelfTelemetry {
     reloads: BTreeMap<String, u64>,
     quarantines: BTreeMap<String, u64>,
     config_reloads: BTreeMap<&'static str, u64>,
-    alertmanager_sent: BTreeMap<String, u64>,
-    alertmanager_failed: BTreeMap<(String, String), u64>,
-    alertmanager_pending: BTreeMap<String, usize>,
-    alertmanager_dropped: BTreeMap<String, u64>,
 }
 
 fn desc(name: &str, unit: &str, kind: MetricKind, text: &str) -> MetricDesc {
@@ -65,10 +70,18 @@ impl SelfTelemetry {
     /// Counts an event.
     pub fn emit(&mut self, event: Event<'_>) {
         match event {
-            Event::PluginEvaluated { plugin, duration } => {
-                let entry = self.evaluations.entry(plugin.to_owned()).or_default();
-                entry.0 += 1;
-                entry.1 += duration;
+            Event::PluginEvaluated {
+                plugin,
+                duration,
+                ok,
+            } => {
+                let calls = self.evaluations.entry(plugin.to_owned()).or_default();
+                if ok {
+                    calls.ok += 1;
+                } else {
+                    calls.failed += 1;
+                }
+                calls.time += duration;
             }
             Event::PluginFailed { plugin, cause } => {
                 *self
@@ -94,21 +107,6 @@ impl SelfTelemetry {
                     .entry(if ok { "ok" } else { "error" })
                     .or_default() += 1;
             }
-            Event::AlertmanagerSent { url, alerts } => {
-                *self.alertmanager_sent.entry(url.to_owned()).or_default() += alerts as u64;
-            }
-            Event::AlertmanagerFailed { url, cause } => {
-                *self
-                    .alertmanager_failed
-                    .entry((url.to_owned(), cause.to_owned()))
-                    .or_default() += 1;
-            }
-            Event::AlertmanagerPending { url, alerts } => {
-                self.alertmanager_pending.insert(url.to_owned(), alerts);
-            }
-            Event::AlertmanagerDropped { url, alerts } => {
-                *self.alertmanager_dropped.entry(url.to_owned()).or_default() += alerts as u64;
-            }
             Event::CollectFailed { collector } => {
                 *self.collect_errors.entry(collector.to_owned()).or_default() += 1;
             }
@@ -127,16 +125,17 @@ impl SelfTelemetry {
 
     /// Successful evaluations of `plugin` so far.
     pub fn evaluations(&self, plugin: &str) -> u64 {
-        self.evaluations.get(plugin).map_or(0, |e| e.0)
+        self.evaluations.get(plugin).map_or(0, |c| c.ok)
     }
 
-    /// The totals as a batch from source `vigil`, with the firing alerts per severity
-    /// and the state of every loaded plugin.
+    /// The totals as a batch from source `vigil`, with the firing alerts per severity,
+    /// the state of every loaded plugin and each Alertmanager's delivery totals.
     pub fn batch(
         &self,
         host: &str,
         firing: &[(Severity, usize)],
         plugins: &[PluginStatus],
+        alertmanagers: &[(String, DeliveryStats)],
     ) -> Batch {
         use MetricKind::*;
         let mut b = BatchBuilder::new("vigil", host);
@@ -197,24 +196,31 @@ impl SelfTelemetry {
             "vigil.plugin.evaluations",
             "{evaluation}",
             Counter,
-            "Plugin evaluations",
+            "Plugin calls by result: ok (answered) or error (failed)",
         );
         let eval_time = desc(
             "vigil.plugin.evaluation.time",
             "s",
             Counter,
-            "Time spent in plugin evaluations",
+            "Time spent in plugin calls, answered or failed",
         );
-        for (plugin, (count, time)) in &self.evaluations {
+        for (plugin, calls) in &self.evaluations {
             b.point(
                 &evaluations,
-                attrs([("vigil.plugin", plugin)]),
-                *count as f64,
+                attrs([("vigil.plugin", plugin), ("result", "ok")]),
+                calls.ok as f64,
             );
+            if calls.failed > 0 {
+                b.point(
+                    &evaluations,
+                    attrs([("vigil.plugin", plugin), ("result", "error")]),
+                    calls.failed as f64,
+                );
+            }
             b.point(
                 &eval_time,
                 attrs([("vigil.plugin", plugin)]),
-                time.as_secs_f64(),
+                calls.time.as_secs_f64(),
             );
         }
         let errors = desc(
@@ -290,7 +296,7 @@ impl SelfTelemetry {
             b.point(&round_time, a.clone(), time.as_secs_f64());
             b.point(&points, a, *last_points as f64);
         }
-        self.alertmanager_points(&mut b);
+        alertmanager_points(&mut b, alertmanagers);
         let firing_desc = desc(
             "vigil.alerts.firing",
             "{alert}",
@@ -308,17 +314,18 @@ impl SelfTelemetry {
     }
 }
 
-impl SelfTelemetry {
-    fn alertmanager_points(&self, b: &mut BatchBuilder) {
-        use MetricKind::*;
+/// Each Alertmanager's delivery totals, by `url.full` as configured.
+fn alertmanager_points(b: &mut BatchBuilder, alertmanagers: &[(String, DeliveryStats)]) {
+    use MetricKind::*;
+    {
         let sent = desc(
             "vigil.alertmanager.sent",
             "{alert}",
             Counter,
             "Alerts posted to an Alertmanager and accepted (re-sends included)",
         );
-        for (url, count) in &self.alertmanager_sent {
-            b.point(&sent, attrs([("url.full", url)]), *count as f64);
+        for (url, stats) in alertmanagers {
+            b.point(&sent, attrs([("url.full", url)]), stats.sent as f64);
         }
         let failed = desc(
             "vigil.alertmanager.failed",
@@ -326,12 +333,14 @@ impl SelfTelemetry {
             Counter,
             "Failed posts to an Alertmanager, by cause",
         );
-        for ((url, cause), count) in &self.alertmanager_failed {
-            b.point(
-                &failed,
-                attrs([("url.full", url), ("error.type", cause)]),
-                *count as f64,
-            );
+        for (url, stats) in alertmanagers {
+            for (cause, count) in &stats.failed {
+                b.point(
+                    &failed,
+                    attrs([("url.full", url), ("error.type", cause)]),
+                    *count as f64,
+                );
+            }
         }
         let pending = desc(
             "vigil.alertmanager.pending",
@@ -339,8 +348,8 @@ impl SelfTelemetry {
             Gauge,
             "Alerts waiting for an Alertmanager to accept them",
         );
-        for (url, alerts) in &self.alertmanager_pending {
-            b.point(&pending, attrs([("url.full", url)]), *alerts as f64);
+        for (url, stats) in alertmanagers {
+            b.point(&pending, attrs([("url.full", url)]), stats.pending as f64);
         }
         let dropped = desc(
             "vigil.alertmanager.dropped",
@@ -348,8 +357,8 @@ impl SelfTelemetry {
             Counter,
             "Resolved alerts given up on after their retention (the Alertmanager never accepted them)",
         );
-        for (url, alerts) in &self.alertmanager_dropped {
-            b.point(&dropped, attrs([("url.full", url)]), *alerts as f64);
+        for (url, stats) in alertmanagers {
+            b.point(&dropped, attrs([("url.full", url)]), stats.dropped as f64);
         }
     }
 }
@@ -405,42 +414,64 @@ mod tests {
         t.emit(Event::PluginEvaluated {
             plugin: "p",
             duration: Duration::from_millis(2),
+            ok: true,
         });
         t.emit(Event::PluginEvaluated {
             plugin: "p",
             duration: Duration::from_millis(3),
+            ok: true,
+        });
+        t.emit(Event::PluginEvaluated {
+            plugin: "p",
+            duration: Duration::from_millis(4),
+            ok: false,
         });
         t.emit(Event::PluginFailed {
             plugin: "p",
             cause: "trap",
         });
-        let batch = t.batch("h", &[(Severity::Critical, 2)], &[]);
-        let get = |name: &str| {
+        let batch = t.batch("h", &[(Severity::Critical, 2)], &[], &[]);
+        let get = |name: &str, result: Option<&str>| {
             batch
                 .points()
-                .find(|(m, _, _)| m.name == name)
+                .find(|(m, attrs, _)| {
+                    m.name == name
+                        && result.is_none_or(|r| attrs.iter().any(|(k, v)| k == "result" && v == r))
+                })
                 .map(|(_, _, v)| v)
         };
-        assert_eq!(get("vigil.plugin.evaluations"), Some(2.0));
-        assert_eq!(get("vigil.plugin.errors"), Some(1.0));
-        assert_eq!(get("vigil.alerts.firing"), Some(2.0));
-        assert_eq!(get("vigil.alertmanager.sent"), None);
-        assert!((get("vigil.plugin.evaluation.time").unwrap() - 0.005).abs() < 1e-9);
+        assert_eq!(get("vigil.plugin.evaluations", Some("ok")), Some(2.0));
+        assert_eq!(get("vigil.plugin.evaluations", Some("error")), Some(1.0));
+        assert_eq!(t.evaluations("p"), 2, "successful evaluations");
+        assert_eq!(get("vigil.plugin.errors", None), Some(1.0));
+        assert_eq!(get("vigil.alerts.firing", None), Some(2.0));
+        assert_eq!(get("vigil.alertmanager.sent", None), None);
+        let time = get("vigil.plugin.evaluation.time", None).unwrap();
+        assert!((time - 0.009).abs() < 1e-9, "every call's time: {time}");
     }
 
     #[test]
     fn alertmanager_delivery_is_counted_per_url() {
-        let mut t = SelfTelemetry::default();
+        let t = SelfTelemetry::default();
         let (a, b) = ("http://a:9093", "http://b:9093");
-        t.emit(Event::AlertmanagerSent { url: a, alerts: 2 });
-        t.emit(Event::AlertmanagerSent { url: a, alerts: 1 });
-        t.emit(Event::AlertmanagerFailed {
-            url: b,
-            cause: "connect",
-        });
-        t.emit(Event::AlertmanagerPending { url: b, alerts: 4 });
-        t.emit(Event::AlertmanagerPending { url: b, alerts: 3 });
-        let batch = t.batch("h", &[], &[]);
+        let stats = [
+            (
+                a.to_owned(),
+                DeliveryStats {
+                    sent: 3,
+                    ..DeliveryStats::default()
+                },
+            ),
+            (
+                b.to_owned(),
+                DeliveryStats {
+                    failed: [("connect", 1)].into(),
+                    pending: 3,
+                    ..DeliveryStats::default()
+                },
+            ),
+        ];
+        let batch = t.batch("h", &[], &[], &stats);
         let get = |name: &str, url: &str| {
             batch
                 .points()

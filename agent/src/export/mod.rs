@@ -3,8 +3,11 @@
 
 pub mod alertmanager;
 pub mod otlp;
+pub mod proto;
 pub mod queue;
+pub mod start_time;
 pub mod store;
+pub mod transport;
 
 pub use otlp::{ExportStats, OtlpExporter};
 

@@ -1,40 +1,36 @@
-//! OTLP export with `opentelemetry-otlp`: metrics through observable instruments
-//! reading [`LatestValues`], alert events as log records. gRPC or HTTP/protobuf.
+//! OTLP export of batches (metrics) and alert events (log records), gRPC or HTTP/protobuf.
 //!
-//! Nothing is sent as it is produced: each export tick takes a snapshot of every
-//! metric into a bounded queue, log records go into a second one, and [`OtlpExporter::send`]
-//! delivers both oldest first. A failed request leaves its data queued for the next
-//! attempt; a full queue drops its oldest data and counts it.
+//! Every batch is kept whole as it is recorded, with the start times of its cumulative
+//! series, so every collected sample leaves the host stamped with its collection time,
+//! however the collection and export intervals relate. An export tick ([`OtlpExporter::snapshot`])
+//! moves what was recorded since the previous tick into the queue as one group;
+//! [`OtlpExporter::send`] sends each group as one request (split above
+//! [`MAX_REQUEST_POINTS`]), then the queued log records, oldest first. A failed request
+//! leaves its data queued for the next attempt; a full queue (or a full tick, for an
+//! export interval far longer than the collection interval) drops its oldest batches
+//! and counts their datapoints.
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Mutex;
 
-use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity as LogSeverity};
-use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::{
-    LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
-};
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::reader::MetricReader;
-use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::ExportError;
+use super::proto::{self, StampedBatch};
 use super::queue::{BoundedQueue, QueueStats, Taken};
-use super::store::{LatestValues, MeterKey};
-use crate::alert::{AlertEvent, Transition};
-use crate::config::{Compression, ExportConfig, OtlpConfig, OtlpProtocol};
-use crate::model::{Batch, MetricDesc, MetricKind, Severity};
+use super::start_time::StartTimes;
+use super::store::LatestValues;
+use super::transport::{Rejection, Transport};
+use crate::alert::AlertEvent;
+use crate::config::ExportConfig;
+use crate::model::Batch;
+use crate::sync::LockExt;
 
 /// Log records sent in one request at most.
 const LOG_CHUNK: usize = 512;
-
-/// A log record as queued: the record and the scope it was emitted in.
-type QueuedLog = (SdkLogRecord, InstrumentationScope);
+/// Datapoints in one metrics request at most (a batch is never split, so a single
+/// larger batch goes alone): keeps requests well below receivers' message size limits.
+pub const MAX_REQUEST_POINTS: u64 = 8192;
 
 /// The queues' totals per signal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,177 +39,92 @@ pub struct ExportStats {
     pub logs: QueueStats,
 }
 
-/// Sends metrics and alert events to an OTLP endpoint.
+/// A batch waiting in the queue, with the export tick that queued it.
+struct Queued {
+    group: u64,
+    stamped: StampedBatch,
+}
+
+/// The metric queue, the batches recorded since the last tick, and their start times.
+struct MetricQueue {
+    /// Batches of past ticks, ready to send.
+    queue: BoundedQueue<Queued>,
+    /// Batches recorded since the last tick (bounded like the queue).
+    tick: BoundedQueue<StampedBatch>,
+    start_times: StartTimes,
+    /// Export ticks so far: the group the next tick's batches get.
+    ticks: u64,
+}
+
+impl MetricQueue {
+    fn new(capacity: u64) -> Self {
+        MetricQueue {
+            queue: BoundedQueue::new(capacity),
+            tick: BoundedQueue::new(capacity),
+            start_times: StartTimes::default(),
+            ticks: 0,
+        }
+    }
+
+    /// Moves the batches recorded since the last tick into the queue as one group.
+    fn close_tick(&mut self) {
+        let group = self.ticks;
+        self.ticks += 1;
+        while let Some((stamped, weight)) = self.tick.take() {
+            self.queue.push(Queued { group, stamped }, weight);
+        }
+    }
+
+    /// Takes the oldest group's batches out, up to [`MAX_REQUEST_POINTS`], with their
+    /// weights.
+    fn take_request(&mut self) -> Vec<(Queued, u64)> {
+        let mut taken: Vec<(Queued, u64)> = Vec::new();
+        let mut points = 0;
+        while let Some(front) = self.queue.front() {
+            let group = taken.first().map_or(front.group, |(q, _)| q.group);
+            let weight = front.stamped.batch.len() as u64;
+            if front.group != group || (!taken.is_empty() && points + weight > MAX_REQUEST_POINTS) {
+                break;
+            }
+            let Some(entry) = self.queue.take() else {
+                break;
+            };
+            points += entry.1;
+            taken.push(entry);
+        }
+        taken
+    }
+}
+
+/// Sends metrics and alert events to an OTLP endpoint, and keeps the latest value of
+/// every series for `/metrics` and the status page.
 pub struct OtlpExporter {
     endpoint: String,
-    evaluation_duration: opentelemetry::metrics::Histogram<f64>,
-    latest: Arc<LatestValues>,
-    meter: Meter,
-    meter_provider: SdkMeterProvider,
-    logger_provider: SdkLoggerProvider,
-    logger: SdkLogger,
-    reader: SharedReader,
+    resource: Resource,
+    latest: LatestValues,
     transport: Option<Transport>,
-    metrics: Mutex<BoundedQueue<ResourceMetrics>>,
-    logs: Arc<Mutex<BoundedQueue<QueuedLog>>>,
-}
-
-/// The OTLP clients of both signals.
-struct Transport {
-    metrics: opentelemetry_otlp::MetricExporter,
-    logs: opentelemetry_otlp::LogExporter,
-}
-
-/// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
-fn signal_url(config: &OtlpConfig, signal: &str) -> String {
-    let base = config.effective_endpoint();
-    match config.protocol {
-        OtlpProtocol::Grpc => base,
-        OtlpProtocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
-    }
-}
-
-fn compression(config: &OtlpConfig) -> Option<opentelemetry_otlp::Compression> {
-    match config.compression {
-        Compression::None => None,
-        Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
-    }
-}
-
-fn grpc_metadata(config: &OtlpConfig) -> tonic::metadata::MetadataMap {
-    let mut map = tonic::metadata::MetadataMap::new();
-    for (key, value) in &config.headers {
-        if let (Ok(key), Ok(value)) = (
-            key.to_ascii_lowercase()
-                .parse::<tonic::metadata::MetadataKey<_>>(),
-            value.parse(),
-        ) {
-            map.insert(key, value);
-        }
-    }
-    map
-}
-
-/// Builds an exporter of one signal with the transport, endpoint, timeout,
-/// compression and headers of `config`.
-macro_rules! build_exporter {
-    ($builder:expr, $config:expr, $signal:literal) => {{
-        let config: &OtlpConfig = $config;
-        let url = signal_url(config, $signal);
-        let setup_error = |e: opentelemetry_otlp::ExporterBuildError| ExportError::Setup {
-            signal: $signal,
-            endpoint: url.clone(),
-            reason: e.to_string(),
-        };
-        match config.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b = $builder
-                    .with_tonic()
-                    .with_endpoint(url.clone())
-                    .with_timeout(config.timeout)
-                    .with_metadata(grpc_metadata(config));
-                if let Some(c) = compression(config) {
-                    b = b.with_compression(c);
-                }
-                b.build().map_err(setup_error)?
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let mut b = $builder
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary)
-                    .with_endpoint(url.clone())
-                    .with_timeout(config.timeout)
-                    .with_headers(config.headers.clone().into_iter().collect());
-                if let Some(c) = compression(config) {
-                    b = b.with_compression(c);
-                }
-                b.build().map_err(setup_error)?
-            }
-        }
-    }};
-}
-
-/// The metric reader the meter provider collects through; the exporter keeps a handle
-/// to take snapshots on its own schedule.
-#[derive(Debug, Clone)]
-struct SharedReader(Arc<ManualReader>);
-
-impl MetricReader for SharedReader {
-    fn register_pipeline(&self, pipeline: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
-        self.0.register_pipeline(pipeline)
-    }
-    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
-        self.0.collect(rm)
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-    fn temporality(&self, kind: opentelemetry_sdk::metrics::InstrumentKind) -> Temporality {
-        self.0.temporality(kind)
-    }
-}
-
-/// Puts every emitted log record into the log queue.
-#[derive(Debug)]
-struct QueueingProcessor(Arc<Mutex<BoundedQueue<QueuedLog>>>);
-
-impl LogProcessor for QueueingProcessor {
-    fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        if let Ok(mut queue) = self.0.lock() {
-            queue.push((record.clone(), scope.clone()), 1);
-        }
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
-/// Datapoints in a metric snapshot: what a dropped snapshot loses.
-fn datapoints(rm: &ResourceMetrics) -> u64 {
-    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-    fn count<T>(data: &MetricData<T>) -> usize {
-        match data {
-            MetricData::Gauge(g) => g.data_points().count(),
-            MetricData::Sum(s) => s.data_points().count(),
-            MetricData::Histogram(h) => h.data_points().count(),
-            MetricData::ExponentialHistogram(h) => h.data_points().count(),
-        }
-    }
-    rm.scope_metrics()
-        .flat_map(|sm| sm.metrics())
-        .map(|m| match m.data() {
-            AggregatedMetrics::F64(d) => count(d),
-            AggregatedMetrics::U64(d) => count(d),
-            AggregatedMetrics::I64(d) => count(d),
-        } as u64)
-        .sum()
+    metrics: Mutex<MetricQueue>,
+    logs: Mutex<BoundedQueue<LogRecord>>,
+    /// The last partial rejection reported, so each distinct one is logged once.
+    last_rejection: Mutex<Option<String>>,
 }
 
 impl OtlpExporter {
-    /// Sets up metric and log exporters for `config`; `host` goes into the resource.
-    /// Must be called inside a Tokio runtime (the gRPC client needs one). Nothing is
-    /// connected yet: an unreachable endpoint shows up as export warnings, not here.
+    /// Sets up the OTLP clients for `config`; `host` goes into the resource. Must be
+    /// called inside a Tokio runtime (the gRPC client needs one). Nothing is connected
+    /// yet: an unreachable endpoint shows up as export warnings, not here.
     pub fn new(config: &ExportConfig, host: &str) -> Result<Self, ExportError> {
-        let otlp = &config.otlp;
-        let metrics = build_exporter!(
-            opentelemetry_otlp::MetricExporter::builder(),
-            otlp,
-            "metrics"
-        );
-        let mut logs = build_exporter!(opentelemetry_otlp::LogExporter::builder(), otlp, "logs");
-        logs.set_resource(&resource(host));
+        let transport = Transport::new(&config.otlp)?;
         Ok(Self::build(
-            otlp.effective_endpoint(),
+            config.otlp.effective_endpoint(),
             host,
             config,
-            Some(Transport { metrics, logs }),
+            Some(transport),
         ))
     }
 
-    /// An exporter that sends nothing (`export.otlp.enabled = false`).
+    /// An exporter that sends nothing (`export.otlp.enabled = false`); it still keeps
+    /// the latest values.
     pub fn disabled(config: &ExportConfig, host: &str) -> Self {
         Self::build("(export disabled)".to_owned(), host, config, None)
     }
@@ -224,43 +135,14 @@ impl OtlpExporter {
         config: &ExportConfig,
         transport: Option<Transport>,
     ) -> Self {
-        let reader = SharedReader(Arc::new(
-            ManualReader::builder()
-                .with_temporality(Temporality::Cumulative)
-                .build(),
-        ));
-        let meter_provider = SdkMeterProvider::builder()
-            .with_resource(resource(host))
-            .with_reader(reader.clone())
-            .build();
-        let logs = Arc::new(Mutex::new(BoundedQueue::new(config.queue.max_log_records)));
-        let mut logger_provider = SdkLoggerProvider::builder().with_resource(resource(host));
-        if transport.is_some() {
-            logger_provider = logger_provider.with_log_processor(QueueingProcessor(logs.clone()));
-        }
-        let logger_provider = logger_provider.build();
-        let meter = meter_provider.meter("vigil");
-        let logger = logger_provider.logger("vigil");
-        let evaluation_duration = meter
-            .f64_histogram("vigil.plugin.evaluation.duration")
-            .with_unit("s")
-            .with_description("Duration of one plugin evaluation")
-            .with_boundaries(vec![
-                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ])
-            .build();
         OtlpExporter {
             endpoint,
-            evaluation_duration,
-            latest: Arc::new(LatestValues::default()),
-            meter,
-            meter_provider,
-            logger_provider,
-            logger,
-            reader,
+            resource: proto::resource(host),
+            latest: LatestValues::default(),
             transport,
-            metrics: Mutex::new(BoundedQueue::new(config.queue.max_metric_points)),
-            logs,
+            metrics: Mutex::new(MetricQueue::new(config.queue.max_metric_points)),
+            logs: Mutex::new(BoundedQueue::new(config.queue.max_log_records)),
+            last_rejection: Mutex::new(None),
         }
     }
 
@@ -269,157 +151,66 @@ impl OtlpExporter {
         &self.latest
     }
 
-    /// Makes `batch` the latest values of its source; they go out with the next export.
+    /// Makes `batch` the latest values of its source and queues all its datapoints, with
+    /// its collection time, for the next export tick.
     pub fn record(&self, batch: &Batch) {
-        for (metric, key) in self.latest.replace(batch) {
-            self.register(&metric, key);
+        self.latest.replace(batch);
+        if self.transport.is_none() || batch.is_empty() {
+            return;
+        }
+        if let Ok(mut metrics) = self.metrics.lock() {
+            let starts = metrics.start_times.observe(batch);
+            let stamped = StampedBatch {
+                batch: std::sync::Arc::new(batch.clone()),
+                starts,
+            };
+            metrics.tick.push(stamped, batch.len() as u64);
         }
     }
 
-    /// The meter of `key`: the shared one, or the one of a source's epoch after a
-    /// counter reset (its instruments start their sums anew).
-    fn meter_for(&self, key: &MeterKey) -> Meter {
-        match key {
-            None => self.meter.clone(),
-            Some((source, epoch)) => self.meter_provider.meter_with_scope(
-                InstrumentationScope::builder("vigil")
-                    .with_attributes([
-                        KeyValue::new("vigil.collector", source.clone()),
-                        KeyValue::new("vigil.series.epoch", i64::from(*epoch)),
-                    ])
-                    .build(),
-            ),
-        }
-    }
-
-    /// Registers an observable instrument for `metric` in the meter of `key`.
-    fn register(&self, metric: &MetricDesc, key: MeterKey) {
-        let latest = self.latest.clone();
-        let name = metric.name.clone();
-        let meter = self.meter_for(&key);
-        let callback = move |observer: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
-            latest.for_each(&name, &key, |value, attributes| {
-                observer.observe(value, attributes)
-            });
-        };
-        let (name, unit, description) = (
-            metric.name.clone(),
-            metric.unit.clone(),
-            metric.description.clone(),
-        );
-        match metric.kind {
-            MetricKind::Gauge => {
-                meter
-                    .f64_observable_gauge(name)
-                    .with_unit(unit)
-                    .with_description(description)
-                    .with_callback(callback)
-                    .build();
-            }
-            MetricKind::Counter => {
-                meter
-                    .f64_observable_counter(name)
-                    .with_unit(unit)
-                    .with_description(description)
-                    .with_callback(callback)
-                    .build();
-            }
-            MetricKind::UpDownCounter => {
-                meter
-                    .f64_observable_up_down_counter(name)
-                    .with_unit(unit)
-                    .with_description(description)
-                    .with_callback(callback)
-                    .build();
-            }
-        }
-    }
-
-    /// Records how long one evaluation by `plugin` took.
-    pub fn record_evaluation(&self, plugin: &str, duration: std::time::Duration) {
-        self.evaluation_duration.record(
-            duration.as_secs_f64(),
-            &[KeyValue::new("vigil.plugin", plugin.to_owned())],
-        );
-    }
-
-    /// Sends an alert event as an OTLP log record (event name `vigil.alert`).
+    /// Queues an alert event as an OTLP log record (event name `vigil.alert`).
     pub fn emit_alert(&self, event: &AlertEvent) {
-        let alert = &event.alert;
-        let mut record = self.logger.create_log_record();
-        record.set_event_name("vigil.alert");
-        record.set_timestamp(event.at);
-        record.set_observed_timestamp(SystemTime::now());
-        let (number, text) = match (event.transition, alert.severity) {
-            (Transition::Resolved | Transition::Cancelled, _) => (LogSeverity::Info, "INFO"),
-            (_, Severity::Info) => (LogSeverity::Info, "INFO"),
-            (_, Severity::Warning) => (LogSeverity::Warn, "WARN"),
-            (_, Severity::Critical) => (LogSeverity::Error, "ERROR"),
-        };
-        record.set_severity_number(number);
-        record.set_severity_text(text);
-        record.set_body(AnyValue::from(format!(
-            "alert {} {}: {}",
-            alert.key.rule,
-            event.transition.as_str(),
-            alert.summary
-        )));
-        record.add_attribute("vigil.alert.state", event.transition.as_str());
-        record.add_attribute("vigil.alert.rule", alert.key.rule.clone());
-        record.add_attribute("vigil.alert.key", alert.key.key.clone());
-        record.add_attribute("vigil.alert.severity", alert.severity.as_str());
-        record.add_attribute("vigil.alert.summary", alert.summary.clone());
-        record.add_attribute("vigil.alert.source", alert.source.clone());
-        record.add_attribute("vigil.plugin", alert.key.plugin.clone());
-        if let Some(reason) = &event.reason {
-            record.add_attribute("vigil.alert.reason", reason.clone());
-        }
-        if let Some(value) = alert.value {
-            record.add_attribute("vigil.alert.value", value);
-        }
-        for (key, value) in &alert.labels {
-            record.add_attribute(format!("vigil.alert.label.{key}"), value.clone());
-        }
-        self.logger.emit(record);
-    }
-
-    /// Takes a snapshot of every metric into the queue (nothing when export is off).
-    pub fn snapshot(&self) {
         if self.transport.is_none() {
             return;
         }
-        let mut rm = ResourceMetrics::default();
-        if let Err(error) = self.reader.collect(&mut rm) {
-            tracing::debug!("metric collection failed: {error}");
-            return;
-        }
-        let points = datapoints(&rm);
-        if points == 0 {
-            return;
-        }
-        if let Ok(mut queue) = self.metrics.lock() {
-            queue.push(rm, points);
+        if let Ok(mut logs) = self.logs.lock() {
+            logs.push(proto::alert_record(event), 1);
         }
     }
 
-    /// Sends what is queued, oldest first: metric snapshots, then log records. Stops at
-    /// the first failed request (its data stays queued) and reports it. Cancel-safe: a
-    /// request abandoned midway (dropped future) leaves its data queued.
+    /// An export tick: what was recorded since the previous one is queued, to go out
+    /// with the next [`Self::send`] as one request.
+    pub fn snapshot(&self) {
+        if let Ok(mut metrics) = self.metrics.lock() {
+            metrics.close_tick();
+        }
+    }
+
+    /// Sends what is queued, oldest first: one metrics request per tick, then log
+    /// records. Stops at the first failed request (its data stays queued) and reports it.
     pub async fn send(&self) -> Result<(), ExportError> {
         let Some(transport) = &self.transport else {
             return Ok(());
         };
         // What is taken out goes back into its queue if this future is dropped mid-request.
         loop {
-            let taken = Taken::take(&self.metrics, 1);
-            let Some((rm, _)) = taken.entries().first() else {
+            let entries = self.metrics.locked().take_request();
+            let taken = Taken::settle_later(&self.metrics, |m| &mut m.queue, entries);
+            if taken.is_empty() {
                 break;
-            };
-            match transport.metrics.export(rm).await {
-                Ok(()) => taken.sent(),
-                Err(e) => {
+            }
+            let request = proto::metrics_request(
+                &self.resource,
+                taken.entries().iter().map(|(q, _)| &q.stamped),
+            );
+            match transport.send_metrics(request).await {
+                Ok(rejection) => {
+                    taken.sent();
+                    self.report_rejection(rejection);
+                }
+                Err(reason) => {
                     taken.failed();
-                    return Err(self.failure("metrics", e));
+                    return Err(self.failure("metrics", reason));
                 }
             }
         }
@@ -428,39 +219,70 @@ impl OtlpExporter {
             if taken.is_empty() {
                 break;
             }
-            let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-                taken.entries().iter().map(|((r, s), _)| (r, s)).collect();
-            let result = transport.logs.export(LogBatch::new(&refs)).await;
-            drop(refs);
-            match result {
-                Ok(()) => taken.sent(),
-                Err(e) => {
+            let chunk: Vec<LogRecord> = taken.entries().iter().map(|(r, _)| r.clone()).collect();
+            match transport
+                .send_logs(proto::logs_request(&self.resource, chunk))
+                .await
+            {
+                Ok(rejection) => {
+                    taken.sent();
+                    self.report_rejection(rejection);
+                }
+                Err(reason) => {
                     taken.failed();
-                    return Err(self.failure("logs", e));
+                    return Err(self.failure("logs", reason));
                 }
             }
         }
         Ok(())
     }
 
-    fn failure(&self, signal: &'static str, error: impl std::fmt::Display) -> ExportError {
+    /// Logs a partial rejection once per distinct message: the receiver took the request
+    /// and will not take the rejected part again, so it is not retried.
+    fn report_rejection(&self, rejection: Rejection) {
+        let Some(message) = rejection else {
+            return;
+        };
+        let Ok(mut last) = self.last_rejection.lock() else {
+            return;
+        };
+        if last.as_deref() == Some(message.as_str()) {
+            tracing::debug!("OTLP receiver {}: {message}", self.endpoint);
+        } else {
+            tracing::warn!(
+                "the OTLP receiver at {} accepted a request but rejected part of it: {message} (logged once per distinct message)",
+                self.endpoint
+            );
+            *last = Some(message);
+        }
+    }
+
+    fn failure(&self, signal: &'static str, reason: String) -> ExportError {
         ExportError::Send {
             signal,
             endpoint: self.endpoint.clone(),
-            reason: error.to_string(),
+            reason,
         }
     }
 
     /// Whether nothing waits to be sent.
     pub fn is_drained(&self) -> bool {
-        let metrics = self.metrics.lock().map(|q| q.is_empty()).unwrap_or(true);
+        let metrics = self
+            .metrics
+            .lock()
+            .map(|m| m.queue.is_empty() && m.tick.is_empty())
+            .unwrap_or(true);
         metrics && self.logs.lock().map(|q| q.is_empty()).unwrap_or(true)
     }
 
     /// Drops what is still queued (shutdown past its deadline); returns the metric
     /// datapoints and log records dropped.
     pub fn drop_unsent(&self) -> (u64, u64) {
-        let metrics = self.metrics.lock().map(|mut q| q.drop_all()).unwrap_or(0);
+        let metrics = self
+            .metrics
+            .lock()
+            .map(|mut m| m.queue.drop_all() + m.tick.drop_all())
+            .unwrap_or(0);
         let logs = self.logs.lock().map(|mut q| q.drop_all()).unwrap_or(0);
         (metrics, logs)
     }
@@ -468,28 +290,70 @@ impl OtlpExporter {
     /// The queues' totals.
     pub fn stats(&self) -> ExportStats {
         ExportStats {
-            metrics: self.metrics.lock().map(|q| q.stats()).unwrap_or_default(),
+            metrics: self
+                .metrics
+                .lock()
+                .map(|m| {
+                    let (queued, tick) = (m.queue.stats(), m.tick.stats());
+                    QueueStats {
+                        queued: queued.queued + tick.queued,
+                        dropped: queued.dropped + tick.dropped,
+                        ..queued
+                    }
+                })
+                .unwrap_or_default(),
             logs: self.logs.lock().map(|q| q.stats()).unwrap_or_default(),
-        }
-    }
-
-    /// Stops the providers and clients; send what is queued first.
-    pub fn shutdown(&self) {
-        let _ = self.meter_provider.shutdown();
-        let _ = self.logger_provider.shutdown();
-        if let Some(transport) = &self.transport {
-            let _ = transport.metrics.shutdown();
-            let _ = transport.logs.shutdown();
         }
     }
 }
 
-fn resource(host: &str) -> Resource {
-    Resource::builder()
-        .with_service_name("vigil")
-        .with_attributes([
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("host.name", host.to_owned()),
-        ])
-        .build()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
+
+    /// A queue that recorded batches of `points` datapoints, closing a tick where the
+    /// group number changes.
+    fn queue_with(batches: &[(u64, usize)]) -> MetricQueue {
+        let m = MetricDesc::new("m", "1", MetricKind::Gauge, "");
+        let mut queue = MetricQueue::new(u64::MAX);
+        for (group, points) in batches {
+            while queue.ticks < *group {
+                queue.close_tick();
+            }
+            let mut b = BatchBuilder::new("s", "h");
+            for i in 0..*points {
+                b.point(&m, attrs([("i", &i.to_string())]), 1.0);
+            }
+            let batch = b.build();
+            let starts = vec![None; batch.len()];
+            let stamped = StampedBatch {
+                batch: std::sync::Arc::new(batch),
+                starts,
+            };
+            queue.tick.push(stamped, *points as u64);
+        }
+        queue
+    }
+
+    fn sizes(taken: &[(Queued, u64)]) -> Vec<u64> {
+        taken.iter().map(|(_, w)| *w).collect()
+    }
+
+    #[test]
+    fn a_request_holds_one_closed_tick_and_no_more_than_the_limit() {
+        // Ticks 0 and 1 are closed, tick 2 is open.
+        let big = MAX_REQUEST_POINTS as usize / 2 + 1;
+        let mut q = queue_with(&[(0, 3), (0, 4), (1, big), (1, big), (2, 5)]);
+        assert_eq!(sizes(&q.take_request()), [3, 4], "tick 0 alone");
+        assert_eq!(
+            sizes(&q.take_request()),
+            [big as u64],
+            "tick 1 split at the limit"
+        );
+        assert_eq!(sizes(&q.take_request()), [big as u64]);
+        assert!(q.take_request().is_empty(), "the open tick waits");
+        q.close_tick();
+        assert_eq!(sizes(&q.take_request()), [5]);
+    }
 }

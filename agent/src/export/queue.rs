@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::sync::LockExt;
+
 /// Totals of one signal's queue, as self-telemetry reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {
@@ -19,7 +21,7 @@ pub struct QueueStats {
     pub dropped: u64,
 }
 
-/// Entries of `T`, each weighing a number of items (a metric snapshot weighs its
+/// Entries of `T`, each weighing a number of items (a metric batch weighs its
 /// datapoints); the total weight never exceeds the capacity for long: pushing over
 /// it drops the oldest entries.
 #[derive(Debug)]
@@ -75,6 +77,11 @@ impl<T> BoundedQueue<T> {
         Some((entry, weight))
     }
 
+    /// The oldest entry, left in place.
+    pub fn front(&self) -> Option<&T> {
+        self.entries.front().map(|(entry, _)| entry)
+    }
+
     /// Counts a delivered entry of `weight` items.
     pub fn sent(&mut self, weight: u64) {
         self.stats.sent += weight;
@@ -120,20 +127,40 @@ impl<T> BoundedQueue<T> {
 /// Entries taken out of a shared queue to be sent. Unless [`Taken::sent`] or
 /// [`Taken::failed`] settles them, dropping them puts them back in front: a send that
 /// is cancelled (e.g. at the shutdown deadline) loses nothing without counting it.
-#[derive(Debug)]
-pub struct Taken<'a, T> {
-    queue: &'a Mutex<BoundedQueue<T>>,
+///
+/// The queue may sit inside a larger structure `Q` behind the mutex; `queue` finds it.
+pub struct Taken<'a, Q, T> {
+    lock: &'a Mutex<Q>,
+    queue: fn(&mut Q) -> &mut BoundedQueue<T>,
     entries: Vec<(T, u64)>,
 }
 
-impl<'a, T> Taken<'a, T> {
-    /// Takes up to `max` of the oldest entries of `queue` (none if its lock is poisoned).
+impl<'a, T> Taken<'a, BoundedQueue<T>, T> {
+    /// Takes up to `max` of the oldest entries of `queue`.
     pub fn take(queue: &'a Mutex<BoundedQueue<T>>, max: usize) -> Self {
-        let entries = match queue.lock() {
-            Ok(mut q) => std::iter::from_fn(|| q.take()).take(max).collect(),
-            Err(_) => Vec::new(),
-        };
-        Taken { queue, entries }
+        let entries = std::iter::from_fn(|| queue.locked().take())
+            .take(max)
+            .collect();
+        Taken {
+            lock: queue,
+            queue: |q| q,
+            entries,
+        }
+    }
+}
+
+impl<'a, Q, T> Taken<'a, Q, T> {
+    /// Entries already taken out of the queue that `queue` finds inside `lock`.
+    pub fn settle_later(
+        lock: &'a Mutex<Q>,
+        queue: fn(&mut Q) -> &mut BoundedQueue<T>,
+        entries: Vec<(T, u64)>,
+    ) -> Self {
+        Taken {
+            lock,
+            queue,
+            entries,
+        }
     }
 
     /// The entries taken, oldest first, with their weights.
@@ -149,28 +176,24 @@ impl<'a, T> Taken<'a, T> {
     /// Counts the entries as delivered.
     pub fn sent(mut self) {
         let weight: u64 = self.entries.drain(..).map(|(_, w)| w).sum();
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.sent(weight);
-        }
+        (self.queue)(&mut self.lock.locked()).sent(weight);
     }
 
     /// Counts a failed request and puts the entries back in front.
     pub fn failed(self) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.failed();
-        }
+        (self.queue)(&mut self.lock.locked()).failed();
     }
 }
 
-impl<T> Drop for Taken<'_, T> {
+impl<Q, T> Drop for Taken<'_, Q, T> {
     fn drop(&mut self) {
         if self.entries.is_empty() {
             return;
         }
-        if let Ok(mut queue) = self.queue.lock() {
-            for (entry, weight) in self.entries.drain(..).rev() {
-                queue.unsent(entry, weight);
-            }
+        let mut guard = self.lock.locked();
+        let queue = (self.queue)(&mut guard);
+        for (entry, weight) in self.entries.drain(..).rev() {
+            queue.unsent(entry, weight);
         }
     }
 }

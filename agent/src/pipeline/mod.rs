@@ -57,7 +57,7 @@ pub struct Pipeline {
     exporter: OtlpExporter,
     /// Delivery of firing and resolved alerts to Alertmanager, when configured.
     alertmanager: Option<AlertmanagerSink>,
-    telemetry: Arc<Mutex<SelfTelemetry>>,
+    telemetry: Mutex<SelfTelemetry>,
     board: Arc<StatusBoard>,
     /// Held while one plugin file is loaded and swapped in.
     plugin_loads: tokio::sync::Mutex<()>,
@@ -92,7 +92,7 @@ impl Pipeline {
                 cause: failure.error.cause(),
             });
         }
-        let telemetry = Arc::new(Mutex::new(telemetry));
+        let telemetry = Mutex::new(telemetry);
         let alertmanager = match &config.export.alertmanager {
             Some(am) => {
                 let generator_url = am.generator_url.clone().unwrap_or_else(|| {
@@ -102,12 +102,7 @@ impl Pipeline {
                         format!("http://{host}/")
                     }
                 });
-                Some(AlertmanagerSink::start(
-                    am,
-                    host,
-                    generator_url,
-                    telemetry.clone(),
-                )?)
+                Some(AlertmanagerSink::start(am, host, generator_url)?)
             }
             None => None,
         };
@@ -152,8 +147,13 @@ impl Pipeline {
 
     /// Counts one plugin's evaluation of `batch` and turns its findings into alert events.
     fn evaluated(&self, evaluation: Evaluation, batch: &Batch) {
-        self.exporter
-            .record_evaluation(&evaluation.plugin, evaluation.duration);
+        if !matches!(evaluation.outcome, Ok(None)) {
+            self.count(Event::PluginEvaluated {
+                plugin: &evaluation.plugin,
+                duration: evaluation.duration,
+                ok: evaluation.outcome.is_ok(),
+            });
+        }
         let findings = match evaluation.outcome {
             Ok(None) => return,
             Ok(Some(findings)) => findings,
@@ -174,10 +174,6 @@ impl Pipeline {
                 return;
             }
         };
-        self.count(Event::PluginEvaluated {
-            plugin: &evaluation.plugin,
-            duration: evaluation.duration,
-        });
         let events = self.alerts.locked().apply(
             &evaluation.plugin,
             &batch.source,
@@ -240,7 +236,15 @@ impl Pipeline {
     pub fn record_self_telemetry(&self) {
         let firing = self.alerts.locked().firing_by_severity().to_vec();
         let plugins = self.plugin_statuses();
-        let batch = self.telemetry.locked().batch(&self.host, &firing, &plugins);
+        let alertmanagers = self
+            .alertmanager
+            .as_ref()
+            .map(AlertmanagerSink::stats)
+            .unwrap_or_default();
+        let batch = self
+            .telemetry
+            .locked()
+            .batch(&self.host, &firing, &plugins, &alertmanagers);
         self.publish(&batch);
     }
 

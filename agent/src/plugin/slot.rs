@@ -10,6 +10,7 @@ use super::host::PluginKv;
 use super::instance::{PluginInfo, PluginInstance};
 use super::lane::Lane;
 use super::poison::lock;
+use crate::backoff::Backoff;
 use crate::model::Batch;
 
 /// First quarantine period; each further quarantine doubles it, up to [`QUARANTINE_MAX`].
@@ -18,12 +19,25 @@ pub const QUARANTINE_MIN: Duration = Duration::from_secs(5);
 pub const QUARANTINE_MAX: Duration = Duration::from_secs(300);
 
 /// A plugin's health, updated after each call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Health {
     consecutive_failures: u32,
     quarantined_until: Option<Instant>,
-    quarantines: u32,
+    /// Quarantine periods: doubling per quarantine (never reset, so a plugin that keeps
+    /// failing after recoveries stays out longer).
+    quarantines: Backoff,
     memory_bytes: usize,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            consecutive_failures: 0,
+            quarantined_until: None,
+            quarantines: Backoff::new(QUARANTINE_MIN, QUARANTINE_MAX),
+            memory_bytes: 0,
+        }
+    }
 }
 
 impl Health {
@@ -43,11 +57,9 @@ impl Health {
         self.consecutive_failures += 1;
         // A plugin on probation after a quarantine goes straight back in.
         if self.consecutive_failures >= quarantine_after || self.quarantined_until.is_some() {
-            let period = QUARANTINE_MIN
-                .saturating_mul(1u32 << self.quarantines.min(10))
-                .min(QUARANTINE_MAX);
-            self.quarantines += 1;
-            self.quarantined_until = Some(Instant::now() + period);
+            let now = Instant::now();
+            let period = self.quarantines.failed(now).retry_in;
+            self.quarantined_until = Some(now + period);
             return Some(period);
         }
         None

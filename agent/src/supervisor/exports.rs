@@ -17,7 +17,8 @@ use crate::status::StatusBoard;
 /// Wait between delivery attempts while shutting down.
 const SHUTDOWN_RETRY: Duration = Duration::from_millis(200);
 
-/// Queues a snapshot of every metric, with the export totals as of now.
+/// An export tick: queues the export totals as of now and closes the tick, so what was
+/// collected since the previous one goes out with the next send.
 pub(super) fn snapshot(pipeline: &Pipeline) {
     pipeline.record_export_telemetry();
     pipeline.exporter().snapshot();

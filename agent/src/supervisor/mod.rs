@@ -89,7 +89,6 @@ impl Supervisor {
             exports::deliver_until(&self.pipeline, &self.board, deadline),
             self.pipeline.deliver_alerts_until(deadline)
         );
-        self.pipeline.exporter().shutdown();
     }
 
     /// Runs every collector on its interval, applies file changes (when watching) and
@@ -265,7 +264,6 @@ impl Supervisor {
             exports::deliver_until(&self.pipeline, &self.board, deadline),
             self.pipeline.deliver_alerts_until(deadline)
         );
-        self.pipeline.exporter().shutdown();
         tracing::info!("stopped");
     }
 }

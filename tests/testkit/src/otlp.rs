@@ -55,8 +55,10 @@ pub struct Point {
     pub kind: DataKind,
     pub attributes: BTreeMap<String, String>,
     pub value: f64,
-    /// `start_time_unix_nano`: when a cumulative series began (0 for gauges).
-    pub start_unix_nanos: u64,
+    /// When the value was collected (Unix nanoseconds).
+    pub time_unix_nano: u64,
+    /// Since when a cumulative sum counts (Unix nanoseconds; 0 when not given).
+    pub start_time_unix_nano: u64,
 }
 
 /// One metrics export request, summarized.
@@ -94,15 +96,23 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
 }
 
 impl Received {
-    /// The points of metric `name` from the most recent export request that has it.
+    /// The latest value of every series of metric `name`: from the most recent export
+    /// request that has it, the newest point of each attribute set (a request may carry
+    /// several points per series, one per collection).
     pub fn latest_points(&self, name: &str) -> Vec<Point> {
         for request in self.metrics.iter().rev() {
             let points = points_of(request, name);
             if !points.is_empty() {
-                return points;
+                return newest_per_series(points);
             }
         }
         Vec::new()
+    }
+
+    /// Every point of metric `name` in each metrics request, in arrival order (one entry
+    /// per request, empty where a request does not have it).
+    pub fn points_per_request(&self, name: &str) -> Vec<Vec<Point>> {
+        self.metrics.iter().map(|r| points_of(r, name)).collect()
     }
 
     /// Names of every metric received.
@@ -188,6 +198,19 @@ impl Received {
     }
 }
 
+/// The newest point of each attribute set, in the order the sets first appear.
+fn newest_per_series(points: Vec<Point>) -> Vec<Point> {
+    let mut newest: Vec<Point> = Vec::new();
+    for point in points {
+        match newest.iter_mut().find(|p| p.attributes == point.attributes) {
+            Some(p) if p.time_unix_nano <= point.time_unix_nano => *p = point,
+            Some(_) => {}
+            None => newest.push(point),
+        }
+    }
+    newest
+}
+
 fn points_of(request: &ExportMetricsServiceRequest, name: &str) -> Vec<Point> {
     let mut out = Vec::new();
     for m in request
@@ -219,7 +242,8 @@ fn points_of(request: &ExportMetricsServiceRequest, name: &str) -> Vec<Point> {
                 kind,
                 attributes: attributes(&p.attributes),
                 value,
-                start_unix_nanos: p.start_time_unix_nano,
+                time_unix_nano: p.time_unix_nano,
+                start_time_unix_nano: p.start_time_unix_nano,
             });
         }
     }

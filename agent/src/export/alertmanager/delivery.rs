@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::auth::Auth;
 use super::payload::PostableAlert;
 use crate::alert::AlertKey;
-use crate::telemetry::{Event, SelfTelemetry};
 
 /// First pause after a failed post; it doubles with every further failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -22,6 +22,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Most alerts in one request.
 const BATCH_SIZE: usize = 64;
+
+/// Delivery totals of one Alertmanager, as self-telemetry reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Alerts accepted (re-sends included).
+    pub sent: u64,
+    /// Failed posts by cause: `connect`, `timeout`, `status_4xx` or `status_5xx`.
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Alerts waiting to be accepted, as of the last attempt.
+    pub pending: usize,
+    /// Resolved alerts given up on: not accepted within their retention.
+    pub dropped: u64,
+}
 
 /// A change for the delivery tasks.
 #[derive(Debug)]
@@ -51,7 +64,7 @@ pub(super) struct Target {
     endpoint: reqwest::Url,
     client: reqwest::Client,
     auth: Auth,
-    telemetry: Arc<Mutex<SelfTelemetry>>,
+    stats: Arc<Mutex<DeliveryStats>>,
     resend_interval: Duration,
     backoff_max: Duration,
     /// Alerts firing now, as last posted.
@@ -66,7 +79,7 @@ impl Target {
         let mut due = false;
         let mut next_resend = Instant::now() + self.resend_interval;
         let mut next_try = Instant::now();
-        let mut backoff: Option<Duration> = None;
+        let mut backoff = Backoff::new(BACKOFF_MIN.min(self.backoff_max), self.backoff_max);
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let wake = if due { next_try } else { next_resend };
@@ -104,10 +117,7 @@ impl Target {
                     self.url,
                     RESOLVED_RETENTION
                 );
-                self.count(Event::AlertmanagerDropped {
-                    url: &self.url,
-                    alerts: expired,
-                });
+                self.count(|s| s.dropped += expired as u64);
             }
             match self.post_all().await {
                 Ok(sent) => {
@@ -116,7 +126,7 @@ impl Target {
                     for done in flushes.drain(..) {
                         let _ = done.send(());
                     }
-                    if backoff.take().is_some() {
+                    if backoff.succeeded().is_some() {
                         tracing::info!(
                             alertmanager = %self.url,
                             "Alertmanager {} accepts alerts again ({sent} delivered)",
@@ -127,29 +137,21 @@ impl Target {
                 }
                 Err(failure) => {
                     self.report_pending(self.firing.len() + self.resolved.len());
-                    self.count(Event::AlertmanagerFailed {
-                        url: &self.url,
-                        cause: failure.cause,
-                    });
-                    let pause = match backoff {
-                        None => {
-                            tracing::warn!(
-                                alertmanager = %self.url,
-                                cause = failure.cause,
-                                "cannot deliver alerts to Alertmanager {}: {}; retrying with back-off (up to {:?}), reported once per outage",
-                                self.url,
-                                failure.message,
-                                self.backoff_max
-                            );
-                            BACKOFF_MIN.min(self.backoff_max)
-                        }
-                        Some(last) => {
-                            tracing::debug!(alertmanager = %self.url, "{}", failure.message);
-                            (last * 2).min(self.backoff_max)
-                        }
-                    };
-                    backoff = Some(pause);
-                    next_try = Instant::now() + pause;
+                    self.count(|s| *s.failed.entry(failure.cause).or_default() += 1);
+                    let failed = backoff.failed(Instant::now().into_std());
+                    if failed.first {
+                        tracing::warn!(
+                            alertmanager = %self.url,
+                            cause = failure.cause,
+                            "cannot deliver alerts to Alertmanager {}: {}; retrying with back-off (up to {:?}), reported once per outage",
+                            self.url,
+                            failure.message,
+                            self.backoff_max
+                        );
+                    } else {
+                        tracing::debug!(alertmanager = %self.url, "{}", failure.message);
+                    }
+                    next_try = Instant::now() + failed.retry_in;
                 }
             }
         }
@@ -179,10 +181,7 @@ impl Target {
         let total = alerts.len();
         for chunk in alerts.chunks(BATCH_SIZE) {
             self.post(chunk).await?;
-            self.count(Event::AlertmanagerSent {
-                url: &self.url,
-                alerts: chunk.len(),
-            });
+            self.count(|s| s.sent += chunk.len() as u64);
         }
         self.resolved.clear();
         Ok(total)
@@ -222,27 +221,25 @@ impl Target {
 
     /// Sets the gauge of alerts waiting for this Alertmanager to accept them.
     fn report_pending(&self, alerts: usize) {
-        self.count(Event::AlertmanagerPending {
-            url: &self.url,
-            alerts,
-        });
+        self.count(|s| s.pending = alerts);
     }
 
-    fn count(&self, event: Event<'_>) {
-        if let Ok(mut telemetry) = self.telemetry.lock() {
-            telemetry.emit(event);
+    fn count(&self, update: impl FnOnce(&mut DeliveryStats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            update(&mut stats);
         }
     }
 }
 
 impl Target {
-    /// A task's state for `url` (posting to `endpoint`), before it runs.
+    /// A task's state for `url` (posting to `endpoint`), before it runs; it counts its
+    /// deliveries in `stats`.
     pub(super) fn new(
         url: String,
         endpoint: reqwest::Url,
         client: reqwest::Client,
         auth: Auth,
-        telemetry: Arc<Mutex<SelfTelemetry>>,
+        stats: Arc<Mutex<DeliveryStats>>,
         resend_interval: Duration,
     ) -> Self {
         Target {
@@ -250,7 +247,7 @@ impl Target {
             endpoint,
             client,
             auth,
-            telemetry,
+            stats,
             resend_interval,
             backoff_max: resend_interval.min(BACKOFF_MAX),
             firing: BTreeMap::new(),

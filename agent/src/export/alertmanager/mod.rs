@@ -19,11 +19,10 @@ use tokio::time::Instant;
 
 use crate::alert::AlertEvent;
 use crate::config::AlertmanagerConfig;
-use crate::telemetry::SelfTelemetry;
 use auth::Auth;
 use delivery::{Message, Target, Update};
 
-pub use delivery::RESOLVED_RETENTION;
+pub use delivery::{DeliveryStats, RESOLVED_RETENTION};
 pub use payload::{AlertTemplate, PostableAlert, sanitize_label_name};
 
 /// Why the Alertmanager sink could not start.
@@ -42,16 +41,17 @@ pub enum AlertmanagerError {
 pub struct AlertmanagerSink {
     template: AlertTemplate,
     targets: Vec<(String, mpsc::UnboundedSender<Message>)>,
+    stats: Vec<(String, Arc<Mutex<DeliveryStats>>)>,
 }
 
 impl AlertmanagerSink {
     /// Starts one delivery task per URL of `config` (must run inside Tokio). Alerts carry
-    /// `instance = host` and `generatorURL = generator_url`; delivery is counted in `telemetry`.
+    /// `instance = host` and `generatorURL = generator_url`; [`Self::stats`] tells how
+    /// delivery goes.
     pub fn start(
         config: &AlertmanagerConfig,
         host: &str,
         generator_url: String,
-        telemetry: Arc<Mutex<SelfTelemetry>>,
     ) -> Result<Self, AlertmanagerError> {
         let auth = Auth::from_config(config)?;
         let client = reqwest::Client::builder()
@@ -61,24 +61,39 @@ impl AlertmanagerSink {
             .build()
             .map_err(|e| AlertmanagerError::Client(e.to_string()))?;
         let mut targets = Vec::new();
+        let mut stats = Vec::new();
         for url in &config.urls {
             let endpoint = alerts_endpoint(url)?;
             let (tx, rx) = mpsc::unbounded_channel();
+            let counts = Arc::new(Mutex::new(DeliveryStats::default()));
             let target = Target::new(
                 url.clone(),
                 endpoint,
                 client.clone(),
                 auth.clone(),
-                telemetry.clone(),
+                counts.clone(),
                 config.resend_interval,
             );
+            stats.push((url.clone(), counts));
             tokio::spawn(target.run(rx));
             targets.push((url.clone(), tx));
         }
         Ok(AlertmanagerSink {
             template: AlertTemplate::new(config, host, generator_url),
             targets,
+            stats,
         })
+    }
+
+    /// Each Alertmanager's delivery totals so far, by URL as configured.
+    pub fn stats(&self) -> Vec<(String, DeliveryStats)> {
+        self.stats
+            .iter()
+            .map(|(url, stats)| {
+                let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+                (url.clone(), stats)
+            })
+            .collect()
     }
 
     /// Queues a firing or resolved alert for every Alertmanager; other transitions are

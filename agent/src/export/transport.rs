@@ -1,0 +1,257 @@
+//! Sending OTLP requests: gRPC with the generated tonic clients of `opentelemetry-proto`,
+//! HTTP/protobuf with `reqwest`. Both signals share the endpoint, timeout, headers
+//! (gRPC metadata) and gzip compression of `[export.otlp]`.
+
+use std::io::Write;
+
+use flate2::Compression as GzLevel;
+use flate2::write::GzEncoder;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+use super::ExportError;
+use crate::config::{Compression, OtlpConfig, OtlpProtocol};
+
+/// What the receiver said about a request it accepted: `None` when it took everything,
+/// else why it rejected part of it (the OTLP partial success).
+pub type Rejection = Option<String>;
+
+/// The OTLP clients of both signals.
+pub enum Transport {
+    /// Boxed: the tonic clients are much larger than the HTTP side.
+    Grpc(Box<Grpc>),
+    Http(Http),
+}
+
+/// gRPC clients over one lazily connected channel. After a failed connection the channel
+/// reports that failure once more on the next call, even if the receiver is up by then,
+/// so a request failing with `Unavailable` is tried once more at once.
+pub struct Grpc {
+    metrics: MetricsServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
+    metadata: MetadataMap,
+}
+
+/// HTTP/protobuf: a POST of the encoded request to `/v1/metrics` or `/v1/logs`.
+pub struct Http {
+    client: reqwest::Client,
+    metrics_url: String,
+    logs_url: String,
+    headers: reqwest::header::HeaderMap,
+    gzip: bool,
+}
+
+/// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
+fn signal_url(config: &OtlpConfig, signal: &str) -> String {
+    let base = config.effective_endpoint();
+    match config.protocol {
+        OtlpProtocol::Grpc => base,
+        OtlpProtocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
+    }
+}
+
+fn setup_error(config: &OtlpConfig, reason: String) -> ExportError {
+    ExportError::Setup {
+        signal: "metrics and logs",
+        endpoint: config.effective_endpoint(),
+        reason,
+    }
+}
+
+fn bad_header(key: &str, error: impl std::fmt::Display) -> String {
+    format!("export.otlp.headers has {key:?}, which is not a valid header: {error}")
+}
+
+impl Transport {
+    /// The clients for `config`. Nothing is connected yet (an unreachable endpoint shows
+    /// up as failed requests, not here); gRPC needs a Tokio runtime.
+    pub fn new(config: &OtlpConfig) -> Result<Self, ExportError> {
+        let gzip = matches!(config.compression, Compression::Gzip);
+        match config.protocol {
+            OtlpProtocol::Grpc => {
+                let mut metadata = MetadataMap::new();
+                for (key, value) in &config.headers {
+                    let name = MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
+                    let value = MetadataValue::try_from(value.as_str())
+                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
+                    metadata.insert(name, value);
+                }
+                let channel = Channel::from_shared(signal_url(config, "metrics"))
+                    .map_err(|e| setup_error(config, format!("not a usable gRPC URL: {e}")))?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .connect_lazy();
+                let mut metrics = MetricsServiceClient::new(channel.clone());
+                let mut logs = LogsServiceClient::new(channel);
+                if gzip {
+                    metrics = metrics
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                    logs = logs
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                }
+                Ok(Transport::Grpc(Box::new(Grpc {
+                    metrics,
+                    logs,
+                    metadata,
+                })))
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (key, value) in &config.headers {
+                    let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
+                    headers.insert(name, value);
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| {
+                        setup_error(config, format!("cannot build the HTTP client: {e}"))
+                    })?;
+                Ok(Transport::Http(Http {
+                    client,
+                    metrics_url: signal_url(config, "metrics"),
+                    logs_url: signal_url(config, "logs"),
+                    headers,
+                    gzip,
+                }))
+            }
+        }
+    }
+
+    /// Sends one metrics request; an error says why it was not accepted.
+    pub async fn send_metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<Rejection, String> {
+        let response: ExportMetricsServiceResponse = match self {
+            Transport::Grpc(grpc) => {
+                let mut client = grpc.metrics.clone();
+                let response = match client.export(grpc.request(request.clone())).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        tracing::debug!("retrying at once: {}", status_text(status));
+                        client.export(grpc.request(request)).await
+                    }
+                    other => other,
+                }
+                .map_err(status_text)?;
+                response.into_inner()
+            }
+            Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
+        };
+        Ok(response
+            .partial_success
+            .filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty())
+            .map(|p| {
+                format!(
+                    "{} datapoints rejected: {}",
+                    p.rejected_data_points, p.error_message
+                )
+            }))
+    }
+
+    /// Sends one logs request; an error says why it was not accepted.
+    pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<Rejection, String> {
+        let response: ExportLogsServiceResponse = match self {
+            Transport::Grpc(grpc) => {
+                let mut client = grpc.logs.clone();
+                let response = match client.export(grpc.request(request.clone())).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        tracing::debug!("retrying at once: {}", status_text(status));
+                        client.export(grpc.request(request)).await
+                    }
+                    other => other,
+                }
+                .map_err(status_text)?;
+                response.into_inner()
+            }
+            Transport::Http(http) => http.post(&http.logs_url, &request).await?,
+        };
+        Ok(response
+            .partial_success
+            .filter(|p| p.rejected_log_records > 0 || !p.error_message.is_empty())
+            .map(|p| {
+                format!(
+                    "{} log records rejected: {}",
+                    p.rejected_log_records, p.error_message
+                )
+            }))
+    }
+}
+
+fn status_text(status: tonic::Status) -> String {
+    let source = std::error::Error::source(&status)
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    format!("gRPC {:?}: {}{source}", status.code(), status.message())
+}
+
+impl Grpc {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = self.metadata.clone();
+        request
+    }
+}
+
+impl Http {
+    /// POSTs `message` as protobuf (gzipped if configured) and decodes the answer.
+    async fn post<R: Message + Default>(
+        &self,
+        url: &str,
+        message: &impl Message,
+    ) -> Result<R, String> {
+        let mut body = message.encode_to_vec();
+        let mut request = self
+            .client
+            .post(url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        if self.gzip {
+            let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), GzLevel::fast());
+            encoder
+                .write_all(&body)
+                .and_then(|()| encoder.try_finish())
+                .map_err(|e| format!("cannot gzip the request: {e}"))?;
+            body = encoder
+                .finish()
+                .map_err(|e| format!("cannot gzip the request: {e}"))?;
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let response = request.body(body).send().await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.trim().chars().take(300).collect();
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        // An empty or undecodable body of a 2xx answer means everything was accepted.
+        Ok(R::decode(bytes).unwrap_or_default())
+    }
+}
