@@ -34,6 +34,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct Received {
     pub metrics: Vec<ExportMetricsServiceRequest>,
     pub logs: Vec<ExportLogsServiceRequest>,
+    /// The headers (gRPC metadata) of every request that arrived, in order: names in lower
+    /// case, values as lossy UTF-8.
+    pub headers: Vec<BTreeMap<String, String>>,
 }
 
 /// How a metric's points were encoded.
@@ -91,7 +94,28 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn header_map(headers: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 impl Received {
+    /// The values header `name` had in the requests received, one per request that carried it.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter_map(|h| h.get(&name).cloned())
+            .collect()
+    }
+
     /// The points of metric `name` from the most recent export request that has it.
     pub fn latest_points(&self, name: &str) -> Vec<Point> {
         for request in self.metrics.iter().rev() {
@@ -250,7 +274,9 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let headers = header_map(&request.metadata().clone().into_headers());
         if let Ok(mut r) = self.0.lock() {
+            r.headers.push(headers);
             r.metrics.push(request.into_inner());
         }
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
@@ -263,7 +289,9 @@ impl LogsService for Sink {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let headers = header_map(&request.metadata().clone().into_headers());
         if let Ok(mut r) = self.0.lock() {
+            r.headers.push(headers);
             r.logs.push(request.into_inner());
         }
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -368,6 +396,7 @@ async fn handle_http(
     state: Arc<Mutex<Received>>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    let headers = header_map(req.headers());
     let gzip = req
         .headers()
         .get("content-encoding")
@@ -391,6 +420,7 @@ async fn handle_http(
     let Ok(mut received) = state.lock() else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
+    received.headers.push(headers);
     match path.as_str() {
         "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
             Ok(r) => {
