@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, vigil};
+use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
 use vigil_testkit::http::get_until;
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::MISBEHAVE;
@@ -39,24 +39,23 @@ async fn until_dropped(http: std::net::SocketAddr, signal: &str, agent: &AgentPr
     );
 }
 
-/// Datapoints in one metrics snapshot of `config` on this host, from `vigil run --once`
-/// against a receiver of its own (plus room for the self-telemetry added later).
+/// Datapoints in one metrics snapshot of `config` on this host: the largest of the first
+/// three snapshots a running agent sends to a receiver of its own.
 async fn points_per_snapshot(config: &str, ws: &Workspace) -> usize {
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let path = ws.dir.path().join("measure.toml");
     std::fs::write(&path, config.replace("http://MEASURE", &receiver.endpoint)).unwrap();
-    let output = vigil(VIGIL)
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let snapshots = receiver.received().snapshots();
-    snapshots.iter().map(|s| s.points).max().unwrap_or(0)
+    let agent = AgentProcess::start(VIGIL, &path).unwrap();
+    let (ok, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| r.snapshots().len() >= 3)
+        .await;
+    assert!(ok, "no snapshots to measure:\n{}", agent.log());
+    received
+        .snapshots()
+        .iter()
+        .map(|s| s.points)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The last exported value of `name{signal}`.
@@ -78,7 +77,7 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
     // outage snapshots fit and a long enough outage overflows it.
     let measure = ws.config_for("http://MEASURE", "grpc", "200ms", "");
     let per_snapshot = points_per_snapshot(&measure, &ws).await;
-    assert!(per_snapshot > 0, "vigil run --once exported no datapoints");
+    assert!(per_snapshot > 0, "the agent exported no datapoints");
     let max_points = 3 * per_snapshot;
     let config = ws
         .write_config(&ws.config_for(
@@ -98,7 +97,7 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
     let receiver = OtlpReceiver::grpc_on(addr).await.unwrap();
 
     let (delivered, received) = receiver
-        .wait_for(Duration::from_secs(15), |r| {
+        .wait_for(Duration::from_secs(60), |r| {
             r.snapshots()
                 .iter()
                 .any(|s| s.earliest_unix_nanos > receiver_started)
@@ -112,15 +111,20 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
         export_counter(&received, "vigil.export.dropped", "metrics"),
         agent.log()
     );
+    // Snapshots taken before the first request arrived were all in the queue at once
+    // when the agent got through: the backlog of the outage.
+    let first_arrival = received.snapshots()[0].arrived_unix_nanos;
     let backlog: Vec<_> = received
         .snapshots()
         .into_iter()
-        .filter(|s| s.earliest_unix_nanos < receiver_started)
+        .filter(|s| s.earliest_unix_nanos < first_arrival)
         .collect();
     let backlog_points: usize = backlog.iter().map(|s| s.points).sum();
     assert!(
         backlog.len() >= 2,
-        "data from the outage must be delivered, got {backlog:?}"
+        "data from the outage must be delivered ({per_snapshot} points per snapshot, queue {max_points}), got {backlog:?} of {:?}\n{}",
+        received.snapshots(),
+        agent.log()
     );
     assert!(
         backlog_points <= max_points,

@@ -34,6 +34,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct Received {
     pub metrics: Vec<ExportMetricsServiceRequest>,
     pub logs: Vec<ExportLogsServiceRequest>,
+    /// When each of `metrics` arrived, Unix nanoseconds.
+    pub metrics_arrived: Vec<u64>,
     /// The headers (gRPC metadata) of every request that arrived, in order: names in lower
     /// case, values as lossy UTF-8.
     pub headers: Vec<BTreeMap<String, String>>,
@@ -65,6 +67,14 @@ pub struct Point {
 pub struct Snapshot {
     pub points: usize,
     pub earliest_unix_nanos: u64,
+    /// When the request arrived at the receiver.
+    pub arrived_unix_nanos: u64,
+}
+
+fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// One decoded log record.
@@ -148,15 +158,17 @@ impl Received {
             .unwrap_or_default()
     }
 
-    /// One entry per metrics request: its datapoint count and the earliest datapoint
-    /// time (Unix nanoseconds), in arrival order.
+    /// One entry per metrics request: its datapoint count, the earliest datapoint
+    /// time and when it arrived (Unix nanoseconds), in arrival order.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.metrics
             .iter()
-            .map(|request| {
+            .zip(&self.metrics_arrived)
+            .map(|(request, arrived)| {
                 let mut snapshot = Snapshot {
                     points: 0,
                     earliest_unix_nanos: u64::MAX,
+                    arrived_unix_nanos: *arrived,
                 };
                 for m in request
                     .resource_metrics
@@ -277,6 +289,7 @@ impl MetricsService for Sink {
         let headers = header_map(&request.metadata().clone().into_headers());
         if let Ok(mut r) = self.0.lock() {
             r.headers.push(headers);
+            r.metrics_arrived.push(unix_nanos_now());
             r.metrics.push(request.into_inner());
         }
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
@@ -424,6 +437,7 @@ async fn handle_http(
     match path.as_str() {
         "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
             Ok(r) => {
+                received.metrics_arrived.push(unix_nanos_now());
                 received.metrics.push(r);
                 protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
             }
