@@ -15,9 +15,12 @@ use crate::plugin::convert::{Interests, findings_from};
 use crate::plugin::host::PluginKv;
 use crate::plugin::instance::check_info;
 
+/// The entry function of a fuzz target: the bytes libFuzzer hands over.
+pub type Entry = fn(&[u8]);
+
 /// Every fuzz target: its name (the file stem under `fuzz/fuzz_targets/` and the directory
 /// under `fuzz/corpus/` and `fuzz/artifacts/`) and its entry function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("config_parse", config_parse),
     ("batch_fixture", batch_fixture),
     ("plugin_output", plugin_output),
@@ -207,7 +210,8 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let wanted: [(&str, fn(&Reach) -> bool); 3] = [
+        type Wants = fn(&Reach) -> bool;
+        let wanted: [(&str, Wants); 3] = [
             ("describe-refused", |r| r.decoded && !r.described),
             ("findings-rejected", |r| r.described && r.accepted < 2),
             ("alert-events", |r| r.events > 0),

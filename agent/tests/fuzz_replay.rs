@@ -12,7 +12,7 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
-fn entry(target: &str) -> Option<fn(&[u8])> {
+fn entry(target: &str) -> Option<vigil::fuzzing::Entry> {
     TARGETS
         .iter()
         .find(|(name, _)| *name == target)
