@@ -19,8 +19,7 @@ fn uptime_secs() -> f64 {
         .expect("uptime is a number")
 }
 
-/// Threshold rules: one that holds for a few seconds (uptime below a limit just ahead),
-/// then stops holding; one that always holds (memory in use is never negative).
+/// Threshold rules: one that holds while uptime is below `uptime_limit`; one that always holds (memory in use is never negative).
 fn threshold_settings(uptime_limit: f64) -> String {
     format!(
         r#"
@@ -28,7 +27,7 @@ fn threshold_settings(uptime_limit: f64) -> String {
 name = "uptime-window"
 metric = "system.uptime"
 op = "<"
-value = {uptime_limit}
+value = {uptime_limit:?}
 for = "1s"
 severity = "critical"
 "#
@@ -155,23 +154,42 @@ fn assert_system_metrics(received: &Received) {
 }
 
 /// Runs the agent against `receiver` until the uptime alert has been resolved, then checks everything.
+///
+/// The uptime rule holds until the test rewrites it: first with a limit uptime will not
+/// reach (pending, then firing after `for`), then, once the firing record arrived, with
+/// a limit uptime is already past (resolved). Every step waits for what it needs, so
+/// neither a cold plugin compile nor a loaded machine can close a window early.
 async fn exercise(receiver: OtlpReceiver) {
     let ws = Workspace::new().unwrap();
     ws.add_plugin("threshold", THRESHOLD).unwrap();
-    // Generous: the agent must start, load the plugin and see the rule hold at least twice.
-    let limit = uptime_secs() + 8.0;
-    let config = ws
-        .write_config(&ws.config_for(
+    let limit = uptime_secs() + 100_000.0;
+    let config_with = |limit: f64| {
+        ws.config_for(
             &receiver.endpoint,
             receiver.protocol,
             "500ms",
             &threshold_settings(limit),
-        ))
-        .unwrap();
+        )
+    };
+    let config = ws.write_config(&config_with(limit)).unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
 
+    let (fired, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| {
+            states(&alert_records(&r.records(), "uptime-window")).contains(&"firing".to_owned())
+        })
+        .await;
+    assert!(
+        fired,
+        "the uptime alert never fired; records: {:#?}\nagent log:\n{}",
+        received.records(),
+        agent.log()
+    );
+    // Uptime is never below 0: the rule stops holding, the reloaded plugin resolves it.
+    ws.write_config(&config_with(0.0)).unwrap();
+
     let (done, received) = receiver
-        .wait_for(Duration::from_secs(40), |r| {
+        .wait_for(Duration::from_secs(60), |r| {
             states(&alert_records(&r.records(), "uptime-window")).contains(&"resolved".to_owned())
                 && r.metric_names().contains("system.memory.usage")
         })
@@ -518,4 +536,76 @@ async fn grpc_export_delivers_every_sample_with_its_collection_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_export_delivers_every_sample_with_its_collection_time() {
     every_sample_arrives_with_its_collection_time(OtlpReceiver::http().await.unwrap()).await;
+}
+
+/// Runs the agent against `receiver` with `otlp_keys` added to `[export.otlp]` until
+/// metrics and an alert record arrived; returns what arrived.
+async fn export_with(receiver: &OtlpReceiver, otlp_keys: &str) -> Received {
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let text = ws.config_for(
+        &receiver.endpoint,
+        receiver.protocol,
+        "300ms",
+        &memory_rule("memory-in-use", 0.0, "warning"),
+    );
+    let anchor = "timeout = \"2s\"\n";
+    assert!(text.contains(anchor), "{text}");
+    let config = ws
+        .write_config(&text.replacen(anchor, &format!("{anchor}{otlp_keys}\n"), 1))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let (done, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| {
+            !r.metrics.is_empty() && !alert_records(&r.records(), "memory-in-use").is_empty()
+        })
+        .await;
+    assert!(done, "no metrics and alert record:\n{}", agent.log());
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_headers_and_compression_reach_the_collector() {
+    let keys =
+        "compression = \"gzip\"\nheaders = { \"x-api-key\" = \"k-7c1e\", \"x-tenant\" = \"ops\" }";
+    for (receiver, encoding_header) in [
+        (OtlpReceiver::grpc().await.unwrap(), "grpc-encoding"),
+        (OtlpReceiver::http().await.unwrap(), "content-encoding"),
+    ] {
+        let received = export_with(&receiver, keys).await;
+        let requests = received.headers.len();
+        assert_eq!(requests, received.metrics.len() + received.logs.len());
+        // Every request, metrics and logs alike, carries the headers and is gzip-compressed.
+        for (name, value) in [
+            ("x-api-key", "k-7c1e"),
+            ("x-tenant", "ops"),
+            (encoding_header, "gzip"),
+        ] {
+            assert_eq!(
+                received.header_values(name),
+                vec![value.to_owned(); requests],
+                "{} {name}: {:#?}",
+                receiver.protocol,
+                received.headers
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_compression_none_sends_uncompressed_requests() {
+    for (receiver, encoding_header) in [
+        (OtlpReceiver::grpc().await.unwrap(), "grpc-encoding"),
+        (OtlpReceiver::http().await.unwrap(), "content-encoding"),
+    ] {
+        let received = export_with(&receiver, "compression = \"none\"").await;
+        assert!(!received.headers.is_empty());
+        let encodings = received.header_values(encoding_header);
+        assert!(
+            encodings.iter().all(|e| e == "identity"),
+            "{} sent {encoding_header}: {encodings:?}",
+            receiver.protocol
+        );
+        assert!(received.header_values("x-api-key").is_empty());
+    }
 }

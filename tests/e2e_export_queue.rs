@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
+use vigil_testkit::http::get_until;
 use vigil_testkit::otlp::{OtlpReceiver, Received};
 use vigil_testkit::plugins::MISBEHAVE;
 use vigil_testkit::silent::SilentServer;
@@ -17,6 +18,45 @@ fn unix_nanos_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until the agent's `/status` (at `http`) counts dropped items in the export queue
+/// of `signal` (`metrics` or `logs`): the outage has lasted long enough to overflow it.
+async fn until_dropped(http: std::net::SocketAddr, signal: &str, agent: &AgentProcess) {
+    let dropped = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).ok()?["export"]["queue"][signal]["dropped"]
+            .as_u64()
+    };
+    let answer = get_until(http, "/status", None, Duration::from_secs(90), |a| {
+        dropped(&a.body).is_some_and(|d| d > 0)
+    })
+    .await
+    .map(|a| a.body)
+    .unwrap_or_else(|e| e.to_string());
+    assert!(
+        dropped(&answer).is_some_and(|d| d > 0),
+        "the {signal} queue never overflowed: {answer}\n{}",
+        agent.log()
+    );
+}
+
+/// Datapoints in one metrics snapshot of `config` on this host: the largest of the first
+/// three snapshots a running agent sends to a receiver of its own.
+async fn points_per_snapshot(config: &str, ws: &Workspace) -> usize {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let path = ws.dir.path().join("measure.toml");
+    std::fs::write(&path, config.replace("http://MEASURE", &receiver.endpoint)).unwrap();
+    let agent = AgentProcess::start(VIGIL, &path).unwrap();
+    let (ok, received) = receiver
+        .wait_for(Duration::from_secs(60), |r| r.snapshots().len() >= 3)
+        .await;
+    assert!(ok, "no snapshots to measure:\n{}", agent.log());
+    received
+        .snapshots()
+        .iter()
+        .map(|s| s.points)
+        .max()
         .unwrap_or(0)
 }
 
@@ -31,25 +71,35 @@ fn export_counter(received: &Received, name: &str, signal: &str) -> Option<f64> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() {
-    const MAX_POINTS: usize = 200;
     let addr = free_local_addr().unwrap();
+    let http = free_local_addr().unwrap();
     let ws = Workspace::new().unwrap();
+    // The queue bound is sized from what this host produces: room for three snapshots
+    // (the host may have any number of CPUs, disks and interfaces), so at least two
+    // outage snapshots fit and a long enough outage overflows it.
+    let measure = ws.config_for("http://MEASURE", "grpc", "200ms", "");
+    let per_snapshot = points_per_snapshot(&measure, &ws).await;
+    assert!(per_snapshot > 0, "the agent exported no datapoints");
+    let max_points = 3 * per_snapshot;
     let config = ws
         .write_config(&ws.config_for(
             &format!("http://{addr}"),
             "grpc",
             "200ms",
-            &format!("[export.queue]\nmax_metric_points = {MAX_POINTS}\nmax_backoff = \"400ms\"\n"),
+            &format!(
+                "[export.queue]\nmax_metric_points = {max_points}\nmax_backoff = \"400ms\"\n\n[http]\nlisten = \"{http}\"\n"
+            ),
         ))
         .unwrap();
     let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The outage lasts until the queue overflowed, however long that takes here.
+    until_dropped(http, "metrics", &agent).await;
     assert!(agent.is_running(), "{}", agent.log());
     let receiver_started = unix_nanos_now();
     let receiver = OtlpReceiver::grpc_on(addr).await.unwrap();
 
     let (delivered, received) = receiver
-        .wait_for(Duration::from_secs(15), |r| {
+        .wait_for(Duration::from_secs(60), |r| {
             r.snapshots()
                 .iter()
                 .any(|s| s.earliest_unix_nanos > receiver_started)
@@ -63,26 +113,31 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
         export_counter(&received, "vigil.export.dropped", "metrics"),
         agent.log()
     );
+    // Snapshots taken before the first request arrived were all in the queue at once
+    // when the agent got through: the backlog of the outage.
+    let first_arrival = received.snapshots()[0].arrived_unix_nanos;
     let backlog: Vec<_> = received
         .snapshots()
         .into_iter()
-        .filter(|s| s.earliest_unix_nanos < receiver_started)
+        .filter(|s| s.earliest_unix_nanos < first_arrival)
         .collect();
     let backlog_points: usize = backlog.iter().map(|s| s.points).sum();
     assert!(
         backlog.len() >= 2,
-        "data from the outage must be delivered, got {backlog:?}"
+        "data from the outage must be delivered ({per_snapshot} points per snapshot, queue {max_points}), got {backlog:?} of {:?}\n{}",
+        received.snapshots(),
+        agent.log()
     );
     assert!(
-        backlog_points <= MAX_POINTS,
-        "the queue holds at most {MAX_POINTS} datapoints, {backlog_points} arrived from the outage"
+        backlog_points <= max_points,
+        "the queue holds at most {max_points} datapoints ({per_snapshot} per snapshot), {backlog_points} arrived from the outage"
     );
-    // Three seconds of 200 ms snapshots do not fit: the oldest were dropped and counted.
+    // The outage did not fit: the oldest snapshots were dropped and counted.
     let dropped = export_counter(&received, "vigil.export.dropped", "metrics").unwrap_or(0.0);
     assert!(dropped > 0.0, "the overflow must be counted");
     assert_eq!(
         export_counter(&received, "vigil.export.queue.capacity", "metrics"),
-        Some(MAX_POINTS as f64)
+        Some(max_points as f64)
     );
     let warnings = agent
         .log()
@@ -104,6 +159,7 @@ async fn data_queued_while_the_receiver_is_down_is_delivered_within_its_bound() 
 async fn a_full_log_queue_counts_exactly_what_it_dropped_and_sigterm_flushes_the_rest() {
     const MAX_RECORDS: u64 = 10;
     let addr = free_local_addr().unwrap();
+    let http = free_local_addr().unwrap();
     let ws = Workspace::new().unwrap();
     ws.add_plugin("counter", MISBEHAVE).unwrap();
     let config = ws
@@ -112,12 +168,12 @@ async fn a_full_log_queue_counts_exactly_what_it_dropped_and_sigterm_flushes_the
             "http/protobuf",
             "100ms",
             &format!(
-                "[plugins.settings.counter]\nmode = \"count\"\n\n[export.queue]\nmax_log_records = {MAX_RECORDS}\nmax_backoff = \"300ms\"\n"
+                "[plugins.settings.counter]\nmode = \"count\"\n\n[export.queue]\nmax_log_records = {MAX_RECORDS}\nmax_backoff = \"300ms\"\n\n[http]\nlisten = \"{http}\"\n"
             ),
         ))
         .unwrap();
     let mut agent = AgentProcess::start(VIGIL, &config).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    until_dropped(http, "logs", &agent).await;
     let receiver = OtlpReceiver::http_on(addr).await.unwrap();
     let (arrived, _) = receiver
         .wait_for(Duration::from_secs(15), |r| r.records().len() > 20)
@@ -155,7 +211,7 @@ async fn a_full_log_queue_counts_exactly_what_it_dropped_and_sigterm_flushes_the
     let lost = produced - records.len() as u64;
     assert!(
         lost > 0,
-        "three seconds of outage must overflow a {MAX_RECORDS}-record queue"
+        "the outage overflowed the {MAX_RECORDS}-record queue"
     );
     let dropped = export_counter(&received, "vigil.export.dropped", "logs");
     assert_eq!(

@@ -324,3 +324,125 @@ listen = "{addr}"
     );
     assert!(agent.is_running());
 }
+
+/// What `/status` says about plugin `name`: (quarantined, failures in a row).
+async fn plugin_status(addr: std::net::SocketAddr, name: &str) -> Option<(bool, u64)> {
+    let answer = request(addr, "GET", "/status", None).await.ok()?;
+    let status: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+    let plugin = status["plugins"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?
+        .clone();
+    Some((
+        plugin["quarantined"].as_bool()?,
+        plugin["consecutive_failures"].as_u64()?,
+    ))
+}
+
+/// Polls `/status` until plugin `name` is in the state `want` says; returns when it was seen.
+async fn until_plugin(
+    addr: std::net::SocketAddr,
+    name: &str,
+    agent: &AgentProcess,
+    want: impl Fn(bool, u64) -> bool,
+) -> std::time::Instant {
+    let started = std::time::Instant::now();
+    let mut last = None;
+    loop {
+        let now = std::time::Instant::now();
+        last = plugin_status(addr, name).await.or(last);
+        if let Some((quarantined, failures)) = last
+            && want(quarantined, failures)
+        {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "plugin {name} never reached the state; last seen (quarantined, failures) {last:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The README's quarantine schedule: after `plugins.quarantine_after` (default 3) failures
+/// in a row a plugin is suspended for 5 s; a failure on its first try after that sends it
+/// back for twice as long (10 s); one success ends it, and its alert fires again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_lasts_5s_doubles_on_the_next_failure_and_ends_with_a_success() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("flaky", MISBEHAVE).unwrap();
+    let http = free_local_addr().unwrap();
+    let settings = format!(
+        "[plugins.settings.flaky]\nmode = \"flaky\"\nfailures = 4\n\n[http]\nlisten = \"{http}\"\n"
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "200ms", &settings))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    // Failures 1 to 3: quarantined.
+    let first = until_plugin(http, "flaky", &agent, |q, failures| q && failures == 3).await;
+    // Not called while quarantined: the 4th failure (its first try after) comes 5 s later
+    // (less the time between the quarantine and this test seeing it).
+    let second = until_plugin(http, "flaky", &agent, |q, failures| q && failures == 4).await;
+    let gap = second - first;
+    assert!(
+        gap >= Duration::from_millis(4500),
+        "tried again {gap:?} into a 5 s quarantine\n{}",
+        agent.log()
+    );
+    // The 5th evaluation succeeds, 10 s after the 4th failure.
+    let recovered = until_plugin(http, "flaky", &agent, |q, failures| !q && failures == 0).await;
+    let gap = recovered - second;
+    assert!(
+        gap >= Duration::from_millis(9500),
+        "tried again {gap:?} into the second quarantine, which doubles to 10 s\n{}",
+        agent.log()
+    );
+
+    let log = agent.log();
+    let periods: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("plugin flaky quarantined for"))
+        .collect();
+    assert_eq!(periods.len(), 2, "{log}");
+    assert!(periods[0].contains("quarantined for 5s"), "{log}");
+    assert!(periods[1].contains("quarantined for 10s"), "{log}");
+    assert!(log.contains("plugin left quarantine"), "{log}");
+
+    // Telemetry agrees: two quarantines, four errors, out of quarantine, and the alert of
+    // the recovered plugin fires again.
+    let of_flaky = |r: &Received, metric: &str| {
+        r.latest_points(metric)
+            .iter()
+            .filter(|p| p.attributes.get("vigil.plugin").map(String::as_str) == Some("flaky"))
+            .map(|p| p.value)
+            .sum::<f64>()
+    };
+    let (ok, r) = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            of_flaky(r, "vigil.plugin.quarantines") == 2.0
+                && of_flaky(r, "vigil.plugin.quarantined") == 0.0
+                && !r.latest_points("vigil.plugin.quarantined").is_empty()
+                && r.records().iter().any(|x| {
+                    x.attributes.get("vigil.alert.rule").map(String::as_str) == Some("misbehave-ok")
+                        && x.attributes.get("vigil.alert.state").map(String::as_str)
+                            == Some("firing")
+                })
+        })
+        .await;
+    assert!(
+        ok,
+        "quarantines {:?}, quarantined {:?}\n{}",
+        r.latest_points("vigil.plugin.quarantines"),
+        r.latest_points("vigil.plugin.quarantined"),
+        agent.log()
+    );
+    assert_eq!(
+        counter(&r, "vigil.plugin.errors", "flaky", "plugin-error"),
+        4.0
+    );
+}

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, memory_rule, vigil};
+use vigil_testkit::alertmanager::{Alertmanager, BASIC_AUTH, BearerGate};
 use vigil_testkit::host::{mem_total_bytes, open_fds, process_cpu_time};
 use vigil_testkit::http::{get_until, request};
 use vigil_testkit::otlp::OtlpReceiver;
@@ -258,44 +259,127 @@ async fn status_page_in_headless_chromium_shows_the_firing_alert_and_plugin_heal
     drop(agent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_never_reach_logs_status_metrics_or_exports() {
-    const PASSWORD: &str = "pg-S3cret-7f1c";
+/// How the Alertmanager credential of one run of the secrets test is given.
+#[derive(Debug, Clone, Copy)]
+enum AmAuth {
+    BearerEnv,
+    BearerFile,
+    BasicEnv,
+    BasicFile,
+}
+
+/// One run of the secrets test: every secret the config accepts, given through the
+/// environment or a file, with servers that refuse the database logins and an
+/// Alertmanager that requires (and receives) the credential.
+async fn secrets_run(case: usize, am_auth: AmAuth) {
+    let from_file = case % 2 == 1;
+    let secret = |kind: &str| format!("{kind}-S3cret-{case}-7f1c");
+    let (pg_pw, my_pw, redis_pw, http_token) =
+        (secret("pg"), secret("my"), secret("redis"), secret("http"));
+    let bearer = secret("am");
+    let basic = matches!(am_auth, AmAuth::BasicEnv | AmAuth::BasicFile);
+    let am_secret = if basic {
+        BASIC_AUTH.1.to_owned()
+    } else {
+        bearer.clone()
+    };
+
+    // The servers are up: a refused login below is the server's answer, not a closed port.
+    for port in [5432, 3306, 6379] {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("the server on 127.0.0.1:{port} must be up: {e}"));
+    }
+    let am = if basic {
+        Alertmanager::start_with_basic_auth().await.unwrap()
+    } else {
+        Alertmanager::start().await.unwrap()
+    };
+    let gate = BearerGate::start(&am.url, &bearer).await.unwrap();
+    let am_url = if basic {
+        am.url.clone()
+    } else {
+        gate.url.clone()
+    };
+
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
-    // Servers that refuse these logins, so the error paths run with the secrets in hand.
-    let servers = r#"
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    let mut env: Vec<(String, String)> = vec![("RUST_LOG".into(), "debug".into())];
+    // `KEY = ...` of a secret: `KEY_env` naming a variable, or `KEY_file` naming a file.
+    let mut source = |key: &str, value: &str, file: bool| {
+        let name = format!("VIGIL_TEST_{}", key.to_uppercase().replace('.', "_"));
+        if file {
+            let path = ws.dir.path().join(name.to_lowercase());
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            format!("{key}_file = {:?}", path.display().to_string())
+        } else {
+            env.push((name.clone(), value.to_owned()));
+            format!("{key}_env = \"{name}\"")
+        }
+    };
+    let pg = source("pg_password", &pg_pw, from_file).replacen("pg_password", "password", 1);
+    let my = source("my_password", &my_pw, !from_file).replacen("my_password", "password", 1);
+    let redis =
+        source("redis_password", &redis_pw, from_file).replacen("redis_password", "password", 1);
+    let token = source("http_token", &http_token, from_file).replacen("http_token", "token", 1);
+    let am_auth_key = match am_auth {
+        AmAuth::BearerEnv => source("bearer_token", &bearer, false),
+        AmAuth::BearerFile => source("bearer_token", &bearer, true),
+        AmAuth::BasicEnv | AmAuth::BasicFile => format!(
+            "basic_auth = {{ username = {:?}, {} }}",
+            BASIC_AUTH.0,
+            source(
+                "password",
+                BASIC_AUTH.1,
+                matches!(am_auth, AmAuth::BasicFile)
+            )
+        ),
+    };
+    let addr = free_local_addr().unwrap();
+    let extra = format!(
+        r#"{rule}
+[http]
+listen = "{addr}"
+{token}
+
 [[collect.postgres]]
 name = "pg"
 url = "postgres://vigil_no_such_role@127.0.0.1:5432/test"
-password_env = "VIGIL_TEST_DB_PASSWORD"
+{pg}
 interval = "300ms"
 
 [[collect.mysql]]
 name = "maria"
 url = "mysql://root@127.0.0.1:3306/test"
-password_env = "VIGIL_TEST_DB_PASSWORD"
+{my}
 interval = "300ms"
 
 [[collect.redis]]
 name = "cache"
 url = "redis://127.0.0.1:6379"
-password_env = "VIGIL_TEST_DB_PASSWORD"
+{redis}
 interval = "300ms"
-"#;
-    let (agent, addr, config) = start_agent(
-        &ws,
-        &receiver,
-        servers,
-        &[
-            ("VIGIL_TEST_DB_PASSWORD", PASSWORD),
-            ("RUST_LOG", "vigil=debug,info"),
-        ],
-        &["--log-format", "json"],
+
+[export.alertmanager]
+urls = ["{am_url}"]
+timeout = "2s"
+resend_interval = "1s"
+{am_auth_key}
+"#,
+        rule = memory_rule("memory-in-use", 0.0, "warning"),
     );
-    status_json(addr).await;
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "300ms", &extra))
+        .unwrap();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let agent =
+        AgentProcess::start_with(VIGIL, &config, &env_refs, &["--log-format", "json"]).unwrap();
+    let context = || format!("case {case} ({am_auth:?}):\n{}", agent.log());
+
+    // The logins ran and were refused by the servers themselves.
     let (_, received) = receiver
-        .wait_for(Duration::from_secs(10), |r| {
+        .wait_for(Duration::from_secs(60), |r| {
             ["postgresql.up", "mysql.up", "redis.up"]
                 .iter()
                 .all(|m| r.latest_points(m).first().is_some_and(|p| p.value == 0.0))
@@ -305,23 +389,83 @@ interval = "300ms"
         assert_eq!(
             received.latest_points(metric).first().map(|p| p.value),
             Some(0.0),
-            "{metric}: the login must be refused for this test to mean anything:\n{}",
-            agent.log()
+            "{metric}: the login must be refused for this test to mean anything\n{}",
+            context()
         );
     }
-    let status = request(addr, "GET", "/status", Some(TOKEN)).await.unwrap();
-    let metrics = request(addr, "GET", "/metrics", Some(TOKEN)).await.unwrap();
-    let check = vigil(VIGIL)
-        .args(["check", "--config"])
-        .arg(&config)
-        .env("VIGIL_TEST_DB_PASSWORD", PASSWORD)
-        .env(TOKEN_VAR, TOKEN)
-        .output()
-        .unwrap();
-    let log = agent.log();
+    let refusals = [
+        // Trust authentication: the server refuses the unknown role at login.
+        (
+            "PostgreSQL",
+            "role \\\"vigil_no_such_role\\\" does not exist",
+        ),
+        // The password was sent, and refused.
+        ("MariaDB", "(using password: YES)"),
+        // AUTH was sent and refused (the server has no password).
+        ("Redis", "Password authentication failed"),
+    ];
+    let started = std::time::Instant::now();
+    while !refusals.iter().all(|(_, text)| agent.log().contains(text)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "missing login refusals {:?}\n{}",
+            refusals
+                .iter()
+                .filter(|(_, text)| !agent.log().contains(text))
+                .collect::<Vec<_>>(),
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
-        log.contains("vigil_no_such_role") || log.contains("postgres"),
-        "the refused login is logged:\n{log}"
+        !agent.log().to_lowercase().contains("connection refused"),
+        "{}",
+        context()
+    );
+
+    // Alertmanager accepted the alert: the credential was sent, and right.
+    let (ok, alerts) = am
+        .wait_for("memory-in-use", Duration::from_secs(60), |a| a.len() == 1)
+        .await;
+    assert!(ok, "{alerts:#?}\n{}\n{}", am.log(), context());
+    if !basic {
+        let seen = gate.seen();
+        assert!(!seen.is_empty());
+        let expected = format!("Bearer {bearer}");
+        for request in &seen {
+            assert_eq!(
+                request.header("authorization"),
+                Some(expected.as_str()),
+                "{} {}",
+                request.method,
+                request.path
+            );
+        }
+    }
+
+    let status = request(addr, "GET", "/status", Some(&http_token))
+        .await
+        .unwrap();
+    assert_eq!(status.status, 200, "the token from {token} guards /status");
+    assert_eq!(
+        request(addr, "GET", "/status", None).await.unwrap().status,
+        401
+    );
+    let metrics = request(addr, "GET", "/metrics", Some(&http_token))
+        .await
+        .unwrap();
+    let mut check = vigil(VIGIL);
+    check.args(["check", "--config"]).arg(&config);
+    for (k, v) in &env {
+        check.env(k, v);
+    }
+    let check = check.output().unwrap();
+    let log = agent.log();
+    assert!(log.contains("\"level\":\"DEBUG\""), "RUST_LOG=debug: {log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DEBUG") && !l.contains("\"target\":\"vigil")),
+        "other crates log at debug too:\n{log}"
     );
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let parsed: serde_json::Value = serde_json::from_str(line)
@@ -336,6 +480,7 @@ interval = "300ms"
         ("/status", status.body),
         ("/metrics", metrics.body),
         ("the OTLP export", receiver.received().all_text()),
+        ("Alertmanager's alerts", format!("{alerts:?}")),
         (
             "vigil check",
             format!(
@@ -346,10 +491,10 @@ interval = "300ms"
         ),
     ];
     for (place, text) in &places {
-        for secret in [PASSWORD, TOKEN] {
+        for secret in [&pg_pw, &my_pw, &redis_pw, &http_token, &am_secret] {
             assert!(
-                !text.contains(secret),
-                "{place} shows the secret {secret}:\n{text}"
+                !text.contains(secret.as_str()),
+                "case {case} ({am_auth:?}): {place} shows the secret {secret}:\n{text}"
             );
         }
     }
@@ -405,16 +550,11 @@ async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() 
     // Leave the agent a few free descriptors (new ones take the lowest free numbers),
     // fewer than its connection limit, then hold far more connections than that.
     let pid = agent.id();
+    let original = nofile_limits(pid);
     let limit = open_fds(pid).unwrap() + 8;
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "prlimit failed");
+    // Only the soft limit: raising it back needs no privilege.
+    let hard = original.split(':').nth(1).unwrap_or("unlimited").to_owned();
+    set_nofile(pid, &format!("{limit}:{hard}"));
     // (100: more than the free descriptors, fewer than the listen backlog of 128, so
     // every connect() completes at once.)
     let held: Vec<std::net::TcpStream> = (0..100)
@@ -449,7 +589,10 @@ async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() 
     );
     assert!(log.contains("Too many open files"), "{log}");
 
+    // The connections go and the operator gives the descriptors back: no more accept
+    // errors from here on, on a machine however loaded.
     drop(held);
+    set_nofile(pid, &original);
     let health = get_until(addr, "/healthz", None, Duration::from_secs(20), |a| {
         a.status == 200
     })
@@ -470,6 +613,26 @@ async fn out_of_file_descriptors_the_accept_loop_idles_logs_once_and_recovers() 
         1,
         "one outage, one line:\n{log}"
     );
+}
+
+/// The soft and hard open-file limits of process `pid`, as `SOFT:HARD` for `prlimit`.
+fn nofile_limits(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    format!("{}:{}", fields[3], fields[4])
+}
+
+/// Sets the open-file limits of process `pid` (`SOFT:HARD`).
+fn set_nofile(pid: u32, limits: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limits}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --nofile={limits} failed");
 }
 
 /// Whether the process uses more than half a core over 300 ms (the old accept loop spun
@@ -819,4 +982,24 @@ async fn plugin_calls_are_counted_once_and_shown_on_metrics_and_over_otlp() {
             .contains("vigil.plugin.evaluation.duration"),
         "one path: no histogram beside the counters"
     );
+}
+
+/// Every kind of secret the config accepts (database `password_env`/`password_file`, the
+/// HTTP `token_env`/`token_file`, Alertmanager `bearer_token_env`/`_file` and
+/// `basic_auth` `password_env`/`_file`), with every crate logging at debug in JSON: each
+/// was used (the servers refused the logins, Alertmanager accepted the credential) and
+/// none appears in the log, `/status`, `/metrics`, the export or `vigil check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_status_metrics_or_exports() {
+    for (case, am_auth) in [
+        AmAuth::BearerEnv,
+        AmAuth::BearerFile,
+        AmAuth::BasicEnv,
+        AmAuth::BasicFile,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        secrets_run(case, am_auth).await;
+    }
 }

@@ -15,6 +15,8 @@ pub mod collect;
 pub mod config;
 pub mod export;
 pub mod fixture;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod pipeline;

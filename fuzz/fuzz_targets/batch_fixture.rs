@@ -1,12 +1,7 @@
-//! Any text given to `vigil plugin test --batch` is parsed into a batch or refused.
+//! Any text given to `vigil plugin test --batch` is parsed into a batch or refused. The
+//! body is `vigil::fuzzing::batch_fixture`, which `cargo test` also runs on the corpus.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil::fixture::BatchFixture;
 
-fuzz_target!(|text: &str| {
-    if let Ok(fixture) = BatchFixture::parse(text, "fuzz.json") {
-        let batch = fixture.to_batch();
-        let _ = batch.points().count();
-    }
-});
+fuzz_target!(|data: &[u8]| vigil::fuzzing::batch_fixture(data));

@@ -306,7 +306,9 @@ fn root_cause(error: &wasmtime::Error) -> String {
     text
 }
 
-fn check_info(
+/// Checks what a plugin returned from `describe` (name, version, interests) before the
+/// host relies on it.
+pub(crate) fn check_info(
     info: super::bindings::vigil::plugin::types::PluginInfo,
 ) -> Result<PluginInfo, String> {
     if info.name.is_empty() || info.name.len() > MAX_INFO_BYTES {

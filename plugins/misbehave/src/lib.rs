@@ -6,7 +6,9 @@
 //! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
 //! `garbage` (returns findings the host must reject), `flood` (returns 2,000 findings, over the host's default cap of 1,000),
 //! `fail` (returns an error), `count` (counts evaluations in the host state and reports the
-//! count as the finding's key `n=N`) or `ok` (reports one finding per batch).
+//! count as the finding's key `n=N`), `flaky` (returns an error on its first `failures`
+//! evaluations, counted in the host state, then reports one finding per batch) or `ok`
+//! (reports one finding per batch).
 
 use serde::Deserialize;
 
@@ -27,12 +29,16 @@ struct Settings {
     mode: String,
     #[serde(default)]
     when: Option<String>,
+    /// Evaluations that fail in `flaky` mode before it recovers.
+    #[serde(default)]
+    failures: u64,
 }
 
 fn settings() -> Settings {
     serde_json::from_str(&host::config()).unwrap_or(Settings {
         mode: "ok".into(),
         when: None,
+        failures: 0,
     })
 }
 
@@ -48,9 +54,20 @@ fn finding(rule: &str) -> Finding {
     }
 }
 
+/// Counts this evaluation in the host's key/value state (which outlives reloads and
+/// restarts after a trap) and returns the count, 1 for the first.
+fn count_evaluation() -> Result<u64, String> {
+    let n = host::state_get("n")
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+        + 1;
+    host::state_set("n", &n.to_le_bytes())?;
+    Ok(n)
+}
+
 /// Does what the mode says; returns the findings for the modes that return.
-fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
-    match mode {
+fn misbehave(settings: &Settings) -> Result<Vec<Finding>, String> {
+    match settings.mode.as_str() {
         "loop" => {
             let mut n: u64 = 0;
             loop {
@@ -69,16 +86,22 @@ fn misbehave(mode: &str) -> Result<Vec<Finding>, String> {
         "flood" => Ok((0..2_000).map(|i| finding(&format!("flood-{i}"))).collect()),
         "fail" => Err("misbehave fixture failed on purpose".into()),
         "count" => {
-            // Counts evaluations in the host's key/value state, which outlives reloads.
-            let n = host::state_get("n")
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes)
-                + 1;
-            host::state_set("n", &n.to_le_bytes())?;
+            let n = count_evaluation()?;
             let mut f = finding("count");
             f.key = format!("n={n}");
             f.value = Some(n as f64);
             Ok(vec![f])
+        }
+        "flaky" => {
+            let n = count_evaluation()?;
+            if n <= settings.failures {
+                Err(format!(
+                    "misbehave fixture fails evaluation {n} of {} on purpose",
+                    settings.failures
+                ))
+            } else {
+                Ok(vec![finding("misbehave-ok")])
+            }
         }
         _ => Ok(vec![finding("misbehave-ok")]),
     }
@@ -90,7 +113,7 @@ impl Guest for Misbehave {
     fn describe() -> Result<PluginInfo, String> {
         let settings = settings();
         if settings.when.as_deref() == Some("describe") {
-            misbehave(&settings.mode)?;
+            misbehave(&settings)?;
         }
         Ok(PluginInfo {
             name: "misbehave".into(),
@@ -109,7 +132,7 @@ impl Guest for Misbehave {
         if quiet {
             return Ok(Vec::new());
         }
-        misbehave(&settings.mode)
+        misbehave(&settings)
     }
 }
 

@@ -195,17 +195,22 @@ impl Alertmanager {
         Ok(response.json().await?)
     }
 
-    /// The alerts named `alertname` (label `alertname`); empty when Alertmanager is unreachable.
-    pub async fn alerts_named(&self, alertname: &str) -> Vec<Value> {
-        self.alerts()
+    /// The alerts named `alertname` (label `alertname`); an error when Alertmanager does not
+    /// answer, so that "no alert" is never mistaken for "no Alertmanager".
+    pub async fn alerts_named(&self, alertname: &str) -> anyhow::Result<Vec<Value>> {
+        let alerts = self
+            .alerts()
             .await
-            .unwrap_or_default()
+            .with_context(|| format!("GET {}/api/v2/alerts", self.url))?;
+        Ok(alerts
             .into_iter()
             .filter(|a| a["labels"]["alertname"] == alertname)
-            .collect()
+            .collect())
     }
 
-    /// Polls the alerts named `alertname` until `done` holds or `timeout` passes; returns the last answer.
+    /// Polls the alerts named `alertname` until `done` holds for an answer of Alertmanager or
+    /// `timeout` passes; returns the last answer. A failed query never satisfies `done`, and
+    /// when the wait ends with Alertmanager not answering, the error is in the second element.
     pub async fn wait_for(
         &self,
         alertname: &str,
@@ -214,12 +219,13 @@ impl Alertmanager {
     ) -> (bool, Vec<Value>) {
         let started = Instant::now();
         loop {
-            let alerts = self.alerts_named(alertname).await;
-            if done(&alerts) {
-                return (true, alerts);
-            }
+            let last = match self.alerts_named(alertname).await {
+                Ok(alerts) if done(&alerts) => return (true, alerts),
+                Ok(alerts) => alerts,
+                Err(error) => vec![json!({ "alertmanager_error": format!("{error:#}") })],
+            };
             if started.elapsed() > timeout {
-                return (false, alerts);
+                return (false, last);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -256,5 +262,130 @@ impl Alertmanager {
 impl Drop for Alertmanager {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// One request that reached a [`BearerGate`].
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case with their values (lossy UTF-8).
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A reverse proxy in front of a real [`Alertmanager`] that requires
+/// `Authorization: Bearer TOKEN` (Alertmanager's own web config only knows basic auth):
+/// requests without it get `401`, the others are forwarded and answered by Alertmanager.
+/// Every request's headers are recorded. Stops when dropped.
+pub struct BearerGate {
+    /// Base URL to give the agent instead of the Alertmanager's.
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BearerGate {
+    /// Starts the gate on a free loopback port in front of `upstream`'s base URL.
+    pub async fn start(upstream: &str, token: &str) -> anyhow::Result<Self> {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SeenRequest>::new()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let expected = format!("Bearer {token}");
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let state = (seen.clone(), client, expected, upstream);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (seen, client, expected, upstream) = state.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let headers = parts
+                                    .headers
+                                    .iter()
+                                    .map(|(n, v)| {
+                                        (
+                                            n.as_str().to_owned(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect();
+                                let path = parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default();
+                                if let Ok(mut seen) = seen.lock() {
+                                    seen.push(SeenRequest {
+                                        method: parts.method.to_string(),
+                                        path: path.clone(),
+                                        headers,
+                                    });
+                                }
+                                let authorized = parts
+                                    .headers
+                                    .get(hyper::header::AUTHORIZATION)
+                                    .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                                let mut answer =
+                                    hyper::Response::new(Full::new(bytes::Bytes::new()));
+                                if !authorized {
+                                    *answer.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                                    return Ok::<_, hyper::Error>(answer);
+                                }
+                                let body = body.collect().await?.to_bytes();
+                                let mut forward = client
+                                    .request(parts.method.clone(), format!("{upstream}{path}"))
+                                    .body(body);
+                                if let Some(kind) = parts.headers.get(hyper::header::CONTENT_TYPE) {
+                                    forward = forward
+                                        .header(hyper::header::CONTENT_TYPE, kind.as_bytes());
+                                }
+                                match forward.send().await {
+                                    Ok(response) => {
+                                        *answer.status_mut() = response.status();
+                                        *answer.body_mut() =
+                                            Full::new(response.bytes().await.unwrap_or_default());
+                                    }
+                                    Err(_) => *answer.status_mut() = hyper::StatusCode::BAD_GATEWAY,
+                                }
+                                Ok(answer)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(BearerGate { url, seen, task })
+    }
+
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for BearerGate {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -34,6 +34,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct Received {
     pub metrics: Vec<ExportMetricsServiceRequest>,
     pub logs: Vec<ExportLogsServiceRequest>,
+    /// When each of `metrics` arrived, Unix nanoseconds.
+    pub metrics_arrived: Vec<u64>,
+    /// The headers (gRPC metadata) of every request that arrived, in order: names in lower
+    /// case, values as lossy UTF-8.
+    pub headers: Vec<BTreeMap<String, String>>,
 }
 
 /// How a metric's points were encoded.
@@ -66,6 +71,14 @@ pub struct Point {
 pub struct Snapshot {
     pub points: usize,
     pub earliest_unix_nanos: u64,
+    /// When the request arrived at the receiver.
+    pub arrived_unix_nanos: u64,
+}
+
+fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// One decoded log record.
@@ -95,7 +108,28 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn header_map(headers: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 impl Received {
+    /// The values header `name` had in the requests received, one per request that carried it.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter_map(|h| h.get(&name).cloned())
+            .collect()
+    }
+
     /// The latest value of every series of metric `name`: from the most recent export
     /// request that has it, the newest point of each attribute set (a request may carry
     /// several points per series, one per collection).
@@ -136,15 +170,17 @@ impl Received {
             .unwrap_or_default()
     }
 
-    /// One entry per metrics request: its datapoint count and the earliest datapoint
-    /// time (Unix nanoseconds), in arrival order.
+    /// One entry per metrics request: its datapoint count, the earliest datapoint
+    /// time and when it arrived (Unix nanoseconds), in arrival order.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.metrics
             .iter()
-            .map(|request| {
+            .zip(&self.metrics_arrived)
+            .map(|(request, arrived)| {
                 let mut snapshot = Snapshot {
                     points: 0,
                     earliest_unix_nanos: u64::MAX,
+                    arrived_unix_nanos: *arrived,
                 };
                 for m in request
                     .resource_metrics
@@ -277,7 +313,10 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let headers = header_map(&request.metadata().clone().into_headers());
         if let Ok(mut r) = self.0.lock() {
+            r.headers.push(headers);
+            r.metrics_arrived.push(unix_nanos_now());
             r.metrics.push(request.into_inner());
         }
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
@@ -290,7 +329,9 @@ impl LogsService for Sink {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let headers = header_map(&request.metadata().clone().into_headers());
         if let Ok(mut r) = self.0.lock() {
+            r.headers.push(headers);
             r.logs.push(request.into_inner());
         }
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -395,6 +436,7 @@ async fn handle_http(
     state: Arc<Mutex<Received>>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    let headers = header_map(req.headers());
     let gzip = req
         .headers()
         .get("content-encoding")
@@ -418,9 +460,11 @@ async fn handle_http(
     let Ok(mut received) = state.lock() else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
+    received.headers.push(headers);
     match path.as_str() {
         "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
             Ok(r) => {
+                received.metrics_arrived.push(unix_nanos_now());
                 received.metrics.push(r);
                 protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
             }

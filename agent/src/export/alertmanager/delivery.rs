@@ -67,6 +67,8 @@ pub(super) struct Target {
     stats: Arc<Mutex<DeliveryStats>>,
     resend_interval: Duration,
     backoff_max: Duration,
+    /// How long a resolved alert is retried: [`RESOLVED_RETENTION`] (shorter in tests).
+    resolved_retention: Duration,
     /// Alerts firing now, as last posted.
     firing: BTreeMap<AlertKey, PostableAlert>,
     /// Resolved alerts not yet delivered, with when to give up on them.
@@ -115,7 +117,7 @@ impl Target {
                     alertmanager = %self.url,
                     "{expired} resolved alerts were not accepted by Alertmanager {} within {:?} and are given up; Alertmanager resolves them itself after its resolve_timeout",
                     self.url,
-                    RESOLVED_RETENTION
+                    self.resolved_retention
                 );
                 self.count(|s| s.dropped += expired as u64);
             }
@@ -165,7 +167,7 @@ impl Target {
             }
             Update::Resolved(key, alert) => {
                 self.firing.remove(key);
-                let until = Instant::now() + RESOLVED_RETENTION;
+                let until = Instant::now() + self.resolved_retention;
                 self.resolved.insert(key.clone(), (alert.clone(), until));
             }
         }
@@ -250,8 +252,81 @@ impl Target {
             stats,
             resend_interval,
             backoff_max: resend_interval.min(BACKOFF_MAX),
+            resolved_retention: RESOLVED_RETENTION,
             firing: BTreeMap::new(),
             resolved: BTreeMap::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dropped(stats: &Mutex<DeliveryStats>) -> f64 {
+        stats.lock().unwrap().dropped as f64
+    }
+
+    fn failures(stats: &Mutex<DeliveryStats>) -> f64 {
+        stats.lock().unwrap().failed.values().sum::<u64>() as f64
+    }
+
+    /// A resolved alert an Alertmanager never accepts is retried for the retention
+    /// ([`RESOLVED_RETENTION`], 15 minutes; 2 s here), then given up and counted as dropped.
+    #[tokio::test]
+    async fn a_resolved_alert_is_retried_for_the_retention_then_dropped_and_counted() {
+        assert_eq!(
+            RESOLVED_RETENTION,
+            Duration::from_secs(15 * 60),
+            "the README says 15 min"
+        );
+        let retention = Duration::from_secs(2);
+        // A port nothing listens on: every post fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let telemetry = Arc::new(Mutex::new(DeliveryStats::default()));
+        let mut target = Target::new(
+            url.clone(),
+            reqwest::Url::parse(&format!("{url}/api/v2/alerts")).unwrap(),
+            reqwest::Client::new(),
+            Auth::None,
+            telemetry.clone(),
+            Duration::from_secs(1),
+        );
+        target.resolved_retention = retention;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(target.run(rx));
+        let key = AlertKey {
+            plugin: "p".into(),
+            rule: "r".into(),
+            key: String::new(),
+        };
+        let alert = PostableAlert {
+            labels: BTreeMap::from([("alertname".to_owned(), "r".to_owned())]),
+            annotations: BTreeMap::new(),
+            starts_at: "2026-01-01T00:00:00Z".into(),
+            ends_at: Some("2026-01-01T00:01:00Z".into()),
+            generator_url: "http://h/".into(),
+        };
+        let sent = Instant::now();
+        tx.send(Message::Update(Arc::new(Update::Resolved(key, alert))))
+            .unwrap();
+
+        let mut failed_while_retained = false;
+        while dropped(&telemetry) == 0.0 {
+            assert!(sent.elapsed() < Duration::from_secs(60), "never given up");
+            failed_while_retained |= failures(&telemetry) >= 2.0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let given_up = sent.elapsed();
+        assert_eq!(dropped(&telemetry), 1.0);
+        assert!(given_up >= retention, "given up after {given_up:?}");
+        assert!(failed_while_retained, "retried while retained");
+        drop(tx);
+        task.await.unwrap();
     }
 }
