@@ -49,12 +49,10 @@ pub struct Config {
 
 /// `[http]`: the health, status and `/metrics` endpoint.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Address to listen on; keep it on loopback unless a token is set.
-    #[serde(default = "default_http_listen")]
     pub listen: std::net::SocketAddr,
     /// Environment variable holding a bearer token required by `/status`, `/metrics`
     /// and `/reload` (`/healthz`, `/readyz` and the page itself stay open).
@@ -62,17 +60,15 @@ pub struct HttpConfig {
     /// File holding that token.
     pub token_file: Option<PathBuf>,
     /// Connections served at once; further ones wait in the listen backlog until one closes.
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Time a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open.
-    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     /// Time a client has to send a request's body.
-    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// Largest request body accepted; larger ones are answered `413`.
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
 }
 
@@ -91,25 +87,25 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             enabled: true,
-            listen: default_http_listen(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
             token_env: None,
             token_file: None,
-            max_connections: default_max_connections(),
-            header_timeout: default_header_timeout(),
-            body_timeout: default_header_timeout(),
-            max_body_bytes: default_max_body_bytes(),
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
 
 /// `[agent]`: identity of this agent.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// Host name reported with every batch; defaults to the machine's host name.
     pub host: Option<String>,
     /// On SIGTERM/SIGINT: how long to wait for rounds in flight and to send what is queued.
-    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }
 
@@ -117,7 +113,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             host: None,
-            shutdown_timeout: default_shutdown_timeout(),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -281,15 +277,13 @@ impl std::fmt::Debug for InstanceConfig {
 
 /// `[collect.system]`: host metrics from the operating system.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SystemCollectorConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// How often to collect.
-    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Also report per-core CPU utilization.
-    #[serde(default = "yes")]
     pub per_cpu: bool,
 }
 
@@ -297,7 +291,7 @@ impl Default for SystemCollectorConfig {
     fn default() -> Self {
         SystemCollectorConfig {
             enabled: true,
-            interval: ten_seconds(),
+            interval: Duration::from_secs(10),
             per_cpu: true,
         }
     }
@@ -305,48 +299,40 @@ impl Default for SystemCollectorConfig {
 
 /// `[plugins]`: where plugins live and the limits every plugin runs under.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Directory scanned for `*.wasm` components; a plugin's name is its file stem.
-    #[serde(default = "default_plugin_dir")]
     pub dir: PathBuf,
     /// CPU-time budget of one call into a plugin.
-    #[serde(default = "default_deadline", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub deadline: Duration,
     /// Linear-memory cap of one plugin instance, in MiB.
-    #[serde(default = "default_memory_limit_mib")]
     pub memory_limit_mib: u64,
     /// Most findings one evaluation may return; more is treated as a faulty plugin.
-    #[serde(default = "default_max_findings")]
     pub max_findings: usize,
     /// Per-plugin settings, handed to the plugin as JSON: `[plugins.settings.NAME]`.
-    #[serde(default)]
     pub settings: BTreeMap<String, toml::Table>,
     /// Where compiled plugins are cached (by content hash); `""` turns the cache off.
-    #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
     /// Most MiB the compile cache may hold; past it the least recently used entries are removed.
-    #[serde(default = "default_cache_max_mib")]
     pub cache_max_mib: u64,
     /// Consecutive failed evaluations after which a plugin is quarantined.
-    #[serde(default = "default_quarantine_after")]
     pub quarantine_after: u32,
     /// Watch the plugin directory and the config file and apply changes while running.
-    #[serde(default = "yes")]
     pub watch: bool,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
-            dir: default_plugin_dir(),
-            deadline: default_deadline(),
-            memory_limit_mib: default_memory_limit_mib(),
-            max_findings: default_max_findings(),
+            dir: PathBuf::from("/var/lib/vigil/plugins"),
+            deadline: Duration::from_millis(250),
+            memory_limit_mib: 64,
+            max_findings: 1000,
             settings: BTreeMap::new(),
-            cache_dir: default_cache_dir(),
-            cache_max_mib: default_cache_max_mib(),
-            quarantine_after: default_quarantine_after(),
+            cache_dir: PathBuf::from("/var/cache/vigil/plugins"),
+            cache_max_mib: 256,
+            quarantine_after: 3,
             watch: true,
         }
     }
@@ -377,26 +363,24 @@ pub struct ExportConfig {
 
 /// `[export.queue]`: what is kept while the collector cannot be reached.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Metric datapoints kept unsent at most (whole batches are dropped oldest first).
-    #[serde(default = "default_max_metric_points")]
     pub max_metric_points: u64,
     /// Log records (alert events) kept unsent at most (oldest dropped first).
-    #[serde(default = "default_max_log_records")]
     pub max_log_records: u64,
     /// Longest wait between retries after failed exports (the wait doubles per failure,
     /// starting at the export interval).
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            max_metric_points: default_max_metric_points(),
-            max_log_records: default_max_log_records(),
-            max_backoff: default_max_backoff(),
+            max_metric_points: 100_000,
+            max_log_records: 10_000,
+            max_backoff: Duration::from_secs(120),
         }
     }
 }
@@ -447,26 +431,22 @@ pub enum Compression {
 
 /// `[export.otlp]`: the OTLP exporter.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// `grpc` or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` overrides.
-    #[serde(default = "default_protocol")]
     pub protocol: OtlpProtocol,
     /// Base endpoint (for HTTP, `/v1/metrics` and `/v1/logs` are appended);
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides.
     pub endpoint: Option<String>,
     /// How often metrics are sent.
-    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Time limit of one export request.
-    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(default = "default_compression")]
     pub compression: Compression,
     /// Extra request headers (e.g. an API key).
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
 
@@ -514,11 +494,11 @@ impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
             enabled: true,
-            protocol: default_protocol(),
+            protocol: OtlpProtocol::Grpc,
             endpoint: None,
-            interval: ten_seconds(),
-            timeout: ten_seconds(),
-            compression: default_compression(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            compression: Compression::Gzip,
             headers: BTreeMap::new(),
         }
     }
@@ -533,9 +513,6 @@ impl OtlpConfig {
     }
 }
 
-fn yes() -> bool {
-    true
-}
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
@@ -547,57 +524,6 @@ fn one_minute() -> Duration {
 }
 /// Objects the per-object metrics cover when `top_n` is not set.
 const DEFAULT_TOP_N: usize = 10;
-fn default_cache_dir() -> PathBuf {
-    PathBuf::from("/var/cache/vigil/plugins")
-}
-fn default_cache_max_mib() -> u64 {
-    256
-}
-fn default_quarantine_after() -> u32 {
-    3
-}
-fn default_plugin_dir() -> PathBuf {
-    PathBuf::from("/var/lib/vigil/plugins")
-}
-fn default_deadline() -> Duration {
-    Duration::from_millis(250)
-}
-fn default_memory_limit_mib() -> u64 {
-    64
-}
-fn default_max_findings() -> usize {
-    1000
-}
-fn default_http_listen() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
-}
-fn default_max_connections() -> usize {
-    64
-}
-fn default_header_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_body_bytes() -> u64 {
-    64 * 1024
-}
-fn default_max_metric_points() -> u64 {
-    100_000
-}
-fn default_max_log_records() -> u64 {
-    10_000
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(120)
-}
-fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_protocol() -> OtlpProtocol {
-    OtlpProtocol::Grpc
-}
-fn default_compression() -> Compression {
-    Compression::Gzip
-}
 
 impl Config {
     /// The embedded default configuration.

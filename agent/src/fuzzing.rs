@@ -1,5 +1,5 @@
 //! Entry points of the fuzz targets in `fuzz/fuzz_targets/`, one per target, taking the raw
-//! bytes libFuzzer hands over. The targets call nothing else, and `agent/tests/fuzz_replay.rs`
+//! bytes libFuzzer hands over. The targets call nothing else, and `tests/all/fuzz_replay.rs`
 //! feeds every committed corpus input and crash artifact through the same functions under
 //! `cargo test`, so a crash found by fuzzing stays a regression test. Not a public API.
 

@@ -7,14 +7,19 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// `lock()` that recovers a poisoned mutex.
 pub trait LockExt<T> {
     /// Locks, recovering (and logging once per occurrence) a mutex poisoned by a panic.
-    fn locked(&self) -> MutexGuard<'_, T>;
+    fn locked(&self) -> MutexGuard<'_, T> {
+        self.locked_as("a lock")
+    }
+
+    /// As [`LockExt::locked`]; `what` names the lock in the log line.
+    fn locked_as(&self, what: &str) -> MutexGuard<'_, T>;
 }
 
 impl<T> LockExt<T> for Mutex<T> {
-    fn locked(&self) -> MutexGuard<'_, T> {
+    fn locked_as(&self, what: &str) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
             tracing::error!(
-                "a task panicked while holding a lock; its data is used as it was left (please report this)"
+                "{what}: a thread panicked while holding its lock; going on with the data as it was left (please report this)"
             );
             self.clear_poison();
             poisoned.into_inner()

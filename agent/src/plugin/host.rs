@@ -54,10 +54,10 @@ impl PluginKv {
 
 /// Everything a plugin's store holds: its identity, settings, state, limits and an empty WASI context.
 pub struct PluginState {
-    pub(crate) plugin: String,
-    pub(crate) settings_json: String,
-    pub(crate) kv: PluginKv,
-    pub(crate) limiter: Limiter,
+    plugin: String,
+    settings_json: String,
+    kv: PluginKv,
+    limiter: Limiter,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -79,6 +79,23 @@ impl PluginState {
             wasi,
             table: ResourceTable::new(),
         }
+    }
+}
+
+impl PluginState {
+    /// The store's memory limiter (what the store's `limiter` callback hands wasmtime).
+    pub fn limiter_mut(&mut self) -> &mut Limiter {
+        &mut self.limiter
+    }
+
+    /// The store's memory limiter, to read what it granted or refused.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The key/value state, handed on when the store is dropped.
+    pub fn into_kv(self) -> PluginKv {
+        self.kv
     }
 }
 

@@ -74,19 +74,20 @@ impl PluginInstance {
         bytes: &[u8],
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
-        let (component, cache) = runtime
-            .cache
-            .component(&runtime.engine, bytes)
-            .map_err(|e| LoadError::Compile {
-                path: path.to_owned(),
-                reason: root_cause(&e),
-            })?;
+        let (component, cache) =
+            runtime
+                .cache()
+                .component(runtime.engine(), bytes)
+                .map_err(|e| LoadError::Compile {
+                    path: path.to_owned(),
+                    reason: root_cause(&e),
+                })?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_owned(),
             reason: root_cause(&e),
         };
         let pre = runtime
-            .linker
+            .linker()
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = AlertRulePre::new(pre).map_err(wrong_world)?;
@@ -94,10 +95,10 @@ impl PluginInstance {
         let mut plugin = PluginInstance {
             name: name.to_owned(),
             path: path.to_owned(),
-            engine: runtime.engine.clone(),
+            engine: runtime.engine().clone(),
             pre,
             settings_json,
-            limits: runtime.limits,
+            limits: runtime.limits(),
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -149,7 +150,7 @@ impl PluginInstance {
     /// Hands over the key/value state (for the next version of the same plugin).
     pub fn take_state(&mut self) -> PluginKv {
         match self.live.take() {
-            Some(live) => live.store.into_data().kv,
+            Some(live) => live.store.into_data().into_kv(),
             None => std::mem::take(&mut self.parked_kv),
         }
     }
@@ -165,7 +166,7 @@ impl PluginInstance {
     pub fn memory_bytes(&self) -> usize {
         self.live
             .as_ref()
-            .map_or(0, |l| l.store.data().limiter.memory_in_use)
+            .map_or(0, |l| l.store.data().limiter().memory_in_use)
     }
 
     /// The file it was loaded from.
@@ -222,7 +223,7 @@ impl PluginInstance {
             self.limits.memory_bytes,
         );
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
+        store.limiter(|s| s.limiter_mut());
         store.set_epoch_deadline(self.limits.deadline_ticks());
         store.epoch_deadline_trap();
         match self.pre.instantiate(&mut store) {
@@ -231,7 +232,7 @@ impl PluginInstance {
                 Ok(())
             }
             Err(e) => {
-                self.parked_kv = store.into_data().kv;
+                self.parked_kv = store.into_data().into_kv();
                 Err(self.classify(e, false).to_string())
             }
         }
@@ -260,9 +261,9 @@ impl PluginInstance {
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
-                let memory_exceeded = live.store.data().limiter.memory_exceeded;
+                let memory_exceeded = live.store.data().limiter().memory_exceeded;
                 if let Some(live) = self.live.take() {
-                    self.parked_kv = live.store.into_data().kv;
+                    self.parked_kv = live.store.into_data().into_kv();
                 }
                 Err(self.classify(error, memory_exceeded))
             }

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::evaluation::Evaluation;
-use super::poison::lock;
 use crate::model::Batch;
+use crate::sync::LockExt;
 
 /// Most batches waiting for one plugin (besides the one it evaluates), whatever their sources.
 pub const MAX_WAITING: usize = 256;
@@ -54,7 +54,7 @@ pub struct Pushed {
 impl Lane {
     /// Queues `job` for plugin `plugin`.
     pub fn push(&self, plugin: &str, job: Job) -> Pushed {
-        let mut waiting = lock(&self.waiting, "plugin lane");
+        let mut waiting = self.waiting.locked_as("plugin lane");
         let same_source = waiting
             .jobs
             .iter()
@@ -86,7 +86,7 @@ impl Lane {
     /// The next job, or `None` when the lane is empty (the worker then stops, and the
     /// next [`Lane::push`] starts a new one).
     pub fn next(&self, plugin: &str) -> Option<Job> {
-        let mut waiting = lock(&self.waiting, "plugin lane");
+        let mut waiting = self.waiting.locked_as("plugin lane");
         let job = waiting.jobs.pop_front();
         if job.is_none() {
             waiting.worker = false;
@@ -100,7 +100,7 @@ impl Lane {
 
     /// Batches skipped so far because the plugin could not keep up.
     pub fn skipped(&self) -> u64 {
-        lock(&self.waiting, "plugin lane").skipped
+        self.waiting.locked_as("plugin lane").skipped
     }
 }
 

@@ -11,7 +11,6 @@
 //! - [`slot`]: one installed version of a plugin, under its own lock, with its health.
 //! - [`lane`]: the batches waiting for one plugin, drained by one worker per plugin.
 //! - [`registry`]: every plugin of a directory, published lock-free and evaluated side by side.
-//! - [`poison`]: locks that recover from a panic instead of stopping the plugins.
 
 pub mod bindings;
 pub mod cache;
@@ -22,7 +21,6 @@ pub mod host;
 pub mod instance;
 pub mod lane;
 pub mod limits;
-pub(crate) mod poison;
 pub mod registry;
 pub mod runtime;
 pub mod slot;

@@ -16,11 +16,11 @@ use super::LoadError;
 pub use super::evaluation::{Evaluation, PluginStatus};
 use super::instance::PluginInstance;
 use super::lane::{Handler, InFlight, Job, Lane};
-use super::poison::lock;
 use super::runtime::PluginRuntime;
 use super::slot::{Outcome, PluginSlot};
 use crate::config::PluginsConfig;
 use crate::model::Batch;
+use crate::sync::LockExt;
 
 pub use super::slot::{QUARANTINE_MAX, QUARANTINE_MIN};
 
@@ -120,7 +120,7 @@ impl PluginRegistry {
             }
         }
         // Startup may wait for the disk: the next start should find every entry.
-        registry.shared.runtime.cache.finish_writes();
+        registry.shared.runtime.cache().finish_writes();
         let published = registry.shared.published.load();
         for name in config.settings.keys() {
             if !published.slots.contains_key(name) && !published.failures.contains_key(name) {
@@ -170,7 +170,7 @@ impl PluginRegistry {
 
     /// Publishes a changed copy of the set; writers take turns.
     fn update<R>(&self, change: impl FnOnce(&mut Published) -> R) -> R {
-        let _writer = lock(&self.shared.writer, "plugin set writer");
+        let _writer = self.shared.writer.locked_as("plugin set writer");
         let mut next = Published::clone(&self.shared.published.load());
         let result = change(&mut next);
         self.shared.published.store(Arc::new(next));
@@ -344,7 +344,7 @@ fn evaluate(shared: &Shared, name: &str, job: &Job) {
             return;
         }
         // Replaced meanwhile: the writer publishes the new version before it lets go.
-        drop(lock(&shared.writer, "plugin set writer"));
+        drop(shared.writer.locked_as("plugin set writer"));
     }
 }
 

@@ -25,10 +25,10 @@ impl Drop for Ticker {
 
 /// The engine, the linker with every host import, and the limits: shared by all plugins.
 pub struct PluginRuntime {
-    pub(crate) cache: super::cache::CompileCache,
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<PluginState>,
-    pub(crate) limits: PluginLimits,
+    cache: super::cache::CompileCache,
+    engine: Engine,
+    linker: Linker<PluginState>,
+    limits: PluginLimits,
     _ticker: Ticker,
 }
 
@@ -93,5 +93,20 @@ impl PluginRuntime {
     /// The limits plugins run under.
     pub fn limits(&self) -> PluginLimits {
         self.limits
+    }
+
+    /// The engine every plugin is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker holding WASI and the vigil host interface.
+    pub fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
+    /// The compile cache (by content hash).
+    pub fn cache(&self) -> &super::cache::CompileCache {
+        &self.cache
     }
 }

@@ -9,9 +9,9 @@ use super::evaluation::{Evaluation, PluginStatus};
 use super::host::PluginKv;
 use super::instance::{PluginInfo, PluginInstance};
 use super::lane::Lane;
-use super::poison::lock;
 use crate::backoff::Backoff;
 use crate::model::Batch;
+use crate::sync::LockExt;
 
 /// First quarantine period; each further quarantine doubles it, up to [`QUARANTINE_MAX`].
 pub const QUARANTINE_MIN: Duration = Duration::from_secs(5);
@@ -119,11 +119,12 @@ impl PluginSlot {
     }
 
     fn instance(&self) -> std::sync::MutexGuard<'_, Option<PluginInstance>> {
-        lock(&self.instance, &format!("plugin {}", self.name))
+        self.instance.locked_as(&format!("plugin {}", self.name))
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        lock(&self.health, &format!("plugin {} health", self.name))
+        self.health
+            .locked_as(&format!("plugin {} health", self.name))
     }
 
     /// Evaluates `batch` unless the plugin is in quarantine, and hands the result to

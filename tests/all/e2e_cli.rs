@@ -110,7 +110,7 @@ fn plugin_test_prints_findings_as_json() {
 
 #[test]
 fn every_built_plugin_is_used_by_a_test() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/all");
     let sources: String = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())

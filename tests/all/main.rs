@@ -1,0 +1,14 @@
+//! Every integration test of the agent in one binary (linked once, like wasmtime's
+//! `tests/all`): end-to-end tests that run the real `vigil` binary against real
+//! servers, plugins built from source and the testkit's OTLP receiver, plus the replay
+//! of the fuzz corpora. Run one module with `cargo test --test all e2e_reload::`.
+
+mod e2e_alertmanager;
+mod e2e_cli;
+mod e2e_export;
+mod e2e_export_queue;
+mod e2e_reload;
+mod e2e_sandbox;
+mod e2e_servers;
+mod e2e_status;
+mod fuzz_replay;
