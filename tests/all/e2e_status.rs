@@ -155,7 +155,7 @@ async fn status_endpoint_serves_health_status_metrics_and_reload_behind_a_token(
         String::from_utf8_lossy(&output.stderr)
     );
     let started = std::time::Instant::now();
-    while !agent.log().contains("reload requested") && started.elapsed() < Duration::from_secs(5) {
+    while !agent.log().contains("reload requested") && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(agent.log().contains("reload requested"), "{}", agent.log());
@@ -781,6 +781,10 @@ async fn an_oversized_body_gets_413() {
     )
     .await;
     assert!(status.starts_with("HTTP/1.1 202"), "5-byte body: {status}");
+    // 202 means queued: the agent logs the request when its loop takes it.
+    wait_until(Duration::from_secs(20), || {
+        lines_with(&agent.log(), "reload requested") >= 1
+    });
     assert_eq!(
         lines_with(&agent.log(), "reload requested"),
         1,

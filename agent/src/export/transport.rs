@@ -142,18 +142,12 @@ impl Transport {
         request: ExportMetricsServiceRequest,
     ) -> Result<Rejection, String> {
         let response: ExportMetricsServiceResponse = match self {
-            Transport::Grpc(grpc) => {
-                let mut client = grpc.metrics.clone();
-                let response = match client.export(grpc.request(request.clone())).await {
-                    Err(status) if status.code() == tonic::Code::Unavailable => {
-                        tracing::debug!("retrying at once: {}", status_text(status));
-                        client.export(grpc.request(request)).await
-                    }
-                    other => other,
-                }
-                .map_err(status_text)?;
-                response.into_inner()
-            }
+            Transport::Grpc(grpc) => retry_unavailable(|| {
+                let (mut client, request) = (grpc.metrics.clone(), grpc.request(request.clone()));
+                async move { client.export(request).await }
+            })
+            .await?
+            .into_inner(),
             Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
         };
         Ok(response
@@ -170,18 +164,12 @@ impl Transport {
     /// Sends one logs request; an error says why it was not accepted.
     pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<Rejection, String> {
         let response: ExportLogsServiceResponse = match self {
-            Transport::Grpc(grpc) => {
-                let mut client = grpc.logs.clone();
-                let response = match client.export(grpc.request(request.clone())).await {
-                    Err(status) if status.code() == tonic::Code::Unavailable => {
-                        tracing::debug!("retrying at once: {}", status_text(status));
-                        client.export(grpc.request(request)).await
-                    }
-                    other => other,
-                }
-                .map_err(status_text)?;
-                response.into_inner()
-            }
+            Transport::Grpc(grpc) => retry_unavailable(|| {
+                let (mut client, request) = (grpc.logs.clone(), grpc.request(request.clone()));
+                async move { client.export(request).await }
+            })
+            .await?
+            .into_inner(),
             Transport::Http(http) => http.post(&http.logs_url, &request).await?,
         };
         Ok(response
@@ -253,5 +241,22 @@ impl Http {
         }
         // An empty or undecodable body of a 2xx answer means everything was accepted.
         Ok(R::decode(bytes).unwrap_or_default())
+    }
+}
+
+/// Makes a gRPC call, and once more at once if it fails as `Unavailable`: a lazily
+/// connected channel reports an old connection failure one more time after the receiver
+/// is back. The error says why the call was not accepted.
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match call().await {
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            tracing::debug!("retrying at once: {}", status_text(status));
+            call().await.map_err(status_text)
+        }
+        other => other.map_err(status_text),
     }
 }

@@ -88,3 +88,23 @@ pub fn finding(
         for_ms: 0,
     }
 }
+
+/// Reads the JSON state kept under `key` in the host's key/value store (`fresh()` when
+/// there is none or it no longer parses), lets `advance` update it, and stores it back.
+/// The state outlives restarts and new versions of the plugin.
+pub fn update_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+    key: &str,
+    fresh: impl FnOnce() -> T,
+    advance: impl FnOnce(&mut T),
+) -> Result<T, String> {
+    let state = host::state_get(key).and_then(|bytes| serde_json::from_slice::<T>(&bytes).ok());
+    let state = match state {
+        Some(mut state) => {
+            advance(&mut state);
+            state
+        }
+        None => fresh(),
+    };
+    host::state_set(key, &serde_json::to_vec(&state).map_err(|e| e.to_string())?)?;
+    Ok(state)
+}

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use vigil_plugin_kit::bindings::vigil::plugin::host;
 use vigil_plugin_kit::bindings::{Batch, Finding, Guest, PluginInfo};
-use vigil_plugin_kit::{Point, finding, points_of, settings, severity};
+use vigil_plugin_kit::{Point, finding, points_of, settings, severity, update_state};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,18 +148,10 @@ impl Guest for SeqScan {
             let instance = scans.attr("vigil.instance");
             let key = format!("instance={instance},db={db},table={table}");
             let counters = [scans.value, rows, index_scans];
-            let window = match host::state_get(&key)
-                .and_then(|bytes| serde_json::from_slice::<Window>(&bytes).ok())
-            {
-                Some(mut window) => {
-                    window.advance(counters, now, &s);
-                    window
-                }
-                None => Window::new(counters, now),
-            };
-            host::state_set(
+            let window = update_state(
                 &key,
-                &serde_json::to_vec(&window).map_err(|e| e.to_string())?,
+                || Window::new(counters, now),
+                |window: &mut Window| window.advance(counters, now, &s),
             )?;
             let Some((scans, rows_per_scan, index_scans)) = window.heavy else {
                 continue;

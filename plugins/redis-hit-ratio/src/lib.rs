@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use vigil_plugin_kit::bindings::vigil::plugin::host;
 use vigil_plugin_kit::bindings::{Batch, Finding, Guest, PluginInfo};
-use vigil_plugin_kit::{finding, points_of, settings, severity};
+use vigil_plugin_kit::{finding, points_of, settings, severity, update_state};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,18 +112,10 @@ impl Guest for HitRatio {
             let state_key = format!("window:{instance}");
             let now = host::now_ns();
             let counters = (hits.value, misses.value);
-            let window = match host::state_get(&state_key)
-                .and_then(|bytes| serde_json::from_slice::<Window>(&bytes).ok())
-            {
-                Some(mut window) => {
-                    window.advance(counters, now, &s);
-                    window
-                }
-                None => Window::new(counters, now),
-            };
-            host::state_set(
+            let window = update_state(
                 &state_key,
-                &serde_json::to_vec(&window).map_err(|e| e.to_string())?,
+                || Window::new(counters, now),
+                |window: &mut Window| window.advance(counters, now, &s),
             )?;
             if let Some((ratio, dh, dm)) = window.low {
                 findings.push(finding(
