@@ -6,9 +6,52 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::export::alertmanager::DeliveryStats;
 use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity, attrs};
-use crate::plugin::PluginStatus;
+
+/// What self-telemetry reports of one loaded plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginGauges {
+    pub name: String,
+    /// Whether it is in quarantine now.
+    pub quarantined: bool,
+    /// Linear memory of its instance.
+    pub memory_bytes: usize,
+}
+
+/// Delivery totals of one Alertmanager.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Alerts accepted (re-sends included).
+    pub sent: u64,
+    /// Failed posts by cause: `connect`, `timeout`, `status_4xx` or `status_5xx`.
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Alerts waiting to be accepted, as of the last attempt.
+    pub pending: usize,
+    /// Resolved alerts given up on: not accepted within their retention.
+    pub dropped: u64,
+}
+
+/// Totals of one signal's queue, as self-telemetry reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Items waiting to be sent.
+    pub queued: u64,
+    /// Most items the queue holds.
+    pub capacity: u64,
+    /// Items delivered.
+    pub sent: u64,
+    /// Export requests that failed (their items stay queued).
+    pub failed_requests: u64,
+    /// Items dropped: pushed out by newer ones while full, or still queued at shutdown.
+    pub dropped: u64,
+}
+
+/// The queues' totals per signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportStats {
+    pub metrics: QueueStats,
+    pub logs: QueueStats,
+}
 
 /// Something worth counting happened.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +177,7 @@ impl SelfTelemetry {
         &self,
         host: &str,
         firing: &[(Severity, usize)],
-        plugins: &[PluginStatus],
+        plugins: &[PluginGauges],
         alertmanagers: &[(String, DeliveryStats)],
     ) -> Batch {
         use MetricKind::*;
@@ -365,7 +408,7 @@ fn alertmanager_points(b: &mut BatchBuilder, alertmanagers: &[(String, DeliveryS
 
 /// The export queues' totals as a batch from source `vigil.export`, by `signal`.
 /// Metrics are counted in datapoints, logs in records.
-pub fn export_batch(host: &str, stats: &crate::export::ExportStats) -> Batch {
+pub fn export_batch(host: &str, stats: &ExportStats) -> Batch {
     use MetricKind::*;
     let mut b = BatchBuilder::new("vigil.export", host);
     let queued = desc(

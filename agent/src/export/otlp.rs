@@ -32,12 +32,7 @@ const LOG_CHUNK: usize = 512;
 /// larger batch goes alone): keeps requests well below receivers' message size limits.
 pub const MAX_REQUEST_POINTS: u64 = 8192;
 
-/// The queues' totals per signal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ExportStats {
-    pub metrics: QueueStats,
-    pub logs: QueueStats,
-}
+pub use crate::telemetry::ExportStats;
 
 /// A batch waiting in the queue, with the export tick that queued it.
 struct Queued {

@@ -6,20 +6,7 @@ use std::sync::Mutex;
 
 use crate::sync::LockExt;
 
-/// Totals of one signal's queue, as self-telemetry reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueStats {
-    /// Items waiting to be sent.
-    pub queued: u64,
-    /// Most items the queue holds.
-    pub capacity: u64,
-    /// Items delivered.
-    pub sent: u64,
-    /// Export requests that failed (their items stay queued).
-    pub failed_requests: u64,
-    /// Items dropped: pushed out by newer ones while full, or still queued at shutdown.
-    pub dropped: u64,
-}
+pub use crate::telemetry::QueueStats;
 
 /// Entries of `T`, each weighing a number of items (a metric batch weighs its
 /// datapoints); the total weight never exceeds the capacity for long: pushing over

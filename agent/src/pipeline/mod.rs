@@ -23,7 +23,7 @@ use crate::model::Batch;
 use crate::plugin::{Evaluation, PluginRegistry, PluginRuntime, PluginStatus};
 use crate::status::StatusBoard;
 use crate::sync::LockExt;
-use crate::telemetry::{Event, SelfTelemetry};
+use crate::telemetry::{Event, PluginGauges, SelfTelemetry};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +235,15 @@ impl Pipeline {
     /// Publishes the self-telemetry totals as a batch (source `vigil`).
     pub fn record_self_telemetry(&self) {
         let firing = self.alerts.locked().firing_by_severity().to_vec();
-        let plugins = self.plugin_statuses();
+        let plugins: Vec<PluginGauges> = self
+            .plugin_statuses()
+            .into_iter()
+            .map(|p| PluginGauges {
+                name: p.name,
+                quarantined: p.quarantined,
+                memory_bytes: p.memory_bytes,
+            })
+            .collect();
         let alertmanagers = self
             .alertmanager
             .as_ref()

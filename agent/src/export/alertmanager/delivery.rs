@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backoff::Backoff;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::auth::Auth;
 use super::payload::PostableAlert;
 use crate::alert::AlertKey;
+use crate::backoff::Backoff;
 
 /// First pause after a failed post; it doubles with every further failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -23,18 +23,7 @@ pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Most alerts in one request.
 const BATCH_SIZE: usize = 64;
 
-/// Delivery totals of one Alertmanager, as self-telemetry reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryStats {
-    /// Alerts accepted (re-sends included).
-    pub sent: u64,
-    /// Failed posts by cause: `connect`, `timeout`, `status_4xx` or `status_5xx`.
-    pub failed: BTreeMap<&'static str, u64>,
-    /// Alerts waiting to be accepted, as of the last attempt.
-    pub pending: usize,
-    /// Resolved alerts given up on: not accepted within their retention.
-    pub dropped: u64,
-}
+pub use crate::telemetry::DeliveryStats;
 
 /// A change for the delivery tasks.
 #[derive(Debug)]
