@@ -1,6 +1,7 @@
 //! Host metrics from the operating system (`sysinfo`), named by the OpenTelemetry
 //! system semantic conventions.
 
+use crate::sync::LockExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -189,10 +190,7 @@ impl SystemCollector {
     /// Collects one round synchronously. The first round waits until the CPU sample
     /// taken at creation is old enough for a meaningful utilization (sysinfo's minimum).
     pub fn collect_blocking(&self) -> Result<Batch, CollectError> {
-        let mut probe = self
-            .probe
-            .lock()
-            .map_err(|_| failed("an earlier round panicked".into()))?;
+        let mut probe = self.probe.locked_as("system collector");
         let since = probe.last_cpu_refresh.elapsed();
         if !probe.sampled && since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
             std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL - since);

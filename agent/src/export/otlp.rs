@@ -153,14 +153,13 @@ impl OtlpExporter {
         if self.transport.is_none() || batch.is_empty() {
             return;
         }
-        if let Ok(mut metrics) = self.metrics.lock() {
-            let starts = metrics.start_times.observe(batch);
-            let stamped = StampedBatch {
-                batch: std::sync::Arc::new(batch.clone()),
-                starts,
-            };
-            metrics.tick.push(stamped, batch.len() as u64);
-        }
+        let mut metrics = self.metrics.locked();
+        let starts = metrics.start_times.observe(batch);
+        let stamped = StampedBatch {
+            batch: std::sync::Arc::new(batch.clone()),
+            starts,
+        };
+        metrics.tick.push(stamped, batch.len() as u64);
     }
 
     /// Queues an alert event as an OTLP log record (event name `vigil.alert`).
@@ -168,17 +167,13 @@ impl OtlpExporter {
         if self.transport.is_none() {
             return;
         }
-        if let Ok(mut logs) = self.logs.lock() {
-            logs.push(proto::alert_record(event), 1);
-        }
+        self.logs.locked().push(proto::alert_record(event), 1);
     }
 
     /// An export tick: what was recorded since the previous one is queued, to go out
     /// with the next [`Self::send`] as one request.
     pub fn snapshot(&self) {
-        if let Ok(mut metrics) = self.metrics.lock() {
-            metrics.close_tick();
-        }
+        self.metrics.locked().close_tick();
     }
 
     /// Sends what is queued, oldest first: one metrics request per tick, then log
@@ -238,9 +233,7 @@ impl OtlpExporter {
         let Some(message) = rejection else {
             return;
         };
-        let Ok(mut last) = self.last_rejection.lock() else {
-            return;
-        };
+        let mut last = self.last_rejection.locked();
         if last.as_deref() == Some(message.as_str()) {
             tracing::debug!("OTLP receiver {}: {message}", self.endpoint);
         } else {
@@ -262,42 +255,37 @@ impl OtlpExporter {
 
     /// Whether nothing waits to be sent.
     pub fn is_drained(&self) -> bool {
-        let metrics = self
-            .metrics
-            .lock()
-            .map(|m| m.queue.is_empty() && m.tick.is_empty())
-            .unwrap_or(true);
-        metrics && self.logs.lock().map(|q| q.is_empty()).unwrap_or(true)
+        let metrics = {
+            let m = self.metrics.locked();
+            m.queue.is_empty() && m.tick.is_empty()
+        };
+        metrics && self.logs.locked().is_empty()
     }
 
     /// Drops what is still queued (shutdown past its deadline); returns the metric
     /// datapoints and log records dropped.
     pub fn drop_unsent(&self) -> (u64, u64) {
-        let metrics = self
-            .metrics
-            .lock()
-            .map(|mut m| m.queue.drop_all() + m.tick.drop_all())
-            .unwrap_or(0);
-        let logs = self.logs.lock().map(|mut q| q.drop_all()).unwrap_or(0);
+        let metrics = {
+            let mut m = self.metrics.locked();
+            m.queue.drop_all() + m.tick.drop_all()
+        };
+        let logs = self.logs.locked().drop_all();
         (metrics, logs)
     }
 
     /// The queues' totals.
     pub fn stats(&self) -> ExportStats {
         ExportStats {
-            metrics: self
-                .metrics
-                .lock()
-                .map(|m| {
-                    let (queued, tick) = (m.queue.stats(), m.tick.stats());
-                    QueueStats {
-                        queued: queued.queued + tick.queued,
-                        dropped: queued.dropped + tick.dropped,
-                        ..queued
-                    }
-                })
-                .unwrap_or_default(),
-            logs: self.logs.lock().map(|q| q.stats()).unwrap_or_default(),
+            metrics: {
+                let m = self.metrics.locked();
+                let (queued, tick) = (m.queue.stats(), m.tick.stats());
+                QueueStats {
+                    queued: queued.queued + tick.queued,
+                    dropped: queued.dropped + tick.dropped,
+                    ..queued
+                }
+            },
+            logs: self.logs.locked().stats(),
         }
     }
 }

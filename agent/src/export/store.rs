@@ -1,6 +1,7 @@
 //! The latest value of every series, per source: what `/metrics` and the status page
 //! show. The OTLP export does not read it; it queues every batch with its own time.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -38,7 +39,8 @@ impl LatestValues {
                 .push((attributes, value));
         }
         let mut new = Vec::new();
-        if let Ok(mut descs) = self.descs.lock() {
+        {
+            let mut descs = self.descs.locked();
             for metric in &batch.metrics {
                 if !descs.contains_key(&metric.name) {
                     descs.insert(metric.name.clone(), metric.clone());
@@ -46,9 +48,7 @@ impl LatestValues {
                 }
             }
         }
-        let Ok(mut metrics) = self.metrics.lock() else {
-            return new;
-        };
+        let mut metrics = self.metrics.locked();
         for per_source in metrics.values_mut() {
             per_source.remove(&batch.source);
         }
@@ -63,13 +63,8 @@ impl LatestValues {
 
     /// Every metric with its current points, by name.
     pub fn families(&self) -> Vec<Family> {
-        let descs = match self.descs.lock() {
-            Ok(d) => d.clone(),
-            Err(_) => return Vec::new(),
-        };
-        let Ok(metrics) = self.metrics.lock() else {
-            return Vec::new();
-        };
+        let descs = self.descs.locked().clone();
+        let metrics = self.metrics.locked();
         let mut families: Vec<Family> = metrics
             .iter()
             .filter_map(|(name, per_source)| {

@@ -7,6 +7,7 @@
 //! entries (oldest modification time; a hit touches its entry) are removed until the
 //! directory holds at most the configured number of bytes.
 
+use crate::sync::LockExt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,11 +93,7 @@ impl CompileCache {
 
     /// Waits until every entry written in the background is on disk.
     pub fn finish_writes(&self) {
-        let pending = self
-            .writes
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default();
+        let pending = std::mem::take(&mut *self.writes.locked());
         for write in pending {
             let _ = write.join();
         }
@@ -165,10 +162,9 @@ impl CompileCache {
             });
         match write {
             Ok(handle) => {
-                if let Ok(mut writes) = self.writes.lock() {
-                    writes.retain(|w| !w.is_finished());
-                    writes.push(handle);
-                }
+                let mut writes = self.writes.locked();
+                writes.retain(|w| !w.is_finished());
+                writes.push(handle);
             }
             Err(e) => tracing::warn!("cannot start writing the plugin cache entry: {e}"),
         }

@@ -3,6 +3,7 @@
 //! (the standard library, the bindings, the WASI adapter), so a hot reload compiles
 //! only the functions that changed.
 
+use crate::sync::LockExt;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,14 +26,12 @@ struct Entries {
 
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        let entries = self.entries.lock().ok()?;
+        let entries = self.entries.locked();
         entries.by_key.get(key).map(|v| Cow::Owned(v.clone()))
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let Ok(mut entries) = self.entries.lock() else {
-            return false;
-        };
+        let mut entries = self.entries.locked();
         if entries.bytes + value.len() > CAPACITY_BYTES {
             entries.by_key.clear();
             entries.bytes = 0;

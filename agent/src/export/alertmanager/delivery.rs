@@ -1,6 +1,7 @@
 //! One task per Alertmanager: it keeps the alerts firing now, posts changes at once and
 //! everything again each `resend_interval`, and retries failures with back-off of its own.
 
+use crate::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -216,9 +217,7 @@ impl Target {
     }
 
     fn count(&self, update: impl FnOnce(&mut DeliveryStats)) {
-        if let Ok(mut stats) = self.stats.lock() {
-            update(&mut stats);
-        }
+        update(&mut self.stats.locked());
     }
 }
 

@@ -12,6 +12,7 @@ mod auth;
 mod delivery;
 mod payload;
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -90,7 +91,7 @@ impl AlertmanagerSink {
         self.stats
             .iter()
             .map(|(url, stats)| {
-                let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+                let stats = stats.locked().clone();
                 (url.clone(), stats)
             })
             .collect()
