@@ -21,9 +21,8 @@ use crate::model::Batch;
 pub enum CollectError {
     #[error("collector {collector}: {message}")]
     Failed { collector: String, message: String },
-    /// `message` names the collector already (`redis NAME: ...`).
-    #[error("{message}")]
-    Setup { collector: String, message: String },
+    #[error(transparent)]
+    Setup(#[from] server::SetupError),
 }
 
 /// Builds the collector of server `instance` of `kind`: the one place that maps a
@@ -33,14 +32,10 @@ pub fn build_server(
     instance: &InstanceConfig,
     host: String,
 ) -> Result<Box<dyn Collector>, CollectError> {
-    let built: Result<Box<dyn Collector>, String> = match kind {
-        ServerKind::Postgres => postgres::collector(instance, host).map(|c| Box::new(c) as _),
-        ServerKind::Mysql => mysql::collector(instance, host).map(|c| Box::new(c) as _),
-        ServerKind::Redis => redis::collector(instance, host).map(|c| Box::new(c) as _),
-    };
-    built.map_err(|message| CollectError::Setup {
-        collector: kind.source(&instance.name),
-        message,
+    Ok(match kind {
+        ServerKind::Postgres => Box::new(postgres::collector(instance, host)?),
+        ServerKind::Mysql => Box::new(mysql::collector(instance, host)?),
+        ServerKind::Redis => Box::new(redis::collector(instance, host)?),
     })
 }
 

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{Column, Row};
 
-use super::server::{Identity, Scraper, ServerCollector, password, sql_connection};
+use super::server::{
+    Identity, Scraper, ServerCollector, SetupError, instance_password, sql_connection,
+};
 use crate::config::InstanceConfig;
 use crate::model::{BatchBuilder, MetricDesc, MetricKind};
 
@@ -17,11 +19,11 @@ use MetricKind::{Counter, Gauge, UpDownCounter};
 pub fn collector(
     config: &InstanceConfig,
     host: String,
-) -> Result<ServerCollector<MysqlScraper>, String> {
+) -> Result<ServerCollector<MysqlScraper>, SetupError> {
     let url = config.url.replacen("mariadb://", "mysql://", 1);
-    let mut options = MySqlConnectOptions::from_str(&url)
-        .map_err(|e| format!("mysql {}: invalid url: {e}", config.name))?;
-    if let Some(secret) = password(config).map_err(|e| format!("mysql {}: {e}", config.name))? {
+    let mut options =
+        MySqlConnectOptions::from_str(&url).map_err(|e| SetupError::url("mysql", config, e))?;
+    if let Some(secret) = instance_password("mysql", config)? {
         options = options.password(secret.expose());
     }
     let who = Identity::new("mysql", config, 3306);

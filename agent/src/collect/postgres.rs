@@ -8,7 +8,9 @@ use std::str::FromStr;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 
-use super::server::{Identity, Scraper, ServerCollector, password, sql_connection};
+use super::server::{
+    Identity, Scraper, ServerCollector, SetupError, instance_password, sql_connection,
+};
 use crate::config::InstanceConfig;
 use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
 
@@ -21,10 +23,10 @@ pub const MAX_QUERY_TEXT: usize = 256;
 pub fn collector(
     config: &InstanceConfig,
     host: String,
-) -> Result<ServerCollector<PostgresScraper>, String> {
+) -> Result<ServerCollector<PostgresScraper>, SetupError> {
     let mut options = PgConnectOptions::from_str(&config.url)
-        .map_err(|e| format!("postgres {}: invalid url: {e}", config.name))?;
-    if let Some(secret) = password(config).map_err(|e| format!("postgres {}: {e}", config.name))? {
+        .map_err(|e| SetupError::url("postgres", config, e))?;
+    if let Some(secret) = instance_password("postgres", config)? {
         options = options.password(secret.expose());
     }
     options = options.application_name("vigil");

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::server::{Identity, Scraper, ServerCollector, password};
+use super::server::{Identity, Scraper, ServerCollector, SetupError, instance_password};
 use crate::config::InstanceConfig;
 use crate::model::{BatchBuilder, MetricDesc, MetricKind};
 
@@ -12,15 +12,19 @@ use crate::model::{BatchBuilder, MetricDesc, MetricKind};
 pub fn collector(
     config: &InstanceConfig,
     host: String,
-) -> Result<ServerCollector<RedisScraper>, String> {
+) -> Result<ServerCollector<RedisScraper>, SetupError> {
     let mut info: redis::ConnectionInfo =
         redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| format!("redis {}: invalid url: {e}", config.name))?;
-    if let Some(secret) = password(config).map_err(|e| format!("redis {}: {e}", config.name))? {
+            .map_err(|e| SetupError::url("redis", config, e))?;
+    if let Some(secret) = instance_password("redis", config)? {
         let settings = info.redis_settings().clone().set_password(secret.expose());
         info = info.set_redis_settings(settings);
     }
-    let client = redis::Client::open(info).map_err(|e| format!("redis {}: {e}", config.name))?;
+    let client = redis::Client::open(info).map_err(|e| SetupError::Client {
+        kind: "redis",
+        name: config.name.clone(),
+        reason: e.to_string(),
+    })?;
     let who = Identity::new("redis", config, 6379);
     Ok(ServerCollector::new(
         RedisScraper {

@@ -13,6 +13,53 @@ use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
 
 pub use crate::secret::Secret;
 
+/// Why a server collector could not be built (nothing is connected yet). Each names
+/// the kind and instance; none repeats the URL or the password.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{kind} {name}: invalid url: {reason}")]
+    Url {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error("{kind} {name}: {reason}")]
+    Password {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error("{kind} {name}: {reason}")]
+    Client {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+}
+
+impl SetupError {
+    /// The URL of `config` did not parse for `kind`'s driver.
+    pub fn url(kind: &'static str, config: &InstanceConfig, reason: impl ToString) -> Self {
+        SetupError::Url {
+            kind,
+            name: config.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Reads the password of instance `config` of `kind`, if it has one.
+pub fn instance_password(
+    kind: &'static str,
+    config: &InstanceConfig,
+) -> Result<Option<Secret>, SetupError> {
+    password(config).map_err(|reason| SetupError::Password {
+        kind,
+        name: config.name.clone(),
+        reason,
+    })
+}
+
 /// Reads the password an instance config points at, if any.
 pub fn password(config: &InstanceConfig) -> Result<Option<Secret>, String> {
     crate::secret::from_env_or_file(
