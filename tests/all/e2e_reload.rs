@@ -58,8 +58,8 @@ async fn start(ws: &Workspace, receiver: &OtlpReceiver, extra: &str) -> AgentPro
     AgentProcess::start(VIGIL, &config).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_files_are_swapped_refused_and_removed_while_running() {
+/// An agent running the threshold plugin as `rule` with the memory rule, once that rule fired.
+async fn start_with_firing_rule() -> (OtlpReceiver, Workspace, AgentProcess) {
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
     ws.add_plugin("rule", THRESHOLD).unwrap();
@@ -70,6 +70,12 @@ async fn plugin_files_are_swapped_refused_and_removed_while_running() {
         })
         .await;
     assert!(ok, "{}", agent.log());
+    (receiver, ws, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_files_are_swapped_refused_and_removed_while_running() {
+    let (receiver, ws, agent) = start_with_firing_rule().await;
 
     // A truncated file and a component of the wrong world over the good one: refused, old version keeps firing.
     let good = std::fs::read(THRESHOLD).unwrap();
@@ -453,16 +459,7 @@ fn write_in_two_halves(path: &std::path::Path, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_written_in_two_halves_loads_once_without_an_error() {
-    let receiver = OtlpReceiver::grpc().await.unwrap();
-    let ws = Workspace::new().unwrap();
-    ws.add_plugin("rule", THRESHOLD).unwrap();
-    let agent = start(&ws, &receiver, MEMORY_RULE).await;
-    let (ok, _) = receiver
-        .wait_for(WAIT, |r| {
-            !records_of(r, "memory-in-use", "firing").is_empty()
-        })
-        .await;
-    assert!(ok, "{}", agent.log());
+    let (receiver, ws, agent) = start_with_firing_rule().await;
 
     let path = ws.plugins().join("rule.wasm");
     let misbehave = std::fs::read(MISBEHAVE).unwrap();
@@ -489,16 +486,7 @@ async fn a_plugin_written_in_two_halves_loads_once_without_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_or_wrong_world_file_gives_one_error_and_the_old_version_runs_on() {
-    let receiver = OtlpReceiver::grpc().await.unwrap();
-    let ws = Workspace::new().unwrap();
-    ws.add_plugin("rule", THRESHOLD).unwrap();
-    let agent = start(&ws, &receiver, MEMORY_RULE).await;
-    let (ok, _) = receiver
-        .wait_for(WAIT, |r| {
-            !records_of(r, "memory-in-use", "firing").is_empty()
-        })
-        .await;
-    assert!(ok, "{}", agent.log());
+    let (receiver, ws, agent) = start_with_firing_rule().await;
 
     let good = std::fs::read(THRESHOLD).unwrap();
     for (failures, bad, message) in [
