@@ -1,7 +1,7 @@
 //! Host-side bindings of the WIT contract in `wit/` (one `bindgen!` for the crate).
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/v0.1.0",
     world: "alert-rule",
     imports: { default: tracing },
 });

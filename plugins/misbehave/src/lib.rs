@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// Guest bindings of the vigil:plugin/alert-rule world.
 mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
+    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit/v0.1.0", pub_export_macro: true });
 }
 
 use bindings::{Batch, Finding, PluginInfo};
