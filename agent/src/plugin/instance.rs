@@ -74,14 +74,10 @@ impl PluginInstance {
         bytes: &[u8],
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
-        let (component, cache) =
-            runtime
-                .cache()
-                .component(runtime.engine(), bytes)
-                .map_err(|e| LoadError::Compile {
-                    path: path.to_owned(),
-                    reason: root_cause(&e),
-                })?;
+        let (component, cache) = runtime.component(bytes).map_err(|e| LoadError::Compile {
+            path: path.to_owned(),
+            reason: root_cause(&e),
+        })?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_owned(),
             reason: root_cause(&e),
