@@ -3,15 +3,16 @@
 # py-NAME.wasm with componentize-py, installed into a virtualenv under the target dir
 # when missing. A component is rebuilt only when its source or the WIT changed (a build
 # takes ~10 s). Used by the tests (vigil_testkit::python) and .ci/run.
-# Usage: plugins/build-python.sh [OUT_DIR]   (default OUT_DIR: TARGET/python/plugins)
+# Usage: plugins/build-python.sh [OUT_DIR]   (default OUT_DIR: TARGET/python/plugins-WITDIR)
+# Prints OUT_DIR as its last line.
 # Environment: CARGO_TARGET_DIR (default: target/ at the repo root),
 #              VIGIL_WIT (the WIT directory to build against; default: wit/ at the repo root).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-out="${1:-$target/python/plugins}"
-wit="${VIGIL_WIT:-$repo/wit}"
+wit="$(cd "${VIGIL_WIT:-$repo/wit}" && pwd)"
+out="${1:-$target/python/plugins-$(basename "$wit")}"
 version="0.25.1"
 venv="$target/python/venv"
 componentize="$venv/bin/componentize-py"

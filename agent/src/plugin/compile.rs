@@ -99,39 +99,24 @@ impl ChildCompiler {
             })?;
         let started = Instant::now();
         // The input goes in and the messages come out on threads of their own, so the
-        // timeout holds whatever the child does with its pipes.
-        let stdin = child.stdin.take().map(|mut pipe| {
-            let input = bytes.to_vec();
-            // A child that dies early closes the pipe: its exit status says why.
-            std::thread::spawn(move || drop(pipe.write_all(&input)))
-        });
-        let stderr = child
-            .stderr
-            .take()
-            .map(|pipe| std::thread::spawn(|| tail(pipe)));
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    timed_out = true;
-                    let _ = child.kill();
-                    break child.wait().map_err(CompileError::Wait)?;
-                }
-                Ok(None) => std::thread::sleep(POLL),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(CompileError::Wait(e));
-                }
+        // timeout holds whatever the child does with its pipes; the input is lent to
+        // its thread, not copied. Once the child is gone its pipes are closed and both end.
+        let (waited, stderr) = std::thread::scope(|scope| {
+            let stdin = child.stdin.take().map(|mut pipe| {
+                // A child that dies early closes the pipe: its exit status says why.
+                scope.spawn(move || drop(pipe.write_all(bytes)))
+            });
+            let stderr = child.stderr.take().map(|pipe| scope.spawn(|| tail(pipe)));
+            let waited = wait_or_kill(&mut child, started + self.timeout);
+            if let Some(writer) = stdin {
+                let _ = writer.join();
             }
-        };
-        if let Some(writer) = stdin {
-            let _ = writer.join();
-        }
-        let stderr = stderr
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
+            let stderr = stderr
+                .and_then(|reader| reader.join().ok())
+                .unwrap_or_default();
+            (waited, stderr)
+        });
+        let (status, timed_out) = waited.map_err(CompileError::Wait)?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, %status, "compiler child finished");
         if timed_out {
             return Err(CompileError::Timeout {
@@ -167,6 +152,40 @@ impl ChildCompiler {
                 reason: said,
             }),
         }
+    }
+}
+
+/// Waits for `child` until `deadline`, then kills it; returns its exit status and
+/// whether it was killed for the deadline.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> std::io::Result<(ExitStatus, bool)> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok((status, false)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                return Ok((child.wait()?, true));
+            }
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Gives the heap pages freed since the last call back to the system. glibc keeps
+/// freed memory for reuse, so the copies of a large plugin file that a load reads and
+/// hands to the compiler child would otherwise stay in the agent's RSS.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -24,13 +24,9 @@ pub fn plugin(name: &str) -> anyhow::Result<PathBuf> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if built.is_none() {
-        let target = PathBuf::from(env!("VIGIL_TARGET_DIR"));
-        let version = WIT.replace('/', "-");
-        let out = target.join("python").join(format!("plugins-{version}"));
         let output = Command::new("bash")
             .arg(repo().join("plugins/build-python.sh"))
-            .arg(&out)
-            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_TARGET_DIR", env!("VIGIL_TARGET_DIR"))
             .env("VIGIL_WIT", repo().join(WIT))
             .output()?;
         anyhow::ensure!(
@@ -38,7 +34,9 @@ pub fn plugin(name: &str) -> anyhow::Result<PathBuf> {
             "plugins/build-python.sh failed (it needs python3 with venv and PyPI, or run .ci/run first):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        *built = Some(out);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let out = stdout.lines().last().unwrap_or_default().trim();
+        *built = Some(PathBuf::from(out));
     }
     let dir = built.as_ref().map(PathBuf::clone).unwrap_or_default();
     let wasm = dir.join(format!("py-{name}.wasm"));
