@@ -1,6 +1,8 @@
 //! Metric batches: the data type every stage shares.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,18 @@ pub struct Batch {
     pub metrics: Vec<MetricDesc>,
     pub series: Vec<Series>,
     pub values: Vec<f64>,
+    table_id: TableId,
+}
+
+/// A batch's series-table fingerprint, computed on first use and then kept (batches are
+/// not changed once handed on). Never part of a batch's equality.
+#[derive(Debug, Clone, Default)]
+struct TableId(OnceLock<u64>);
+
+impl PartialEq for TableId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Batch {
@@ -71,7 +85,24 @@ impl Batch {
             metrics: Vec::new(),
             series: Vec::new(),
             values: Vec::new(),
+            table_id: TableId::default(),
         }
+    }
+
+    /// A fingerprint of the batch's series table (its metrics and every series' metric
+    /// and attributes, in order; not the values): batches with the same table have the
+    /// same id, so what is derived from a table (a plugin's view of it) can be reused.
+    /// Computed once, on first use: change `metrics` or `series` only before that.
+    pub fn table_id(&self) -> u64 {
+        *self.table_id.0.get_or_init(|| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            self.metrics.hash(&mut hasher);
+            for series in &self.series {
+                series.metric.hash(&mut hasher);
+                series.attributes.hash(&mut hasher);
+            }
+            hasher.finish()
+        })
     }
 
     /// Number of datapoints.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::bindings::AlertRule;
+use super::bindings::{v0_1, v0_2};
 use super::host::PluginState;
 use super::limits::{EPOCH_TICK, PluginLimits};
 use crate::config::PluginsConfig;
@@ -34,7 +34,7 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     /// Creates the engine (epoch interruption on) and links WASI (empty: no files,
-    /// sockets, environment) and the vigil host interface.
+    /// sockets, environment) and the vigil host interface of every accepted contract version.
     pub fn new(limits: PluginLimits) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -46,7 +46,8 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        v0_2::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        v0_1::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();

@@ -1,9 +1,10 @@
 //! `threshold`: the first-party alert rule that compares metric values with a limit.
 //!
-//! Settings (`[plugins.NAME.settings]` in the agent config, seen here as JSON):
+//! Settings (`[plugins.settings.NAME]` in the agent config, NAME being the file's stem;
+//! the plugin sees them as JSON):
 //!
 //! ```toml
-//! [[plugins.threshold.settings.rules]]
+//! [[plugins.settings.threshold.rules]]
 //! name = "high-memory"                     # the alert's rule name
 //! metric = "system.memory.utilization"     # metric to watch
 //! op = ">"                                 # one of > >= < <= == !=
@@ -15,18 +16,15 @@
 
 mod rule;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rule::{Rule, Settings};
+use vigil_plugin_kit::Frame;
+pub use vigil_plugin_kit::bindings;
 
-/// Guest bindings of the vigil:plugin/alert-rule world.
-mod bindings {
-    #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit/v0.1.0", pub_export_macro: true });
-}
-
-use bindings::{Batch, Finding, PluginInfo};
-use bindings::{Guest, vigil};
-
-use vigil::plugin::host;
+use bindings::vigil::plugin::host;
+use bindings::{Batch, Finding, Guest, PluginInfo};
 
 struct Threshold;
 
@@ -37,6 +35,44 @@ fn settings() -> Result<&'static Settings, String> {
         .get_or_init(|| Settings::parse(&host::config()))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// For one series table: per rule, the indexes of the series it watches (its metric and
+/// attributes match). Worked out once per table, so a batch costs one comparison per watched value.
+struct Plan {
+    table_id: u64,
+    watched: Vec<Vec<u32>>,
+}
+
+impl Plan {
+    fn new(rules: &[Rule], frame: &Frame) -> Plan {
+        let watched = rules
+            .iter()
+            .map(|rule| {
+                let Some(metric) = frame.metric_index(&rule.metric) else {
+                    return Vec::new();
+                };
+                frame
+                    .table
+                    .series
+                    .iter()
+                    .enumerate()
+                    .take(frame.batch.values.len())
+                    .filter(|(_, s)| s.metric == metric && rule.matches(&s.attributes))
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .collect();
+        Plan {
+            table_id: frame.table.id,
+            watched,
+        }
+    }
+}
+
+thread_local! {
+    /// The plan for each source's current table.
+    static PLANS: RefCell<HashMap<String, Plan>> = RefCell::new(HashMap::new());
 }
 
 impl Guest for Threshold {
@@ -54,25 +90,32 @@ impl Guest for Threshold {
 
     fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
         let settings = settings()?;
-        Ok(settings
-            .rules
-            .iter()
-            .flat_map(|rule| findings_for(rule, &batch))
-            .collect())
+        let frame = Frame::new(batch)?;
+        PLANS.with_borrow_mut(|plans| {
+            let plan = match plans.get_mut(&frame.batch.source) {
+                Some(plan) if plan.table_id == frame.table.id => plan,
+                _ => {
+                    let plan = Plan::new(&settings.rules, &frame);
+                    plans.insert(frame.batch.source.clone(), plan);
+                    plans
+                        .get_mut(&frame.batch.source)
+                        .ok_or("plan just stored")?
+                }
+            };
+            let values = &frame.batch.values;
+            let mut findings = Vec::new();
+            for (rule, watched) in settings.rules.iter().zip(&plan.watched) {
+                for &i in watched {
+                    let value = values[i as usize];
+                    if rule.breached_by(value) {
+                        findings
+                            .push(rule.finding(&frame.table.series[i as usize].attributes, value));
+                    }
+                }
+            }
+            Ok(findings)
+        })
     }
-}
-
-/// Every series of `batch` that breaks `rule`, as findings.
-fn findings_for<'a>(rule: &'a Rule, batch: &'a Batch) -> impl Iterator<Item = Finding> + 'a {
-    let metric = batch.metrics.iter().position(|m| m.name == rule.metric);
-    batch
-        .series
-        .iter()
-        .zip(batch.values.iter().copied())
-        .filter(move |(series, _)| Some(series.metric as usize) == metric)
-        .filter(|(series, _)| rule.matches(&series.attributes))
-        .filter(|(_, value)| rule.breached_by(*value))
-        .map(|(series, value)| rule.finding(&series.attributes, value))
 }
 
 bindings::export!(Threshold with_types_in bindings);
