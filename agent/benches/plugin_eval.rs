@@ -11,7 +11,7 @@ use vigil::collect::system::SystemCollector;
 use vigil::config::{Config, SystemCollectorConfig};
 use vigil::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
 use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
-use vigil_testkit::plugins::THRESHOLD;
+use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD};
 
 const SETTINGS: &str = r#"{"rules":[{"name":"hot","metric":"bench.value","op":">","value":0.999},
   {"name":"high-memory","metric":"system.memory.utilization","op":">","value":0.99,"match":{"system.memory.state":"used"}}]}"#;
@@ -44,6 +44,15 @@ fn bench(c: &mut Criterion) {
     let mut plugin =
         PluginInstance::load(&runtime, THRESHOLD.as_ref(), "threshold", SETTINGS.into())
             .expect("threshold plugin loads");
+    // A plugin that looks at no value (it reports one finding per batch): what crossing the
+    // boundary alone costs.
+    let mut crossing_only = PluginInstance::load(
+        &runtime,
+        MISBEHAVE.as_ref(),
+        "ok",
+        r#"{"mode":"ok"}"#.into(),
+    )
+    .expect("misbehave plugin loads");
 
     let system =
         SystemCollector::new(SystemCollectorConfig::default(), "bench".into()).expect("collector");
@@ -65,6 +74,15 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 round += 1;
                 plugin.evaluate(&rounds[round % 2]).expect("evaluates")
+            })
+        });
+        group.bench_function(BenchmarkId::new("crossing_only", points), |b| {
+            let mut round = 0;
+            b.iter(|| {
+                round += 1;
+                crossing_only
+                    .evaluate(&rounds[round % 2])
+                    .expect("evaluates")
             })
         });
         group.bench_function(BenchmarkId::new("native", points), |b| {

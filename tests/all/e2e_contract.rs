@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, run_to_end};
+use vigil_testkit::agent::{
+    AgentProcess, Workspace, findings_printed, output_text, plugin_test, run_to_end,
+};
 use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::{CONTRACT_V0_1, MISBEHAVE};
 
@@ -14,14 +16,6 @@ const FIXTURE: &str = concat!(
 );
 const PANIC: &str =
     "[plugins.settings.rule]\nmode = \"panic\"\nmessage = \"rule table has no column 'p99'\"\n";
-
-fn output_text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 #[test]
 fn the_agent_lists_the_contract_versions_it_loads() {
@@ -43,11 +37,8 @@ fn a_plugin_built_against_contract_0_1_still_fires() {
         .unwrap();
     let plugin = ws.add_plugin("legacy", CONTRACT_V0_1).unwrap();
     let output = plugin_test(VIGIL, &plugin, FIXTURE, &config).unwrap();
-    let text = output_text(&output);
-    assert!(output.status.success(), "{text}");
-    let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let findings = findings.as_array().unwrap();
-    assert_eq!(findings.len(), 1, "{text}");
+    let findings = findings_printed(&output);
+    assert_eq!(findings.len(), 1, "{}", output_text(&output));
     assert_eq!(findings[0]["rule"], "legacy-above");
     assert_eq!(findings[0]["value"], 0.95);
     assert_eq!(findings[0]["labels"]["system.memory.state"], "used");

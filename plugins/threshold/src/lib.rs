@@ -18,6 +18,7 @@ mod rule;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use rule::{Rule, Settings};
 use vigil_plugin_kit::Frame;
@@ -37,11 +38,12 @@ fn settings() -> Result<&'static Settings, String> {
         .map_err(Clone::clone)
 }
 
-/// For one series table: per rule, the indexes of the series it watches (its metric and
-/// attributes match). Worked out once per table, so a batch costs one comparison per watched value.
+/// For one series table: per rule, the series it watches (its metric and attributes match)
+/// as runs of consecutive indexes (a metric's series are usually all adjacent). Worked out
+/// once per table, so a batch costs one comparison per watched value.
 struct Plan {
     table_id: u64,
-    watched: Vec<Vec<u32>>,
+    watched: Vec<Vec<Range<usize>>>,
 }
 
 impl Plan {
@@ -52,15 +54,18 @@ impl Plan {
                 let Some(metric) = frame.metric_index(&rule.metric) else {
                     return Vec::new();
                 };
-                frame
-                    .table
-                    .series
-                    .iter()
-                    .enumerate()
-                    .take(frame.batch.values.len())
-                    .filter(|(_, s)| s.metric == metric && rule.matches(&s.attributes))
-                    .map(|(i, _)| i as u32)
-                    .collect()
+                let mut runs: Vec<Range<usize>> = Vec::new();
+                let series = frame.table.series.iter().take(frame.batch.values.len());
+                for (i, s) in series.enumerate() {
+                    if s.metric != metric || !rule.matches(&s.attributes) {
+                        continue;
+                    }
+                    match runs.last_mut() {
+                        Some(run) if run.end == i => run.end += 1,
+                        _ => runs.push(i..i + 1),
+                    }
+                }
+                runs
             })
             .collect();
         Plan {
@@ -105,12 +110,14 @@ impl Guest for Threshold {
             let values = &frame.batch.values;
             let mut findings = Vec::new();
             for (rule, watched) in settings.rules.iter().zip(&plan.watched) {
-                for &i in watched {
-                    let value = values[i as usize];
-                    if rule.breached_by(value) {
-                        findings
-                            .push(rule.finding(&frame.table.series[i as usize].attributes, value));
-                    }
+                for run in watched {
+                    let Some(run_values) = values.get(run.clone()) else {
+                        continue;
+                    };
+                    rule.scan(run_values, |offset, value| {
+                        let series = &frame.table.series[run.start + offset];
+                        findings.push(rule.finding(&series.attributes, value));
+                    });
                 }
             }
             Ok(findings)
