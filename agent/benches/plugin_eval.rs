@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("table_id", points), |b| {
-            b.iter_batched(
+            b.iter_batched_ref(
                 || synthetic(points, 0),
                 |batch| batch.table_id(),
                 criterion::BatchSize::LargeInput,
