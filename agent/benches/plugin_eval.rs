@@ -1,25 +1,30 @@
 //! Cost of one plugin evaluation per batch: the `threshold` plugin (built from
 //! source) on a real system batch and on synthetic batches of growing size, next to
 //! the same comparison done natively, so the boundary's cost shows as a ratio.
+//!
+//! The synthetic batches are steady: the same series every batch, the values changing
+//! (two batches alternate), as a collector's rounds are. The series-table fingerprint a
+//! batch computes once for all plugins is measured on its own (`table_id`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vigil::collect::system::SystemCollector;
 use vigil::config::{Config, SystemCollectorConfig};
 use vigil::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
 use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
-use vigil_testkit::plugins::THRESHOLD;
+use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD};
 
 const SETTINGS: &str = r#"{"rules":[{"name":"hot","metric":"bench.value","op":">","value":0.999},
   {"name":"high-memory","metric":"system.memory.utilization","op":">","value":0.99,"match":{"system.memory.state":"used"}}]}"#;
 
-fn synthetic(points: usize) -> Batch {
+/// A batch of `points` series; `round` shifts the values (the series stay the same).
+fn synthetic(points: usize, round: usize) -> Batch {
     let metric = MetricDesc::new("bench.value", "1", MetricKind::Gauge, "");
     let mut b = BatchBuilder::new("bench", "h");
     for i in 0..points {
         b.point(
             &metric,
             attrs([("series", &i.to_string())]),
-            (i % 1000) as f64 / 1000.0,
+            ((i + round) % 1000) as f64 / 1000.0,
         );
     }
     b.build()
@@ -39,6 +44,15 @@ fn bench(c: &mut Criterion) {
     let mut plugin =
         PluginInstance::load(&runtime, THRESHOLD.as_ref(), "threshold", SETTINGS.into())
             .expect("threshold plugin loads");
+    // A plugin that looks at no value (it reports one finding per batch): what crossing the
+    // boundary alone costs.
+    let mut crossing_only = PluginInstance::load(
+        &runtime,
+        MISBEHAVE.as_ref(),
+        "ok",
+        r#"{"mode":"ok"}"#.into(),
+    )
+    .expect("misbehave plugin loads");
 
     let system =
         SystemCollector::new(SystemCollectorConfig::default(), "bench".into()).expect("collector");
@@ -50,13 +64,40 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("threshold_per_batch");
     for points in [100, 1_000, 10_000] {
-        let batch = synthetic(points);
+        let rounds = [synthetic(points, 0), synthetic(points, 1)];
+        for batch in &rounds {
+            batch.table_id();
+        }
         group.throughput(Throughput::Elements(points as u64));
-        group.bench_with_input(BenchmarkId::new("plugin", points), &batch, |b, batch| {
-            b.iter(|| plugin.evaluate(batch).expect("evaluates"))
+        group.bench_function(BenchmarkId::new("plugin", points), |b| {
+            let mut round = 0;
+            b.iter(|| {
+                round += 1;
+                plugin.evaluate(&rounds[round % 2]).expect("evaluates")
+            })
         });
-        group.bench_with_input(BenchmarkId::new("native", points), &batch, |b, batch| {
-            b.iter(|| native_threshold(batch))
+        group.bench_function(BenchmarkId::new("crossing_only", points), |b| {
+            let mut round = 0;
+            b.iter(|| {
+                round += 1;
+                crossing_only
+                    .evaluate(&rounds[round % 2])
+                    .expect("evaluates")
+            })
+        });
+        group.bench_function(BenchmarkId::new("native", points), |b| {
+            let mut round = 0;
+            b.iter(|| {
+                round += 1;
+                native_threshold(&rounds[round % 2])
+            })
+        });
+        group.bench_function(BenchmarkId::new("table_id", points), |b| {
+            b.iter_batched_ref(
+                || synthetic(points, 0),
+                |batch| batch.table_id(),
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     group.finish();

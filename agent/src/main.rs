@@ -72,7 +72,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Evaluate a plugin on a batch fixture and print its findings as JSON.
+    /// Evaluate a plugin on a batch fixture and print its findings as JSON (what the
+    /// plugin wrote to stdout/stderr goes to stderr).
     Test {
         /// The plugin component (.wasm).
         plugin: PathBuf,
@@ -83,6 +84,8 @@ enum PluginCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the plugin contract versions (`vigil:plugin@VERSION`) this agent loads.
+    Versions,
 }
 
 fn init_logging(format: LogFormat) {
@@ -126,6 +129,14 @@ fn main() -> ExitCode {
                     config,
                 },
         } => plugin_test(&plugin, &batch, config.as_deref()),
+        Command::Plugin {
+            command: PluginCommand::Versions,
+        } => {
+            for version in vigil::plugin::bindings::ACCEPTED_VERSIONS {
+                println!("vigil:plugin@{version}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CompilePlugin { .. } => Ok(ExitCode::FAILURE),
     };
     match result {
@@ -288,7 +299,11 @@ fn plugin_test(
         .with_compiler(child_compiler(&config)?);
     let mut instance =
         PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;
-    let findings = instance.evaluate(&fixture.to_batch())?.unwrap_or_default();
+    let evaluated = instance.evaluate(&fixture.to_batch());
+    if let Some(output) = instance.last_output() {
+        eprintln!("plugin output:\n{}", output.trim_end());
+    }
+    let findings = evaluated?.unwrap_or_default();
     println!("{}", serde_json::to_string_pretty(&findings)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Metric batches: the data type every stage shares.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,28 @@ pub struct Batch {
     pub metrics: Vec<MetricDesc>,
     pub series: Vec<Series>,
     pub values: Vec<f64>,
+    table_id: TableId,
+}
+
+/// The seed of [`Batch::table_id`], random per process: series attributes come from
+/// outside (statement texts, say), and a seeded hash cannot be steered into a collision.
+fn table_id_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one("vigil table id")
+    })
+}
+
+/// A batch's series-table fingerprint, computed on first use and then kept (batches are
+/// not changed once handed on). Never part of a batch's equality.
+#[derive(Debug, Clone, Default)]
+struct TableId(OnceLock<u64>);
+
+impl PartialEq for TableId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Batch {
@@ -71,7 +94,39 @@ impl Batch {
             metrics: Vec::new(),
             series: Vec::new(),
             values: Vec::new(),
+            table_id: TableId::default(),
         }
+    }
+
+    /// A fingerprint of the batch's series table (its metrics and every series' metric
+    /// and attributes, in order; not the values): batches with the same table have the
+    /// same id, so what is derived from a table (a plugin's view of it) can be reused.
+    /// Computed once, on first use: change `metrics` or `series` only before that.
+    pub fn table_id(&self) -> u64 {
+        *self.table_id.0.get_or_init(|| {
+            // The table laid out as bytes (lengths before strings), hashed in one pass:
+            // an order of magnitude faster than feeding a Hasher field by field.
+            let mut bytes = Vec::with_capacity(64 * (self.metrics.len() + self.series.len()));
+            fn text(bytes: &mut Vec<u8>, s: &str) {
+                bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(s.as_bytes());
+            }
+            for metric in &self.metrics {
+                text(&mut bytes, &metric.name);
+                text(&mut bytes, &metric.unit);
+                text(&mut bytes, &metric.description);
+                bytes.push(metric.kind as u8);
+            }
+            for series in &self.series {
+                bytes.extend_from_slice(&series.metric.to_le_bytes());
+                bytes.extend_from_slice(&(series.attributes.len() as u32).to_le_bytes());
+                for (key, value) in &series.attributes {
+                    text(&mut bytes, key);
+                    text(&mut bytes, value);
+                }
+            }
+            xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, table_id_seed())
+        })
     }
 
     /// Number of datapoints.
@@ -210,6 +265,32 @@ pub struct Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_id_follows_the_series_not_the_values() {
+        let metric = MetricDesc::new("m", "1", MetricKind::Gauge, "");
+        let batch = |series: &[(&str, &str)], value: f64| {
+            let mut b = BatchBuilder::new("src", "h");
+            for (key, name) in series {
+                b.point(&metric, attrs([(*key, *name)]), value);
+            }
+            b.build()
+        };
+        let base = batch(&[("s", "a"), ("s", "b")], 1.0).table_id();
+        assert_eq!(batch(&[("s", "a"), ("s", "b")], 2.0).table_id(), base);
+        assert_ne!(batch(&[("s", "a"), ("s", "c")], 1.0).table_id(), base);
+        assert_ne!(batch(&[("s", "b"), ("s", "a")], 1.0).table_id(), base);
+        // Lengths delimit the strings: moving a byte from a key to its value is a new table.
+        assert_ne!(batch(&[("sa", ""), ("s", "b")], 1.0).table_id(), base);
+        let mut other_unit = BatchBuilder::new("src", "h");
+        let percent = MetricDesc::new("m", "%", MetricKind::Gauge, "");
+        other_unit.point(&percent, attrs([("s", "a")]), 1.0).point(
+            &percent,
+            attrs([("s", "b")]),
+            1.0,
+        );
+        assert_ne!(other_unit.build().table_id(), base);
+    }
 
     #[test]
     fn builder_describes_each_metric_once() {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use vigil_testkit::agent::{AgentProcess, Workspace, plugin_test, run_to_end};
+use vigil_testkit::agent::{
+    AgentProcess, Workspace, findings_printed, output_text, plugin_test, run_to_end,
+};
 use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::{ALL, THRESHOLD};
 
@@ -17,14 +19,6 @@ op = ">"
 value = 0.9
 match = { "system.memory.state" = "used" }
 "#;
-
-fn output_text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 #[test]
 fn check_accepts_a_good_config_and_plugin() {
@@ -98,11 +92,8 @@ fn plugin_test_prints_findings_as_json() {
     // The plugin's name (file stem) picks its settings: copy it to threshold.wasm.
     let plugin = ws.add_plugin("threshold", THRESHOLD).unwrap();
     let output = plugin_test(VIGIL, &plugin, fixture, &config).unwrap();
-    let text = output_text(&output);
-    assert!(output.status.success(), "{text}");
-    let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let findings = findings.as_array().unwrap();
-    assert_eq!(findings.len(), 1, "{text}");
+    let findings = findings_printed(&output);
+    assert_eq!(findings.len(), 1, "{}", output_text(&output));
     assert_eq!(findings[0]["rule"], "high-memory");
     assert_eq!(findings[0]["value"], 0.95);
     assert_eq!(findings[0]["labels"]["system.memory.state"], "used");

@@ -297,7 +297,7 @@ async fn a_failing_plugin_is_quarantined_and_its_alerts_resolved() {
         .await;
     assert!(ok, "{}", agent.log());
 
-    // The same plugin, now trapping on every batch (but passing the dry run).
+    // The same plugin, now trapping on every batch.
     let config = ws.dir.path().join("agent.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()

@@ -62,8 +62,8 @@ match = { "system.memory.state" = "used" }
     // Files that must be refused at load time.
     ws.add_plugin("describe-loop", MISBEHAVE).unwrap();
     settings.push_str("[plugins.settings.describe-loop]\nmode = \"loop\"\nwhen = \"describe\"\n");
-    ws.add_plugin("dry-run-trap", MISBEHAVE).unwrap();
-    settings.push_str("[plugins.settings.dry-run-trap]\nmode = \"trap\"\nwhen = \"always\"\n");
+    ws.add_plugin("describe-trap", MISBEHAVE).unwrap();
+    settings.push_str("[plugins.settings.describe-trap]\nmode = \"trap\"\nwhen = \"describe\"\n");
     ws.add_plugin("wrong-world", WRONG_WORLD).unwrap();
     let good = std::fs::read(THRESHOLD).unwrap();
     ws.write_plugin("truncated", &good[..good.len() / 2])
@@ -104,7 +104,7 @@ match = { "system.memory.state" = "used" }
     // Refused at load, each with its cause.
     for (name, cause) in [
         ("describe-loop", "describe"),
-        ("dry-run-trap", "dry-run"),
+        ("describe-trap", "describe"),
         ("wrong-world", "wrong-world"),
         ("truncated", "compile"),
         ("not-wasm", "compile"),

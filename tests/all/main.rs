@@ -7,6 +7,7 @@ mod e2e_alertmanager;
 mod e2e_big_plugin;
 mod e2e_cli;
 mod e2e_compile;
+mod e2e_contract;
 mod e2e_export;
 mod e2e_export_queue;
 mod e2e_reload;

@@ -1,11 +1,11 @@
-//! Crossing the component boundary: batches into WIT values (only the metrics a
-//! plugin asked for), findings back into host types (validated: a plugin's output
-//! is outside input).
+//! Crossing the component boundary (contract 0.2.0): batches into WIT values (only the
+//! metrics a plugin asked for; a source's series table only when it changed), findings
+//! back into host types (validated: a plugin's output is outside input).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::bindings::vigil::plugin::types as wit;
+use super::bindings::v0_2::vigil::plugin::types as wit;
 use crate::model::{Batch, Finding, MetricKind, Severity};
 
 /// Longest rule name a finding may carry.
@@ -49,57 +49,138 @@ impl Interests {
     }
 }
 
-/// The part of `batch` a plugin wants, as a WIT value; `None` when that is nothing.
-pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<wit::Batch> {
-    let mut remap = vec![u32::MAX; batch.metrics.len()];
-    let mut metrics = Vec::new();
-    for (i, metric) in batch.metrics.iter().enumerate() {
-        if interests.wants(&metric.name) {
-            remap[i] = metrics.len() as u32;
-            metrics.push(wit::Metric {
-                name: metric.name.clone(),
-                unit: metric.unit.clone(),
-                kind: match metric.kind {
-                    MetricKind::Gauge => wit::MetricKind::Gauge,
-                    MetricKind::Counter => wit::MetricKind::Counter,
-                    MetricKind::UpDownCounter => wit::MetricKind::UpDownCounter,
-                },
-            });
+/// Most table views one instance keeps (one per distinct series table it was sent; past
+/// this they are rebuilt on demand).
+const MAX_VIEWS: usize = 32;
+
+/// A plugin's view of one series table: the metrics it wants and where their values are.
+#[derive(Debug)]
+struct TableView {
+    /// The table as the plugin sees it (`None`: it wants none of the batch's metrics).
+    table: Option<wit::SeriesTable>,
+    /// Indexes of the wanted series in the batch; `None` when it wants every series (the
+    /// values then cross as they are).
+    picked: Option<Vec<u32>>,
+}
+
+impl TableView {
+    fn new(batch: &Batch, interests: &Interests, id: u64) -> Self {
+        let mut remap = vec![u32::MAX; batch.metrics.len()];
+        let mut metrics = Vec::new();
+        for (i, metric) in batch.metrics.iter().enumerate() {
+            if interests.wants(&metric.name) {
+                remap[i] = metrics.len() as u32;
+                metrics.push(wit::Metric {
+                    name: metric.name.clone(),
+                    unit: metric.unit.clone(),
+                    kind: metric_kind(metric.kind),
+                });
+            }
+        }
+        if metrics.is_empty() {
+            return TableView {
+                table: None,
+                picked: None,
+            };
+        }
+        let mut series = Vec::new();
+        let mut picked = Vec::new();
+        for (i, s) in batch.series.iter().enumerate() {
+            let metric = remap[s.metric as usize];
+            if metric != u32::MAX {
+                series.push(wit::Series {
+                    metric,
+                    attributes: attributes(&s.attributes),
+                });
+                picked.push(i as u32);
+            }
+        }
+        let every_series = picked.len() == batch.series.len();
+        TableView {
+            table: Some(wit::SeriesTable {
+                id,
+                metrics,
+                series,
+            }),
+            picked: (!every_series).then_some(picked),
         }
     }
-    if metrics.is_empty() {
-        return None;
-    }
-    let mut series = Vec::new();
-    let mut values = Vec::new();
-    for (s, value) in batch.series.iter().zip(&batch.values) {
-        let metric = remap[s.metric as usize];
-        if metric != u32::MAX {
-            series.push(wit::Series {
-                metric,
-                attributes: s
-                    .attributes
-                    .iter()
-                    .map(|(key, value)| wit::Attribute {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-            });
-            values.push(*value);
+}
+
+/// Builds the batches one plugin instance is sent: each source's series table crosses
+/// only when the instance has not been given it yet (first batch, a changed table, a
+/// restarted instance); the values always cross, as one flat list.
+#[derive(Debug, Default)]
+pub struct BatchSender {
+    /// The table id each source's last delivered batch carried.
+    delivered: HashMap<String, u64>,
+    /// Views of recent tables by table id.
+    views: HashMap<u64, TableView>,
+}
+
+impl BatchSender {
+    /// The part of `batch` a plugin with `interests` wants, as a WIT value; `None` when
+    /// that is nothing.
+    pub fn batch_for(&mut self, batch: &Batch, interests: &Interests) -> Option<wit::Batch> {
+        let id = batch.table_id();
+        if !self.views.contains_key(&id) && self.views.len() >= MAX_VIEWS {
+            self.views.clear();
         }
+        let view = self
+            .views
+            .entry(id)
+            .or_insert_with(|| TableView::new(batch, interests, id));
+        let table = view.table.as_ref()?;
+        let values = match &view.picked {
+            None => batch.values.clone(),
+            Some(picked) => picked.iter().map(|&i| batch.values[i as usize]).collect(),
+        };
+        let known = self.delivered.get(&batch.source) == Some(&id);
+        Some(wit::Batch {
+            source: batch.source.clone(),
+            host: batch.host.clone(),
+            timestamp_ns: unix_nanos(batch.timestamp),
+            table_id: id,
+            table: (!known).then(|| table.clone()),
+            values,
+            histograms: Vec::new(),
+        })
     }
-    Some(wit::Batch {
-        source: batch.source.clone(),
-        host: batch.host.clone(),
-        timestamp_ns: batch
-            .timestamp
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        metrics,
-        series,
-        values,
-    })
+
+    /// Records that the instance took `batch` (so it holds its table now).
+    pub fn delivered(&mut self, batch: &wit::Batch) {
+        self.delivered.insert(batch.source.clone(), batch.table_id);
+    }
+
+    /// Forgets what was delivered: the next batch of every source carries its table
+    /// (after the instance was restarted).
+    pub fn forget_delivered(&mut self) {
+        self.delivered.clear();
+    }
+}
+
+fn metric_kind(kind: MetricKind) -> wit::MetricKind {
+    match kind {
+        MetricKind::Gauge => wit::MetricKind::Gauge,
+        MetricKind::Counter => wit::MetricKind::Counter,
+        MetricKind::UpDownCounter => wit::MetricKind::UpDownCounter,
+    }
+}
+
+fn attributes(attributes: &crate::model::Attributes) -> Vec<wit::Attribute> {
+    attributes
+        .iter()
+        .map(|(key, value)| wit::Attribute {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub fn unix_nanos(time: std::time::SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Checks a plugin's findings and converts them. All or nothing: the first problem
@@ -200,14 +281,80 @@ mod tests {
             .point(&net, vec![], 9.0);
         let batch = b.build();
         let wanted = Interests::new(&["system.memory.*".into(), "system.network.io".into()]);
-        let w = batch_for(&batch, &wanted).unwrap();
-        assert_eq!(w.metrics.len(), 2);
-        assert_eq!(w.metrics[0].name, "system.memory.usage");
+        let w = BatchSender::default().batch_for(&batch, &wanted).unwrap();
+        let table = w.table.unwrap();
+        assert_eq!(table.metrics.len(), 2);
+        assert_eq!(table.metrics[0].name, "system.memory.usage");
         assert_eq!(w.values, [7.0, 9.0]);
-        assert_eq!(w.series[1].metric, 1);
-        assert_eq!(w.series[0].attributes[0].value, "used");
-        assert!(batch_for(&batch, &Interests::new(&["redis.*".into()])).is_none());
-        assert!(batch_for(&batch, &Interests::new(&[])).is_none());
+        assert_eq!(table.series[1].metric, 1);
+        assert_eq!(table.series[0].attributes[0].value, "used");
+        let mut sender = BatchSender::default();
+        assert!(
+            sender
+                .batch_for(&batch, &Interests::new(&["redis.*".into()]))
+                .is_none()
+        );
+        assert!(
+            BatchSender::default()
+                .batch_for(&batch, &Interests::new(&[]))
+                .is_none()
+        );
+    }
+
+    fn batch_of(source: &str, series: &[(&str, f64)]) -> Batch {
+        let metric = MetricDesc::new("m", "1", MetricKind::Gauge, "");
+        let mut b = BatchBuilder::new(source, "h");
+        for (name, value) in series {
+            b.point(&metric, attrs([("s", *name)]), *value);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn a_table_crosses_once_per_source_until_it_changes_or_is_forgotten() {
+        let all = Interests::new(&["*".into()]);
+        let mut sender = BatchSender::default();
+        let send = |batch: &Batch, sender: &mut BatchSender| {
+            let w = sender.batch_for(batch, &all).unwrap();
+            sender.delivered(&w);
+            w
+        };
+        let first = send(&batch_of("a", &[("x", 1.0), ("y", 2.0)]), &mut sender);
+        assert!(first.table.is_some());
+        // Same series, new values: only the values cross, under the same table id.
+        let second = send(&batch_of("a", &[("x", 3.0), ("y", 4.0)]), &mut sender);
+        assert!(second.table.is_none());
+        assert_eq!(second.table_id, first.table_id);
+        assert_eq!(second.values, [3.0, 4.0]);
+        // Another source has a table of its own.
+        assert!(
+            send(&batch_of("b", &[("x", 1.0), ("y", 2.0)]), &mut sender)
+                .table
+                .is_some()
+        );
+        // A changed table crosses again.
+        let changed = send(&batch_of("a", &[("x", 1.0), ("z", 2.0)]), &mut sender);
+        assert_ne!(changed.table_id, first.table_id);
+        assert_eq!(changed.table.unwrap().series[1].attributes[0].value, "z");
+        // A batch that was not delivered (the call failed) is sent with its table again.
+        let undelivered = sender
+            .batch_for(&batch_of("a", &[("x", 1.0)]), &all)
+            .unwrap();
+        assert!(undelivered.table.is_some());
+        assert!(
+            sender
+                .batch_for(&batch_of("a", &[("x", 1.0)]), &all)
+                .unwrap()
+                .table
+                .is_some()
+        );
+        // A restarted instance is sent every table again.
+        sender.forget_delivered();
+        assert!(
+            send(&batch_of("b", &[("x", 1.0), ("y", 2.0)]), &mut sender)
+                .table
+                .is_some()
+        );
     }
 
     #[test]

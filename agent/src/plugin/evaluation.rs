@@ -22,6 +22,8 @@ pub struct Evaluation {
 pub struct PluginStatus {
     pub name: String,
     pub version: String,
+    /// The `vigil:plugin` contract version it implements.
+    pub contract: String,
     pub content_hash: String,
     pub quarantined: bool,
     pub consecutive_failures: u32,

@@ -1,5 +1,5 @@
-//! The `vigil:plugin/host` interface: what a plugin may ask of the agent, and the
-//! per-instance state behind it.
+//! The `vigil:plugin/host` interface (both contract versions): what a plugin may ask of
+//! the agent, and the per-instance state behind it.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::vigil::plugin::host::{Host, LogLevel};
-use super::bindings::vigil::plugin::types;
+use super::bindings::{v0_1, v0_2};
 use super::limits::Limiter;
+use super::output::GuestOutput;
 
 /// Longest log message kept; the rest is cut.
 pub const MAX_LOG_BYTES: usize = 4096;
@@ -52,30 +52,42 @@ impl PluginKv {
     }
 }
 
-/// Everything a plugin's store holds: its identity, settings, state, limits and an empty WASI context.
+/// Everything a plugin's store holds: its identity, settings, state, limits, its captured
+/// output and an otherwise empty WASI context.
 pub struct PluginState {
     plugin: String,
     settings_json: String,
     kv: PluginKv,
     limiter: Limiter,
+    output: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl PluginState {
     /// State for plugin `plugin` with its settings (JSON), prior key/value state and memory cap.
-    /// The WASI context grants nothing: no preopened directories, environment, arguments or network.
-    pub fn new(plugin: String, settings_json: String, kv: PluginKv, memory_bytes: usize) -> Self {
+    /// The WASI context grants nothing: no preopened directories, environment, arguments or
+    /// network; stdout and stderr go to `output`.
+    pub fn new(
+        plugin: String,
+        settings_json: String,
+        kv: PluginKv,
+        memory_bytes: usize,
+        output: GuestOutput,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .stdout(output.clone())
+            .stderr(output.clone())
             .build();
         PluginState {
             plugin,
             settings_json,
             kv,
             limiter: Limiter::new(memory_bytes),
+            output,
             wasi,
             table: ResourceTable::new(),
         }
@@ -97,6 +109,37 @@ impl PluginState {
     pub fn into_kv(self) -> PluginKv {
         self.kv
     }
+
+    /// What the plugin wrote to stdout and stderr.
+    pub fn output(&self) -> &GuestOutput {
+        &self.output
+    }
+
+    /// Logs a plugin's message at `level`, cut to [`MAX_LOG_BYTES`].
+    fn log_message(&self, level: tracing::Level, mut message: String) {
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let plugin = self.plugin.as_str();
+        match level {
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
 }
 
 impl WasiView for PluginState {
@@ -108,47 +151,46 @@ impl WasiView for PluginState {
     }
 }
 
-impl types::Host for PluginState {}
+/// Implements one contract version's `host` interface on [`PluginState`]; the versions
+/// differ only in their generated types.
+macro_rules! host_interface {
+    ($version:ident) => {
+        impl $version::vigil::plugin::types::Host for PluginState {}
 
-impl Host for PluginState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+        impl $version::vigil::plugin::host::Host for PluginState {
+            fn log(&mut self, level: $version::vigil::plugin::host::LogLevel, message: String) {
+                use $version::vigil::plugin::host::LogLevel;
+                let level = match level {
+                    LogLevel::Trace => tracing::Level::TRACE,
+                    LogLevel::Debug => tracing::Level::DEBUG,
+                    LogLevel::Info => tracing::Level::INFO,
+                    LogLevel::Warn => tracing::Level::WARN,
+                    LogLevel::Error => tracing::Level::ERROR,
+                };
+                self.log_message(level, message);
             }
-            message.truncate(cut);
-            message.push_str(" [cut]");
+
+            fn config(&mut self) -> String {
+                self.settings_json.clone()
+            }
+
+            fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+                self.kv.get(&key).cloned()
+            }
+
+            fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+                self.kv.set(key, value)
+            }
+
+            fn now_ns(&mut self) -> u64 {
+                PluginState::now_ns()
+            }
         }
-        let plugin = self.plugin.as_str();
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    fn config(&mut self) -> String {
-        self.settings_json.clone()
-    }
-
-    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.kv.get(&key).cloned()
-    }
-
-    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.kv.set(key, value)
-    }
-
-    fn now_ns(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    }
+    };
 }
+
+host_interface!(v0_2);
+host_interface!(v0_1);
 
 #[cfg(test)]
 mod tests {

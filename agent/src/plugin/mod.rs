@@ -3,9 +3,10 @@
 //!
 //! - [`limits`]: the deadline, memory cap and findings cap of a call, and the store limiter.
 //! - [`runtime`]: the engine and its epoch ticker.
-//! - [`host`]: the `vigil:plugin/host` functions plugins import.
+//! - [`bindings`]: the contract versions the agent accepts (0.2.0, and 0.1.0 through [`legacy`]).
+//! - [`host`]: the `vigil:plugin/host` functions plugins import; [`output`]: their captured stdout/stderr.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
-//! - [`convert`]: batches into WIT values, findings back out (validated).
+//! - [`convert`]: batches into WIT values (a series table only when it changed), findings back out (validated).
 //! - [`compile`]: compiling components in a short-lived child process (or in-process).
 //! - [`cache`], [`function_cache`]: compiled components and functions reused across runs and versions.
 //! - [`evaluation`]: what the set reports: an evaluation's outcome, a plugin's status.
@@ -22,7 +23,9 @@ pub mod function_cache;
 pub mod host;
 pub mod instance;
 pub mod lane;
+pub mod legacy;
 pub mod limits;
+pub mod output;
 pub mod registry;
 pub mod runtime;
 pub mod slot;
@@ -48,15 +51,13 @@ pub enum LoadError {
     #[error("plugin {path}: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error(
-        "plugin {path}: does not implement the vigil:plugin/alert-rule world ({reason}); generate its bindings from the agent's wit/ directory"
+        "plugin {path}: does not implement the vigil:plugin/alert-rule world of a contract version the agent accepts (0.2.0, 0.1.0): {reason}; generate its bindings from the agent's wit/ directory"
     )]
     WrongWorld { path: PathBuf, reason: String },
     #[error("plugin {path}: failed to start: {reason}")]
     Instantiate { path: PathBuf, reason: String },
     #[error("plugin {path}: describe() failed: {reason}")]
     Describe { path: PathBuf, reason: String },
-    #[error("plugin {path}: failed a dry evaluation on an empty batch: {reason}")]
-    DryRun { path: PathBuf, reason: String },
 }
 
 impl LoadError {
@@ -68,7 +69,6 @@ impl LoadError {
             LoadError::WrongWorld { .. } => "wrong-world",
             LoadError::Instantiate { .. } => "instantiate",
             LoadError::Describe { .. } => "describe",
-            LoadError::DryRun { .. } => "dry-run",
         }
     }
 }

@@ -141,7 +141,7 @@ impl PluginRegistry {
         match loaded {
             Ok(instance) => {
                 let info = instance.info();
-                tracing::info!(plugin = name, version = %info.version, interests = ?info.interests, "plugin loaded");
+                tracing::info!(plugin = name, version = %info.version, contract = %info.contract, interests = ?info.interests, "plugin loaded");
                 self.install(instance);
                 true
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::AlertRule;
+use super::bindings::{v0_1, v0_2};
 use super::cache::{CacheOutcome, CompiledEntryError};
 use super::compile::{CompileError, Compiler};
 use super::host::PluginState;
@@ -38,14 +38,15 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     /// Creates the engine (epoch interruption on) and links WASI (empty: no files,
-    /// sockets, environment) and the vigil host interface.
+    /// sockets, environment) and the vigil host interface of every accepted contract version.
     /// Components are compiled in-process until [`PluginRuntime::with_compiler`] says otherwise.
     pub fn new(limits: PluginLimits) -> wasmtime::Result<Self> {
         let engine = Engine::new(&engine_config(true)?)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        v0_2::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        v0_1::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();

@@ -176,6 +176,7 @@ impl PluginSlot {
         PluginStatus {
             name: self.name.clone(),
             version: self.info.version.clone(),
+            contract: self.info.contract.clone(),
             content_hash: self.content_hash.clone(),
             quarantined: health.quarantined(Instant::now()),
             consecutive_failures: health.consecutive_failures,

@@ -1,5 +1,6 @@
 //! What every first-party Rust plugin shares: the guest bindings of the
-//! `vigil:plugin/alert-rule` world and helpers to read batches and build findings.
+//! `vigil:plugin@0.2.0` alert-rule world and helpers to read batches (a [`Frame`] pairs a
+//! batch with the series table the host sent earlier) and build findings.
 //!
 //! A plugin implements [`bindings::Guest`] and exports it with
 //! `vigil_plugin_kit::bindings::export!(MyRule with_types_in vigil_plugin_kit::bindings);`.
@@ -7,11 +8,15 @@
 /// Guest bindings of the vigil:plugin/alert-rule world.
 pub mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit/v0.1.0", pub_export_macro: true });
+    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
 }
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use bindings::vigil::plugin::host;
-use bindings::vigil::plugin::types::{Attribute, Batch, Finding, Severity};
+use bindings::vigil::plugin::types::{Attribute, Batch, Finding, Histogram, SeriesTable, Severity};
 
 /// Parses the plugin's settings (JSON from `host::config()`) into `T`, with an error naming the plugin.
 pub fn settings<T: serde::de::DeserializeOwned>(plugin: &str) -> Result<T, String> {
@@ -28,27 +33,97 @@ pub struct Point<'a> {
 impl Point<'_> {
     /// The value of attribute `key`, or "".
     pub fn attr(&self, key: &str) -> &str {
-        self.attributes
-            .iter()
-            .find(|a| a.key == key)
-            .map_or("", |a| a.value.as_str())
+        attr(self.attributes, key)
     }
 }
 
-/// Every datapoint of `batch`.
-pub fn points(batch: &Batch) -> impl Iterator<Item = Point<'_>> {
-    batch.series.iter().zip(&batch.values).filter_map(|(s, v)| {
-        Some(Point {
-            metric: &batch.metrics.get(s.metric as usize)?.name,
-            attributes: &s.attributes,
-            value: *v,
+/// The value of attribute `key` in `attributes`, or "".
+pub fn attr<'a>(attributes: &'a [Attribute], key: &str) -> &'a str {
+    attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map_or("", |a| a.value.as_str())
+}
+
+thread_local! {
+    /// The series table last given for each source (the host sends a table only when it changed).
+    static TABLES: RefCell<HashMap<String, Rc<SeriesTable>>> = RefCell::new(HashMap::new());
+}
+
+/// A batch with the series table its values belong to.
+pub struct Frame {
+    pub table: Rc<SeriesTable>,
+    pub batch: Batch,
+}
+
+impl Frame {
+    /// Takes a batch from the host: keeps its table for the source when it carries one,
+    /// else pairs it with the table kept for the source.
+    pub fn new(mut batch: Batch) -> Result<Frame, String> {
+        let table = match batch.table.take() {
+            Some(table) => {
+                let table = Rc::new(table);
+                TABLES.with_borrow_mut(|t| t.insert(batch.source.clone(), table.clone()));
+                table
+            }
+            None => TABLES
+                .with_borrow(|t| t.get(&batch.source).cloned())
+                .filter(|t| t.id == batch.table_id)
+                .ok_or_else(|| {
+                    format!(
+                        "no series table {} kept for source {:?}: the host sends a table with the first batch of each source",
+                        batch.table_id, batch.source
+                    )
+                })?,
+        };
+        if batch.values.len() > table.series.len() {
+            return Err(format!(
+                "batch of {:?} has {} values for {} series",
+                batch.source,
+                batch.values.len(),
+                table.series.len()
+            ));
+        }
+        Ok(Frame { table, batch })
+    }
+
+    /// The index of metric `name` in the table.
+    pub fn metric_index(&self, name: &str) -> Option<u32> {
+        self.table
+            .metrics
+            .iter()
+            .position(|m| m.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// Every scalar datapoint.
+    pub fn points(&self) -> impl Iterator<Item = Point<'_>> {
+        self.table
+            .series
+            .iter()
+            .zip(&self.batch.values)
+            .filter_map(|(s, v)| {
+                Some(Point {
+                    metric: &self.table.metrics.get(s.metric as usize)?.name,
+                    attributes: &s.attributes,
+                    value: *v,
+                })
+            })
+    }
+
+    /// The histogram points with their series' metric name and attributes.
+    pub fn histograms(&self) -> impl Iterator<Item = (&str, &[Attribute], &Histogram)> {
+        self.batch.histograms.iter().filter_map(|h| {
+            let series = self.table.series.get(h.series as usize)?;
+            let metric = self.table.metrics.get(series.metric as usize)?;
+            Some((metric.name.as_str(), series.attributes.as_slice(), h))
         })
-    })
+    }
 }
 
 /// The datapoints of metric `name`.
-pub fn points_of<'a>(batch: &'a Batch, name: &'a str) -> impl Iterator<Item = Point<'a>> + 'a {
-    points(batch).filter(move |p| p.metric == name)
+pub fn points_of<'a>(frame: &'a Frame, name: &'a str) -> impl Iterator<Item = Point<'a>> + 'a {
+    frame.points().filter(move |p| p.metric == name)
 }
 
 /// Parses a severity name (`info`, `warning`, `critical`).

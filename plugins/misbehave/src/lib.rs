@@ -1,9 +1,10 @@
 //! Test fixture: an alert rule that misbehaves on purpose, as its settings say.
 //!
 //! Settings: `{"mode": "...", "when": "describe" | "evaluate" | "always"}`, where `evaluate` (the
-//! default) misbehaves on batches with data only (so the host's dry run on an empty batch passes),
-//! `always` on every evaluation, `describe` in `describe`; and mode is
-//! `loop` (never returns), `trap` (unreachable), `oom` (allocates until the memory cap),
+//! default) misbehaves on batches with data only, `always` on every evaluation, `describe` in
+//! `describe`; and mode is
+//! `loop` (never returns), `trap` (unreachable), `panic` (prints a line to stdout, then panics
+//! with the message in `message`: the panic message goes to stderr, then the guest traps), `oom` (allocates until the memory cap),
 //! `garbage` (returns findings the host must reject), `flood` (returns 2,000 findings, over the host's default cap of 1,000),
 //! `fail` (returns an error), `count` (counts evaluations in the host state and reports the
 //! count as the finding's key `n=N`), `flaky` (returns an error on its first `failures`
@@ -15,7 +16,7 @@ use serde::Deserialize;
 /// Guest bindings of the vigil:plugin/alert-rule world.
 mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit/v0.1.0", pub_export_macro: true });
+    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
 }
 
 use bindings::{Batch, Finding, PluginInfo};
@@ -32,6 +33,9 @@ struct Settings {
     /// Evaluations that fail in `flaky` mode before it recovers.
     #[serde(default)]
     failures: u64,
+    /// What `panic` mode panics with.
+    #[serde(default)]
+    message: String,
 }
 
 fn settings() -> Settings {
@@ -39,6 +43,7 @@ fn settings() -> Settings {
         mode: "ok".into(),
         when: None,
         failures: 0,
+        message: String::new(),
     })
 }
 
@@ -75,6 +80,10 @@ fn misbehave(settings: &Settings) -> Result<Vec<Finding>, String> {
             }
         }
         "trap" => core::arch::wasm32::unreachable(),
+        "panic" => {
+            println!("misbehave: about to panic");
+            panic!("{}", settings.message)
+        }
         "oom" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {

@@ -40,6 +40,7 @@ impl Guest for Saturation {
     }
 
     fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
+        let batch = vigil_plugin_kit::Frame::new(batch)?;
         let s: Settings = settings("pg-connection-saturation")?;
         let mut findings = Vec::new();
         for count in points_of(&batch, "postgresql.connection.count") {

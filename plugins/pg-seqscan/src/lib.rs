@@ -129,6 +129,7 @@ impl Guest for SeqScan {
     }
 
     fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
+        let batch = vigil_plugin_kit::Frame::new(batch)?;
         let s: Settings = settings("pg-seqscan")?;
         let now = host::now_ns();
         let mut findings = Vec::new();

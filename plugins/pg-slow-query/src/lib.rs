@@ -45,6 +45,7 @@ impl Guest for SlowQuery {
     }
 
     fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
+        let batch = vigil_plugin_kit::Frame::new(batch)?;
         let s: Settings = settings("pg-slow-query")?;
         let mut findings = Vec::new();
         for mean in points_of(&batch, "postgresql.query.mean_time") {

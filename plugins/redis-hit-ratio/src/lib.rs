@@ -100,6 +100,7 @@ impl Guest for HitRatio {
     }
 
     fn evaluate(batch: Batch) -> Result<Vec<Finding>, String> {
+        let batch = vigil_plugin_kit::Frame::new(batch)?;
         let s: Settings = settings("redis-hit-ratio")?;
         let mut findings = Vec::new();
         for hits in points_of(&batch, "redis.keyspace.hits") {

@@ -47,17 +47,6 @@ pub enum Op {
 }
 
 impl Op {
-    fn holds(self, left: f64, right: f64) -> bool {
-        match self {
-            Op::Gt => left > right,
-            Op::Ge => left >= right,
-            Op::Lt => left < right,
-            Op::Le => left <= right,
-            Op::Eq => left == right,
-            Op::Ne => left != right,
-        }
-    }
-
     fn symbol(self) -> &'static str {
         match self {
             Op::Gt => ">",
@@ -134,9 +123,25 @@ impl Rule {
         })
     }
 
-    /// Whether `value` breaks the rule.
-    pub fn breached_by(&self, value: f64) -> bool {
-        self.op.holds(value, self.value)
+    /// Calls `hit(i, value)` for every `values[i]` that breaks the rule. The operator is
+    /// matched once per slice, so each value costs one comparison.
+    pub fn scan(&self, values: &[f64], mut hit: impl FnMut(usize, f64)) {
+        fn each(values: &[f64], breaks: impl Fn(f64) -> bool, hit: &mut impl FnMut(usize, f64)) {
+            for (i, &value) in values.iter().enumerate() {
+                if breaks(value) {
+                    hit(i, value);
+                }
+            }
+        }
+        let limit = self.value;
+        match self.op {
+            Op::Gt => each(values, |v| v > limit, &mut hit),
+            Op::Ge => each(values, |v| v >= limit, &mut hit),
+            Op::Lt => each(values, |v| v < limit, &mut hit),
+            Op::Le => each(values, |v| v <= limit, &mut hit),
+            Op::Eq => each(values, |v| v == limit, &mut hit),
+            Op::Ne => each(values, |v| v != limit, &mut hit),
+        }
     }
 
     /// The finding for a series that breaks the rule.

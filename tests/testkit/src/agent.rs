@@ -136,6 +136,26 @@ pub fn plugin_test(
         .output()?)
 }
 
+/// A finished command's stdout followed by its stderr, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The findings `vigil plugin test` printed (a JSON array on stdout); panics with its whole
+/// output when it failed or printed something else.
+pub fn findings_printed(output: &Output) -> Vec<serde_json::Value> {
+    let text = output_text(output);
+    assert!(output.status.success(), "vigil plugin test failed:\n{text}");
+    match serde_json::from_slice(&output.stdout) {
+        Ok(serde_json::Value::Array(findings)) => findings,
+        _ => panic!("vigil plugin test printed no JSON array of findings:\n{text}"),
+    }
+}
+
 /// A `vigil run` child process; killed when dropped.
 pub struct AgentProcess {
     child: Child,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// The WIT directory, relative to the repository, the Python plugins are built against.
-pub const WIT: &str = "wit/v0.1.0";
+pub const WIT: &str = "wit";
 
 /// The repository root.
 fn repo() -> PathBuf {
