@@ -255,3 +255,41 @@ async fn a_compiler_child_out_of_time_leaves_the_running_version() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_the_plugin_directory_loads_at_start() {
+    let python = vigil_testkit::python::plugin("threshold").unwrap();
+    let ws = Workspace::new().unwrap();
+    install(&ws, "big", &python);
+    let addr = free_local_addr().unwrap();
+    let config = ws
+        .write_config(&config(addr, "", &memory_rule("big")))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+
+    // A cold cache: the plugin compiles while /status answers and says it is loading.
+    let first = get_until(addr, "/status", None, Duration::from_secs(30), |a| {
+        a.status == 200
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200, "{}", agent.log());
+    let started = Instant::now();
+    let mut seen_loading = false;
+    loop {
+        let status = status(addr).await;
+        if plugin(&status, "big").is_some() {
+            assert_eq!(status["plugins_loading"], 0, "{status}");
+            break;
+        }
+        seen_loading |= status["plugins_loading"] == 1;
+        assert!(started.elapsed() < COMPILE_WAIT, "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_loading, "{}", agent.log());
+    assert!(
+        agent.log().contains("plugin directory loaded"),
+        "{}",
+        agent.log()
+    );
+}
