@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use vigil::config::Config;
 use vigil::model::{BatchBuilder, MetricDesc, MetricKind};
 use vigil::plugin::cache::content_hash;
-use vigil::plugin::{PluginRegistry, PluginRuntime};
+use vigil::plugin::{Compiler, PluginRegistry, PluginRuntime};
 use vigil::supervisor::Supervisor;
 use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD};
 
@@ -53,9 +53,10 @@ async fn reload_under_load() {
     )
     .expect("write config");
     let config = Config::load(&config_path).expect("config");
-    let (agent, _) = Supervisor::start(&config, Some(&config_path))
+    let (agent, _) = Supervisor::start(&config, Some(&config_path), Compiler::InProcess)
         .await
         .expect("agent starts");
+    agent.load_plugins().await;
 
     // Batches flow continuously in the background.
     let metric = MetricDesc::new("bench.value", "1", MetricKind::Gauge, "");

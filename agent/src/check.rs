@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, PluginsConfig};
 use crate::plugin::registry::plugin_files;
-use crate::plugin::{PluginInstance, PluginRuntime};
+use crate::plugin::{Compiler, PluginInstance, PluginRuntime};
 
 /// What `vigil check` found.
 #[derive(Debug, Default)]
@@ -24,8 +24,13 @@ impl CheckReport {
     }
 }
 
-/// Checks the config at `path` (or the embedded default) and every plugin of its directory.
-pub fn check(path: Option<&Path>) -> CheckReport {
+/// Checks the config at `path` (or the embedded default) and every plugin of its
+/// directory, compiled by the compiler `compiler` makes for the config's `[plugins]`
+/// (the CLI's compiles in a child, which leaves the compile cache warm for `vigil run`).
+pub fn check(
+    path: Option<&Path>,
+    compiler: impl FnOnce(&PluginsConfig) -> std::io::Result<Compiler>,
+) -> CheckReport {
     let mut report = CheckReport::default();
     let mut config = match Config::load_or_default(path) {
         Ok(config) => config,
@@ -57,8 +62,17 @@ pub fn check(path: Option<&Path>) -> CheckReport {
             return report;
         }
     };
+    let compiler = match compiler(&config.plugins) {
+        Ok(compiler) => compiler,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("cannot find the compiler for plugins: {e}"));
+            return report;
+        }
+    };
     let runtime = match PluginRuntime::from_config(&config.plugins) {
-        Ok(runtime) => runtime,
+        Ok(runtime) => runtime.with_compiler(compiler),
         Err(e) => {
             report
                 .errors

@@ -320,6 +320,13 @@ pub struct PluginsConfig {
     pub quarantine_after: u32,
     /// Watch the plugin directory and the config file and apply changes while running.
     pub watch: bool,
+    /// Memory limit, in MiB, of the short-lived child process that compiles a plugin
+    /// (`vigil run`, `check` and `plugin test` compile outside the agent). An
+    /// interpreter-sized component (Python, JavaScript) needs a few hundred MiB.
+    pub compile_memory_mib: u64,
+    /// Wall-clock time the compiler child may take for one plugin before it is killed.
+    #[serde(with = "humantime_serde")]
+    pub compile_timeout: Duration,
 }
 
 impl Default for PluginsConfig {
@@ -334,6 +341,8 @@ impl Default for PluginsConfig {
             cache_max_mib: 256,
             quarantine_after: 3,
             watch: true,
+            compile_memory_mib: 1024,
+            compile_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -639,6 +648,15 @@ impl Config {
                 "plugins.memory_limit_mib",
                 "must be between 1 and 4096",
             ));
+        }
+        if !(64..=65_536).contains(&self.plugins.compile_memory_mib) {
+            return Err(invalid(
+                "plugins.compile_memory_mib",
+                "must be between 64 and 65536",
+            ));
+        }
+        if self.plugins.compile_timeout < Duration::from_secs(1) {
+            return Err(invalid("plugins.compile_timeout", "must be at least 1s"));
         }
         if self.plugins.quarantine_after == 0 {
             return Err(invalid("plugins.quarantine_after", "must be at least 1"));

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vigil::check::check;
 use vigil::config::Config;
 use vigil::fixture::BatchFixture;
-use vigil::plugin::{PluginInstance, PluginRuntime};
+use vigil::plugin::compile::{ChildArgs, run_child};
+use vigil::plugin::{ChildCompiler, Compiler, PluginInstance, PluginRuntime};
 use vigil::supervisor::Supervisor;
 
 /// vigil: a WebAssembly-extensible observability agent.
@@ -56,6 +57,17 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Internal: compile the component on stdin into a compile-cache entry, under
+    /// limits (the agent runs this as a short-lived child).
+    #[command(name = vigil::plugin::compile::CHILD_SUBCOMMAND, hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        memory_mib: u64,
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +102,20 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompilePlugin {
+        output,
+        memory_mib,
+        cpu_seconds,
+    } = cli.command
+    {
+        // No logging set up: the parent reads the one `error:` line on stderr.
+        let code = run_child(&ChildArgs {
+            output,
+            memory_mib,
+            cpu_seconds,
+        });
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run { config, once } => run(config.as_deref(), once),
@@ -111,6 +137,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::CompilePlugin { .. } => Ok(ExitCode::FAILURE),
     };
     match result {
         Ok(code) => code,
@@ -131,7 +158,8 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (agent, mut collectors) = Supervisor::start(&config, config_path).await?;
+        let compiler = child_compiler(&config)?;
+        let (agent, mut collectors) = Supervisor::start(&config, config_path, compiler).await?;
         tracing::info!(
             endpoint = %config.export.otlp.effective_endpoint(),
             protocol = ?config.export.otlp.protocol,
@@ -139,6 +167,7 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
             "vigil started"
         );
         if once {
+            agent.load_plugins().await;
             agent.run_once(&mut collectors).await;
         } else {
             let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -224,8 +253,17 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Compiles plugins in a child process that is this executable, under the config's limits.
+fn child_compiler(config: &Config) -> anyhow::Result<Compiler> {
+    let child = ChildCompiler::current_exe(&config.plugins)
+        .context("cannot find the vigil executable to compile plugins with")?;
+    Ok(Compiler::Child(child))
+}
+
 fn run_check(config_path: Option<&Path>) -> ExitCode {
-    let report = check(config_path);
+    let report = check(config_path, |plugins| {
+        ChildCompiler::current_exe(plugins).map(Compiler::Child)
+    });
     for line in &report.ok {
         println!("ok: {line}");
     }
@@ -257,7 +295,8 @@ fn plugin_test(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let runtime = PluginRuntime::from_config(&config.plugins)
-        .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?
+        .with_compiler(child_compiler(&config)?);
     let mut instance =
         PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;
     let evaluated = instance.evaluate(&fixture.to_batch());

@@ -43,6 +43,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> bool {
         || old.plugins.deadline != new.plugins.deadline
         || old.plugins.memory_limit_mib != new.plugins.memory_limit_mib
         || old.plugins.max_findings != new.plugins.max_findings
+        || old.plugins.compile_memory_mib != new.plugins.compile_memory_mib
+        || old.plugins.compile_timeout != new.plugins.compile_timeout
         || old.agent != new.agent
 }
 

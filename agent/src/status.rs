@@ -274,6 +274,8 @@ pub struct AgentStatus {
     pub ready: bool,
     pub collectors: BTreeMap<String, CollectorStatus>,
     pub plugins: Vec<PluginStatus>,
+    /// Plugin files still waiting to be loaded (compiling) by a scan of the plugin directory.
+    pub plugins_loading: usize,
     pub plugin_load_failures: BTreeMap<String, String>,
     pub firing_alerts: Vec<Alert>,
     pub export: ExportStatus,

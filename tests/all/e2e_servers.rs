@@ -173,9 +173,13 @@ async fn redis_hit_ratio_fires_on_misses_holds_through_quiet_batches_and_resolve
         .write_config(&ws.config_for(&receiver.endpoint, "grpc", "500ms", &extra))
         .unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    // Plugins load in the background: the burst below must reach a loaded plugin.
     let (started, _) = receiver
         .wait_for(Duration::from_secs(20), |r| {
             value(r, "redis.up", "cache") == Some(1.0)
+                && r.latest_points("vigil.plugin.memory")
+                    .iter()
+                    .any(|p| p.attributes["vigil.plugin"] == "redis-hit-ratio")
         })
         .await;
     assert!(started, "{}", agent.log());

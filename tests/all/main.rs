@@ -4,7 +4,9 @@
 //! of the fuzz corpora. Run one module with `cargo test --test all e2e_reload::`.
 
 mod e2e_alertmanager;
+mod e2e_big_plugin;
 mod e2e_cli;
+mod e2e_compile;
 mod e2e_contract;
 mod e2e_export;
 mod e2e_export_queue;

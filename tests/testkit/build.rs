@@ -16,6 +16,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", repo.join("wit").display());
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    // TARGET/PROFILE/build/vigil-testkit-HASH/out: the target directory keeps what is
+    // built at test time (the Python plugins and their virtualenv).
+    let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir);
+    println!("cargo:rustc-env=VIGIL_TARGET_DIR={}", target_dir.display());
     // A target dir of the guest build's own inside OUT_DIR: never the outer build's
     // (whose lock cargo holds) and never shared with another checkout of the project.
     let wasm_target_dir = out_dir.join("wasm-plugins");

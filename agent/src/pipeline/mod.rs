@@ -12,6 +12,7 @@
 mod plugins;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
-use crate::plugin::{Evaluation, PluginRegistry, PluginRuntime, PluginStatus};
+use crate::plugin::{Compiler, Evaluation, PluginRegistry, PluginRuntime, PluginStatus};
 use crate::status::StatusBoard;
 use crate::sync::LockExt;
 use crate::telemetry::{Event, PluginGauges, SelfTelemetry};
@@ -61,38 +62,30 @@ pub struct Pipeline {
     board: Arc<StatusBoard>,
     /// Held while one plugin file is loaded and swapped in.
     plugin_loads: tokio::sync::Mutex<()>,
+    /// Plugin files a directory scan has yet to load.
+    plugins_loading: AtomicUsize,
 }
 
 impl Pipeline {
-    /// Sets up export, loads the plugins of `config.plugins.dir` and starts the
-    /// Alertmanager sink. Must run inside Tokio.
+    /// Sets up export, the plugin runtime (compiling with `compiler`) with no plugin
+    /// loaded yet, and starts the Alertmanager sink. Must run inside Tokio.
+    /// [`Pipeline::load_plugins`] loads the plugin directory.
     pub async fn build(
         config: &Config,
         host: &str,
         board: Arc<StatusBoard>,
+        compiler: Compiler,
     ) -> Result<Pipeline, StartError> {
         let exporter = if config.export.otlp.enabled {
             OtlpExporter::new(&config.export, host)?
         } else {
             OtlpExporter::disabled(&config.export, host)
         };
-        let plugins_config = config.plugins.clone();
-        let registry = tokio::task::spawn_blocking(move || {
-            let runtime = PluginRuntime::from_config(&plugins_config)
-                .map_err(|e| StartError::Runtime(e.to_string()))?;
-            Ok::<_, StartError>(PluginRegistry::load_dir(Arc::new(runtime), &plugins_config))
-        })
-        .await
-        .map_err(|e| StartError::Runtime(e.to_string()))??;
-
-        let mut telemetry = SelfTelemetry::default();
-        for failure in registry.failures() {
-            telemetry.emit(Event::PluginLoadFailed {
-                plugin: &failure.name,
-                cause: failure.error.cause(),
-            });
-        }
-        let telemetry = Mutex::new(telemetry);
+        let runtime = PluginRuntime::from_config(&config.plugins)
+            .map_err(|e| StartError::Runtime(e.to_string()))?
+            .with_compiler(compiler);
+        let registry = PluginRegistry::new(Arc::new(runtime), config.plugins.quarantine_after);
+        let telemetry = Mutex::new(SelfTelemetry::default());
         let alertmanager = match &config.export.alertmanager {
             Some(am) => {
                 let generator_url = am.generator_url.clone().unwrap_or_else(|| {
@@ -115,6 +108,7 @@ impl Pipeline {
             telemetry,
             board,
             plugin_loads: tokio::sync::Mutex::new(()),
+            plugins_loading: AtomicUsize::new(0),
         })
     }
 
@@ -277,6 +271,11 @@ impl Pipeline {
     /// Status of every loaded plugin.
     pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
         self.plugins.statuses()
+    }
+
+    /// Plugin files a directory scan has yet to load (they compile meanwhile).
+    pub fn plugins_loading(&self) -> usize {
+        self.plugins_loading.load(Ordering::Relaxed)
     }
 
     /// The plugin files that failed to load, with why.

@@ -2,8 +2,9 @@
 //! set's lock and swapped in between evaluations; a file that fails to load never
 //! replaces a running version; a removed file unloads its plugin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Pipeline;
 use crate::config::PluginsConfig;
@@ -15,6 +16,17 @@ impl Pipeline {
     /// Loads the plugin file at `path` (added or changed) with `settings` (JSON) and
     /// swaps it in; a file that is gone unloads its plugin. Returns whether anything changed.
     pub async fn reload_plugin(self: &Arc<Self>, path: &Path, settings: String) -> bool {
+        self.load_file(path, settings, true).await
+    }
+
+    /// [`Pipeline::reload_plugin`]; an installed version counts as a reload when
+    /// `count_reload` (not when the plugin directory is loaded at start).
+    async fn load_file(
+        self: &Arc<Self>,
+        path: &Path,
+        settings: String,
+        count_reload: bool,
+    ) -> bool {
         let Some(name) = plugin_name(path) else {
             return false;
         };
@@ -39,6 +51,7 @@ impl Pipeline {
             PluginInstance::from_bytes(&runtime, &load_path, &load_name, load_settings, &bytes)
         })
         .await;
+        crate::plugin::compile::release_freed_memory();
         let Ok(loaded) = loaded else { return false };
         if let Err(error) = &loaded {
             self.count(Event::PluginLoadFailed {
@@ -51,7 +64,7 @@ impl Pipeline {
         if failed {
             self.plugins.remember_failed(&name, hash, settings);
         }
-        if installed {
+        if installed && count_reload {
             self.count(Event::PluginReloaded { plugin: &name });
         }
         installed
@@ -72,14 +85,60 @@ impl Pipeline {
     /// loaded, plugins whose file is gone are unloaded.
     pub async fn rescan_plugins(self: &Arc<Self>, config: &PluginsConfig) {
         let files = plugin_files(&config.dir).unwrap_or_default();
+        self.scan(config, files, true).await;
+    }
+
+    /// Loads every plugin of `config.dir` (at start, while the agent already answers
+    /// `/status`): like a rescan, and a warning names each plugin whose settings have no
+    /// file. A file that fails to load is logged and never stops the others.
+    pub async fn load_plugins(self: &Arc<Self>, config: &PluginsConfig) {
+        let files = match plugin_files(&config.dir) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(dir = %config.dir.display(), "no plugins loaded: cannot read the plugin directory: {e}");
+                return;
+            }
+        };
+        self.scan(config, files, false).await;
+        // In-process compilation writes the cache in the background: the next start
+        // should find every entry.
+        let runtime = self.plugins.runtime().clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.cache().finish_writes()).await;
+        let (loaded, failed) = (self.plugins.names(), self.plugins.failures());
+        for name in config.settings.keys() {
+            if !loaded.contains(name) && !failed.iter().any(|f| f.name == *name) {
+                tracing::warn!(plugin = %name, dir = %config.dir.display(), "settings given for plugin `{name}` but there is no {name}.wasm in the plugin directory");
+            }
+        }
+        tracing::info!(
+            loaded = loaded.len(),
+            failed = failed.len(),
+            dir = %config.dir.display(),
+            "plugin directory loaded"
+        );
+    }
+
+    /// Unloads the plugins whose file is not in `files`, then loads each file that is
+    /// new or changed, counting the files still to do for `/status`. Versions
+    /// installed count as reloads when `count_reloads`.
+    async fn scan(
+        self: &Arc<Self>,
+        config: &PluginsConfig,
+        files: Vec<(String, PathBuf)>,
+        count_reloads: bool,
+    ) {
         let loaded = self.plugins.names();
         for name in loaded {
             if !files.iter().any(|(n, _)| *n == name) {
                 self.unload_plugin(&name);
             }
         }
+        self.plugins_loading
+            .fetch_add(files.len(), Ordering::Relaxed);
         for (name, path) in files {
-            self.reload_plugin(&path, config.settings_json(&name)).await;
+            self.load_file(&path, config.settings_json(&name), count_reloads)
+                .await;
+            self.plugins_loading.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

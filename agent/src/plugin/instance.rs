@@ -155,14 +155,10 @@ impl PluginInstance {
         bytes: &[u8],
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
-        let (component, cache) =
-            runtime
-                .cache()
-                .component(runtime.engine(), bytes)
-                .map_err(|e| LoadError::Compile {
-                    path: path.to_owned(),
-                    reason: error_chain(&e),
-                })?;
+        let (component, cache) = runtime.component(bytes).map_err(|e| LoadError::Compile {
+            path: path.to_owned(),
+            reason: error_chain(&e),
+        })?;
         let pre = runtime
             .linker()
             .instantiate_pre(&component)

@@ -7,6 +7,7 @@
 //! - [`host`]: the `vigil:plugin/host` functions plugins import; [`output`]: their captured stdout/stderr.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values (a series table only when it changed), findings back out (validated).
+//! - [`compile`]: compiling components in a short-lived child process (or in-process).
 //! - [`cache`], [`function_cache`]: compiled components and functions reused across runs and versions.
 //! - [`evaluation`]: what the set reports: an evaluation's outcome, a plugin's status.
 //! - [`slot`]: one installed version of a plugin, under its own lock, with its health.
@@ -15,6 +16,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod compile;
 pub mod convert;
 pub mod evaluation;
 pub mod function_cache;
@@ -30,6 +32,7 @@ pub mod slot;
 
 use std::path::PathBuf;
 
+pub use compile::{ChildCompiler, Compiler};
 pub use evaluation::{Evaluation, PluginStatus};
 pub use instance::{PluginInfo, PluginInstance};
 pub use limits::PluginLimits;
@@ -44,9 +47,8 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "plugin {path}: not a valid WebAssembly component ({reason}); rebuild it with `cargo build --target wasm32-wasip2` or your toolchain's component step"
-    )]
+    /// Compiling failed; `reason` says why and what to do ([`compile::CompileError`]).
+    #[error("plugin {path}: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error(
         "plugin {path}: does not implement the vigil:plugin/alert-rule world of a contract version the agent accepts (0.2.0, 0.1.0): {reason}; generate its bindings from the agent's wit/ directory"

@@ -1,12 +1,15 @@
-//! The wasmtime engine every plugin shares and its epoch ticker.
+//! The wasmtime engine every plugin shares, its epoch ticker, and where components
+//! are compiled (in-process or in a child, see [`super::compile`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::{v0_1, v0_2};
+use super::cache::{CacheOutcome, CompiledEntryError};
+use super::compile::{CompileError, Compiler};
 use super::host::PluginState;
 use super::limits::{EPOCH_TICK, PluginLimits};
 use crate::config::PluginsConfig;
@@ -26,6 +29,7 @@ impl Drop for Ticker {
 /// The engine, the linker with every host import, and the limits: shared by all plugins.
 pub struct PluginRuntime {
     cache: super::cache::CompileCache,
+    compiler: Compiler,
     engine: Engine,
     linker: Linker<PluginState>,
     limits: PluginLimits,
@@ -35,14 +39,9 @@ pub struct PluginRuntime {
 impl PluginRuntime {
     /// Creates the engine (epoch interruption on) and links WASI (empty: no files,
     /// sockets, environment) and the vigil host interface of every accepted contract version.
+    /// Components are compiled in-process until [`PluginRuntime::with_compiler`] says otherwise.
     pub fn new(limits: PluginLimits) -> wasmtime::Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        config.enable_incremental_compilation(Arc::new(
-            super::function_cache::FunctionCache::default(),
-        ))?;
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config(true)?)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -64,6 +63,7 @@ impl PluginRuntime {
 
         Ok(PluginRuntime {
             cache: super::cache::CompileCache::disabled(),
+            compiler: Compiler::InProcess,
             engine,
             linker,
             limits,
@@ -78,6 +78,12 @@ impl PluginRuntime {
         } else {
             super::cache::CompileCache::new(Some(dir.to_owned())).with_max_bytes(max_bytes)
         };
+        self
+    }
+
+    /// Compiles components with `compiler`.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
         self
     }
 
@@ -109,5 +115,68 @@ impl PluginRuntime {
     /// The compile cache (by content hash).
     pub fn cache(&self) -> &super::cache::CompileCache {
         &self.cache
+    }
+
+    /// The compiled component for `bytes`: from the compile cache, else compiled where
+    /// this runtime's [`Compiler`] says. Errors are [`CompileError`]s.
+    pub fn component(&self, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+        let compiled = match &self.compiler {
+            Compiler::InProcess => {
+                self.cache
+                    .component(&self.engine, bytes)
+                    .map_err(|e| CompileError::Invalid {
+                        reason: format!("{e:#}").replace('\n', " "),
+                    })
+            }
+            Compiler::Child(child) => self
+                .cache
+                .component_compiled_by(&self.engine, bytes, |entry| child.compile(bytes, entry))
+                .map_err(|e| match e {
+                    CompiledEntryError::Compile(e) => e,
+                    CompiledEntryError::Load(reason) => CompileError::Load(reason),
+                }),
+        };
+        Ok(compiled?)
+    }
+}
+
+/// The engine configuration of the agent and of its compiler child: one definition, so
+/// what the child compiles is what the agent can load (the compile cache's entry names
+/// carry the engine's compatibility hash, and wasmtime checks it again on load).
+/// `function_cache` keeps Cranelift's compiled functions in memory for the next
+/// version of a plugin: worth it in a long-lived process that compiles, useless in a
+/// child that compiles once; it changes nothing in what is compiled.
+pub fn engine_config(function_cache: bool) -> wasmtime::Result<wasmtime::Config> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    if function_cache {
+        config.enable_incremental_compilation(Arc::new(
+            super::function_cache::FunctionCache::default(),
+        ))?;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    fn compatibility(engine: &Engine) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn the_compiler_childs_engine_makes_what_the_agents_loads() {
+        let agent = Engine::new(&engine_config(true).unwrap()).unwrap();
+        let child = Engine::new(&engine_config(false).unwrap()).unwrap();
+        assert_eq!(compatibility(&agent), compatibility(&child));
+        let bytes = wat::parse_str("(component)").unwrap();
+        let artifact = child.precompile_component(&bytes).unwrap();
+        // SAFETY: `artifact` was just produced by wasmtime for a compatible engine.
+        assert!(unsafe { Component::deserialize(&agent, &artifact) }.is_ok());
     }
 }

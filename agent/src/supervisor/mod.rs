@@ -40,16 +40,20 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Builds the pipeline (export, plugins, Alertmanager) and the collectors. Must run
-    /// inside Tokio. The collectors are returned to be run by [`Supervisor::run_until`]
-    /// or [`Supervisor::run_once`].
+    /// Builds the pipeline (export, plugin runtime compiling with `compiler`,
+    /// Alertmanager) and the collectors. Must run inside Tokio. No plugin is loaded yet:
+    /// [`Supervisor::run_until`] loads them in the background (the status endpoint
+    /// answers meanwhile), [`Supervisor::load_plugins`] loads them and waits. The
+    /// collectors are returned to be run by [`Supervisor::run_until`] or
+    /// [`Supervisor::run_once`].
     pub async fn start(
         config: &Config,
         config_path: Option<&Path>,
+        compiler: crate::plugin::Compiler,
     ) -> Result<(Arc<Supervisor>, Vec<Box<dyn Collector>>), StartError> {
         let host = host_name(config);
         let board = Arc::new(StatusBoard::default());
-        let pipeline = Arc::new(Pipeline::build(config, &host, board.clone()).await?);
+        let pipeline = Arc::new(Pipeline::build(config, &host, board.clone(), compiler).await?);
         let collectors = crate::collect::build_all(config, &host)?;
         for collector in &collectors {
             board.collector_added(collector.name());
@@ -71,6 +75,12 @@ impl Supervisor {
     /// The pipeline batches pass through.
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.pipeline
+    }
+
+    /// Loads every plugin of the plugin directory and waits until all are loaded (or failed).
+    pub async fn load_plugins(&self) {
+        let plugins = self.plugins_config();
+        self.pipeline.load_plugins(&plugins).await;
     }
 
     fn shutdown_timeout(&self) -> Duration {
@@ -133,6 +143,10 @@ impl Supervisor {
             None
         };
         let reloads = reloads::Reloads::start(self);
+        // The plugin directory loads in the background: plugins compile while the
+        // status endpoint answers and collectors run; a file change seen meanwhile is
+        // applied after it.
+        reloads.load_plugins();
         crate::service::notify_ready();
         tokio::pin!(stop);
         loop {
@@ -285,6 +299,7 @@ impl StatusSource for Supervisor {
             ready: self.board.is_ready(),
             collectors: self.board.collectors(),
             plugins: self.pipeline.plugin_statuses(),
+            plugins_loading: self.pipeline.plugins_loading(),
             plugin_load_failures: self.pipeline.plugin_load_failures(),
             firing_alerts: self.pipeline.firing_alerts(),
             export: ExportStatus {

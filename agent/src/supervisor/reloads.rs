@@ -21,6 +21,8 @@ enum ConfigJob {
 
 /// Work for the plugin reload worker.
 enum PluginJob {
+    /// Load the whole plugin directory (at start).
+    Load,
     File(PathBuf),
     Rescan,
 }
@@ -58,6 +60,7 @@ impl Reloads {
         let plugins = tokio::spawn(async move {
             while let Some(job) = plugins_rx.recv().await {
                 match job {
+                    PluginJob::Load => s.load_plugins().await,
                     PluginJob::File(path) => s.reload_plugin_file(&path).await,
                     PluginJob::Rescan => {
                         let plugins = s.plugins_config();
@@ -84,6 +87,11 @@ impl Reloads {
                 let _ = self.config.send(ConfigJob::Changed);
             }
         }
+    }
+
+    /// Queues loading the whole plugin directory.
+    pub(super) fn load_plugins(&self) {
+        let _ = self.plugins.send(PluginJob::Load);
     }
 
     /// Queues a requested reload (config, then a rescan of the plugin directory).

@@ -49,3 +49,16 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
 pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
 }
+
+/// A field of `/proc/PID/status` in bytes (e.g. `VmRSS`, `VmHWM`, `RssFile`).
+pub fn process_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let prefix = format!("{field}:");
+    let kib: u64 = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}

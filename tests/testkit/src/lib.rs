@@ -7,6 +7,7 @@
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 //! - [`http`]: requests to the agent's status endpoint.
 //! - [`host`]: facts about this machine and processes from `/proc`.
+//! - [`python`]: Python plugins built with componentize-py by `plugins/build-python.sh`.
 //! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod alertmanager;
 pub mod host;
 pub mod http;
 pub mod otlp;
+pub mod python;
 pub mod silent;
 
 /// Plugin components built from source.
