@@ -11,14 +11,7 @@ use vigil_testkit::plugins::{ALL, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
-const RULE: &str = r#"
-[[plugins.settings.threshold.rules]]
-name = "high-memory"
-metric = "system.memory.utilization"
-op = ">"
-value = 0.9
-match = { "system.memory.state" = "used" }
-"#;
+const RULE: &str = vigil_testkit::agent::THRESHOLD_HIGH_MEMORY;
 
 #[test]
 fn check_accepts_a_good_config_and_plugin() {

@@ -9,14 +9,7 @@ use vigil_testkit::plugins::THRESHOLD;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
-const RULE: &str = r#"
-[[plugins.settings.threshold.rules]]
-name = "high-memory"
-metric = "system.memory.utilization"
-op = ">"
-value = 0.9
-match = { "system.memory.state" = "used" }
-"#;
+const RULE: &str = vigil_testkit::agent::THRESHOLD_HIGH_MEMORY;
 
 /// Runs `vigil ARGS` with debug logs; returns whether it succeeded and stdout + stderr.
 fn run_debug(args: &[&str]) -> (bool, String) {

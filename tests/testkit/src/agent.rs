@@ -136,6 +136,17 @@ pub fn plugin_test(
         .output()?)
 }
 
+/// Settings of the `threshold` plugin (installed as `threshold.wasm`) with one rule:
+/// `high-memory` fires when the used memory share is above 0.9.
+pub const THRESHOLD_HIGH_MEMORY: &str = r#"
+[[plugins.settings.threshold.rules]]
+name = "high-memory"
+metric = "system.memory.utilization"
+op = ">"
+value = 0.9
+match = { "system.memory.state" = "used" }
+"#;
+
 /// A finished command's stdout followed by its stderr, for assertion messages.
 pub fn output_text(output: &Output) -> String {
     format!(
