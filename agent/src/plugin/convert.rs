@@ -107,6 +107,25 @@ impl TableView {
     }
 }
 
+impl TableView {
+    /// The values of the wanted series of `batch`, in the view's order.
+    fn values(&self, batch: &Batch) -> Vec<f64> {
+        match &self.picked {
+            None => batch.values.clone(),
+            Some(picked) => picked.iter().map(|&i| batch.values[i as usize]).collect(),
+        }
+    }
+}
+
+/// The part of `batch` a plugin wants, built afresh with no view kept: its series table
+/// and values (for the 0.1.0 contract, which takes the table with every batch); `None`
+/// when that is nothing.
+pub fn wanted_part(batch: &Batch, interests: &Interests) -> Option<(wit::SeriesTable, Vec<f64>)> {
+    let view = TableView::new(batch, interests, batch.table_id());
+    let values = view.values(batch);
+    Some((view.table?, values))
+}
+
 /// Builds the batches one plugin instance is sent: each source's series table crosses
 /// only when the instance has not been given it yet (first batch, a changed table, a
 /// restarted instance); the values always cross, as one flat list.
@@ -131,10 +150,7 @@ impl BatchSender {
             .entry(id)
             .or_insert_with(|| TableView::new(batch, interests, id));
         let table = view.table.as_ref()?;
-        let values = match &view.picked {
-            None => batch.values.clone(),
-            Some(picked) => picked.iter().map(|&i| batch.values[i as usize]).collect(),
-        };
+        let values = view.values(batch);
         let known = self.delivered.get(&batch.source) == Some(&id);
         Some(wit::Batch {
             source: batch.source.clone(),

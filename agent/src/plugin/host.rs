@@ -52,14 +52,22 @@ impl PluginKv {
     }
 }
 
-/// Everything a plugin's store holds: its identity, settings, state, limits, its captured
-/// output and an otherwise empty WASI context.
+/// Cuts `text` to at most `max_bytes` (at a character boundary) and marks the cut with
+/// ` [cut]`; shorter text is left alone.
+pub fn cut_to(text: &mut String, max_bytes: usize) {
+    if text.len() > max_bytes {
+        text.truncate(text.floor_char_boundary(max_bytes));
+        text.push_str(" [cut]");
+    }
+}
+
+/// Everything a plugin's store holds: its identity, settings, state, limits and a WASI
+/// context that grants nothing but captured stdout/stderr.
 pub struct PluginState {
     plugin: String,
     settings_json: String,
     kv: PluginKv,
     limiter: Limiter,
-    output: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -80,14 +88,13 @@ impl PluginState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .stdout(output.clone())
-            .stderr(output.clone())
+            .stderr(output)
             .build();
         PluginState {
             plugin,
             settings_json,
             kv,
             limiter: Limiter::new(memory_bytes),
-            output,
             wasi,
             table: ResourceTable::new(),
         }
@@ -110,21 +117,9 @@ impl PluginState {
         self.kv
     }
 
-    /// What the plugin wrote to stdout and stderr.
-    pub fn output(&self) -> &GuestOutput {
-        &self.output
-    }
-
     /// Logs a plugin's message at `level`, cut to [`MAX_LOG_BYTES`].
     fn log_message(&self, level: tracing::Level, mut message: String) {
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [cut]");
-        }
+        cut_to(&mut message, MAX_LOG_BYTES);
         let plugin = self.plugin.as_str();
         match level {
             tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),

@@ -441,24 +441,13 @@ fn error_chain(error: &wasmtime::Error) -> String {
     }
     let mut text = summary.join("; ");
     text.push_str(&details);
-    if text.len() > MAX_ERROR_BYTES {
-        let mut cut = MAX_ERROR_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(" [cut]");
-    }
+    super::host::cut_to(&mut text, MAX_ERROR_BYTES);
     text
 }
 
 /// The last `max` bytes of `text` (at a character boundary).
 fn tail(text: &str, max: usize) -> &str {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
+    &text[text.ceil_char_boundary(text.len().saturating_sub(max))..]
 }
 
 /// Checks what a plugin returned from `describe` (name, version, interests) before the

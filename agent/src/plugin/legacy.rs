@@ -4,17 +4,16 @@
 
 use super::bindings::v0_1::vigil::plugin::types as old;
 use super::bindings::v0_2::vigil::plugin::types as wit;
-use super::convert::{BatchSender, Interests};
+use super::convert::{Interests, unix_nanos, wanted_part};
 use crate::model::Batch;
 
 /// The part of `batch` a 0.1.0 plugin wants; `None` when that is nothing.
 pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<old::Batch> {
-    let current = BatchSender::default().batch_for(batch, interests)?;
-    let table = current.table?;
+    let (table, values) = wanted_part(batch, interests)?;
     Some(old::Batch {
-        source: current.source,
-        host: current.host,
-        timestamp_ns: current.timestamp_ns,
+        source: batch.source.clone(),
+        host: batch.host.clone(),
+        timestamp_ns: unix_nanos(batch.timestamp),
         metrics: table
             .metrics
             .into_iter()
@@ -36,7 +35,7 @@ pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<old::Batch> {
                 attributes: s.attributes.into_iter().map(attribute).collect(),
             })
             .collect(),
-        values: current.values,
+        values,
     })
 }
 
