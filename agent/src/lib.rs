@@ -28,4 +28,5 @@ pub mod status;
 pub mod supervisor;
 pub mod sync;
 pub mod telemetry;
+pub mod tuning;
 pub mod watch;

@@ -1,0 +1,114 @@
+//! What a tuning policy proposes, in the host's own types (the WIT records of the
+//! `tuning-policy` world, converted and validated by the plugin runtime).
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a setting lives: which host module reads and changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `CONFIG GET` / `CONFIG SET` on a `[[collect.redis]]` instance.
+    Redis,
+    /// `ALTER SYSTEM SET` + `pg_reload_conf()` on a `[[collect.postgres]]` instance.
+    Postgres,
+    /// `SET GLOBAL` on a `[[collect.mysql]]` instance.
+    Mysql,
+    /// One of the agent's own collectors (`system` or an instance name); parameter `interval-ms`.
+    Collector,
+}
+
+impl Target {
+    /// The name used in the config, the audit file and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Redis => "redis",
+            Target::Postgres => "postgres",
+            Target::Mysql => "mysql",
+            Target::Collector => "collector",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The parameter name of a collector's interval (value: milliseconds).
+pub const COLLECTOR_INTERVAL: &str = "interval-ms";
+
+/// One setting on one instance: what the allowlist, the rate limit and the cool-down key by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SettingKey {
+    pub target: Target,
+    /// The instance (or collector) name from the agent config.
+    pub instance: String,
+    /// The server's own name for the setting (`maxmemory`, `work_mem`, `interval-ms`).
+    pub parameter: String,
+}
+
+impl std::fmt::Display for SettingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.target, self.instance, self.parameter)
+    }
+}
+
+/// A typed change: set one setting to one value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Action {
+    #[serde(flatten)]
+    pub setting: SettingKey,
+    /// The new value in the server's own syntax (`256mb`, `64MB`; collectors: milliseconds).
+    pub value: String,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.setting, self.value)
+    }
+}
+
+/// Which way a watched metric goes when things get worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Rises,
+    Falls,
+}
+
+/// Undo an applied change by itself when a metric passes `limit` within `window` after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevertCondition {
+    /// The metric watched, e.g. `redis.keys.evicted`.
+    pub metric: String,
+    /// Attributes a watched series must have (all of them); empty: every series of the metric.
+    pub attributes: Vec<(String, String)>,
+    pub worse: Direction,
+    /// The value (counters: the per-second rate between two batches) that counts as worse.
+    pub limit: f64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// An action a policy proposed, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// The policy's name in the agent (its file stem).
+    pub policy: String,
+    pub action: Action,
+    /// One line for the audit trail.
+    pub reason: String,
+    pub revert_if: Option<RevertCondition>,
+    /// When the policy proposed it (the batch's collection time).
+    pub proposed_at: SystemTime,
+}
+
+/// A setting's value as the host last read it, handed to policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrentSetting {
+    pub setting: SettingKey,
+    pub value: String,
+}
