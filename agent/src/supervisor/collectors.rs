@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::intervals::CollectorIntervals;
 use crate::collect::{Collector, Round};
 use crate::pipeline::Pipeline;
 use crate::status::StatusBoard;
@@ -32,6 +33,8 @@ pub(super) struct CollectorTasks {
     running: Mutex<HashMap<String, CollectorTask>>,
     /// Turns true once to stop every task.
     all_stop: watch::Receiver<bool>,
+    /// Each collector's interval, which a tuning action may change while it runs.
+    intervals: Arc<CollectorIntervals>,
 }
 
 impl CollectorTasks {
@@ -45,7 +48,13 @@ impl CollectorTasks {
             board,
             running: Mutex::default(),
             all_stop,
+            intervals: Arc::default(),
         }
+    }
+
+    /// The collectors' intervals (read and changed by tuning actions).
+    pub(super) fn intervals(&self) -> &Arc<CollectorIntervals> {
+        &self.intervals
     }
 
     /// Runs `collector` on its interval in a task of its own, in place of any running
@@ -57,14 +66,23 @@ impl CollectorTasks {
         let mut all_stop = self.all_stop.clone();
         let pipeline = self.pipeline.clone();
         let board = self.board.clone();
+        let mut interval = self.intervals.follow(&name, collector.interval());
         let handle = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(collector.interval());
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticker = new_ticker(*interval.borrow_and_update(), false);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     _ = stopped(&mut own_stop) => break,
                     _ = stopped(&mut all_stop) => break,
+                    changed = interval.changed() => {
+                        if changed.is_err() {
+                            // Its interval was forgotten: the collector left the config.
+                            break;
+                        }
+                        // A new interval counts from now.
+                        ticker = new_ticker(*interval.borrow_and_update(), true);
+                        continue;
+                    }
                 }
                 round(&pipeline, &board, collector.as_mut()).await;
             }
@@ -79,7 +97,11 @@ impl CollectorTasks {
     }
 
     /// Stops collector `name` (its round in flight finishes); returns whether it ran.
-    pub(super) fn stop(&self, name: &str) -> bool {
+    /// `removed`: it left the config, so its interval override goes too.
+    pub(super) fn stop(&self, name: &str, removed: bool) -> bool {
+        if removed {
+            self.intervals.forget(name);
+        }
         match self.running.locked().remove(name) {
             Some(old) => {
                 let _ = old.stop.send(true);
@@ -100,6 +122,17 @@ impl CollectorTasks {
             })
             .collect()
     }
+}
+
+/// A ticker every `period`; its first tick at once, or one period from now when `delayed`.
+fn new_ticker(period: std::time::Duration, delayed: bool) -> tokio::time::Interval {
+    let mut ticker = if delayed {
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    } else {
+        tokio::time::interval(period)
+    };
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
 
 /// Runs one collection round of `collector` through the pipeline.

@@ -5,6 +5,7 @@
 
 mod collectors;
 mod exports;
+pub mod intervals;
 mod reloads;
 
 use std::path::{Path, PathBuf};
@@ -231,8 +232,9 @@ impl Supervisor {
     /// Stops collector `name` (its round in flight finishes) and starts it again with
     /// its part of `config`, if it is still configured. Only that collector is rebuilt.
     fn restart_collector(&self, name: &str, config: &Config) {
-        self.collectors.stop(name);
-        match crate::collect::build_named(config, &self.host, name) {
+        let rebuilt = crate::collect::build_named(config, &self.host, name);
+        self.collectors.stop(name, rebuilt.is_none());
+        match rebuilt {
             Some(Ok(collector)) => {
                 tracing::info!(collector = name, "collector restarted with its new config");
                 self.collectors.spawn(collector);
