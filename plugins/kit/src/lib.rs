@@ -17,7 +17,13 @@
 /// Guest bindings of the vigil:plugin/alert-rule world (and the shared `types` and `host`).
 pub mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
+    wit_bindgen::generate!({
+        world: "alert-rule",
+        path: "../../wit",
+        pub_export_macro: true,
+        // Lets plugins compare proposals and findings in their tests.
+        additional_derives: [PartialEq],
+    });
 }
 
 /// Guest bindings of the vigil:plugin/tuning-policy world; its types and host functions
@@ -36,6 +42,10 @@ pub mod policy_bindings {
         },
     });
 }
+
+/// Exports a tuning policy: `vigil_plugin_kit::export_policy!(MyPolicy);` where `MyPolicy`
+/// implements [`policy_bindings::Guest`].
+pub use policy_bindings::export_policy;
 
 pub mod counter;
 pub mod policy;
@@ -60,10 +70,20 @@ pub struct Point<'a> {
     pub value: f64,
 }
 
-impl Point<'_> {
+impl<'a> Point<'a> {
     /// The value of attribute `key`, or "".
-    pub fn attr(&self, key: &str) -> &str {
+    pub fn attr(&self, key: &str) -> &'a str {
         attr(self.attributes, key)
+    }
+}
+
+/// The configured instance a series belongs to: its `vigil.instance` attribute (every
+/// server collector sets it), else the source's name after `kind:` (`redis:main` → `main`),
+/// else the source itself.
+pub fn instance<'a>(source: &'a str, attributes: &'a [Attribute]) -> &'a str {
+    match attr(attributes, "vigil.instance") {
+        "" => source.split_once(':').map_or(source, |(_, name)| name),
+        name => name,
     }
 }
 

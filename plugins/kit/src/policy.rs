@@ -27,6 +27,69 @@ pub fn current<'a>(
         .map(|s| s.value.as_str())
 }
 
+/// What one step of a policy decided: the proposals, and the warnings to log once (by key).
+/// Built by pure code; [`Outcome::finish`] does the logging.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub proposals: Vec<Proposal>,
+    /// `(key, message)`: logged at warn level the first time the key is seen.
+    pub warnings: Vec<(String, String)>,
+    /// Keys of warnings whose condition is over (warned again if it comes back).
+    pub resolved: Vec<String>,
+}
+
+impl Outcome {
+    /// Notes that `parameter` of `instance` is unknown (not among the settings the host
+    /// passed, or not readable) when `value` is `Err`, or known again when `Ok`.
+    pub fn note_setting<T>(&mut self, key: String, value: &Result<T, String>) {
+        match value {
+            Ok(_) => self.resolved.push(key),
+            Err(message) => self.warnings.push((key, message.clone())),
+        }
+    }
+
+    /// Logs the warnings (once each) and returns the proposals.
+    pub fn finish(self) -> Vec<Proposal> {
+        for key in &self.resolved {
+            unwarn(key);
+        }
+        for (key, message) in &self.warnings {
+            warn_once(key, message);
+        }
+        self.proposals
+    }
+}
+
+/// The value of `parameter` on `instance` of `target`, parsed by `parse`; the error says
+/// whether it is missing (and how to make the host pass it) or unreadable.
+pub fn current_parsed<T>(
+    settings: &[CurrentSetting],
+    target: SettingTarget,
+    instance: &str,
+    parameter: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let kind = target_name(target);
+    let value = current(settings, target, instance, parameter).ok_or_else(|| {
+        format!(
+            "the current {parameter} of {kind} {instance} is unknown (the host passes only settings the tuning allowlist names): not proposing changes to it until an allowlist entry names it"
+        )
+    })?;
+    parse(value).map_err(|e| {
+        format!("the current {parameter} of {kind} {instance} is unreadable ({e}): not proposing changes to it")
+    })
+}
+
+/// The name of a setting target as the config writes it.
+pub fn target_name(target: SettingTarget) -> &'static str {
+    match target {
+        SettingTarget::Redis => "redis",
+        SettingTarget::Postgres => "postgres",
+        SettingTarget::Mysql => "mysql",
+        SettingTarget::Collector => "collector",
+    }
+}
+
 /// `CONFIG SET parameter value` on Redis instance `instance`.
 pub fn redis_config_set(instance: &str, parameter: &str, value: String) -> Action {
     Action::RedisConfigSet(change(instance, parameter, value))
