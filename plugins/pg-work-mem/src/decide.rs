@@ -158,10 +158,10 @@ pub fn step(
         parse_size(v, 1024)
     });
     outcome.note_setting(format!("{instance}:{WORK_MEM}"), &current);
-    if let Ok(bytes) = current {
-        if state.seen.replace(bytes).is_some_and(|old| old != bytes) {
-            state.streak.reset();
-        }
+    if let Ok(bytes) = current
+        && state.seen.replace(bytes).is_some_and(|old| old != bytes)
+    {
+        state.streak.reset();
     }
     let held = state.streak.observe(rate.map(|r| r > s.temp_files_per_min));
     let (Ok(current), Some(rate)) = (current, rate) else {
