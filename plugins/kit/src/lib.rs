@@ -1,15 +1,55 @@
 //! What every first-party Rust plugin shares: the guest bindings of the
-//! `vigil:plugin@0.2.0` alert-rule world and helpers to read batches (a [`Frame`] pairs a
-//! batch with the series table the host sent earlier) and build findings.
+//! `vigil:plugin@0.3.0` worlds and helpers to read batches (a [`Frame`] pairs a batch with
+//! the series table the host sent earlier), build findings, and write tuning policies.
 //!
-//! A plugin implements [`bindings::Guest`] and exports it with
-//! `vigil_plugin_kit::bindings::export!(MyRule with_types_in vigil_plugin_kit::bindings);`.
+//! - An alert rule implements [`bindings::Guest`] and exports it with
+//!   `vigil_plugin_kit::bindings::export!(MyRule with_types_in vigil_plugin_kit::bindings);`.
+//! - A tuning policy implements [`policy_bindings::Guest`] and exports it with
+//!   `vigil_plugin_kit::export_policy!(MyPolicy);`; [`policy`] has its helpers.
+//! - [`units`] parses sizes and durations, [`counter`] computes counter rates between
+//!   batches and streaks of batches; both are pure and tested natively
+//!   (`cargo test -p vigil-plugin-kit` in plugins/).
+//!
+//! Both worlds' bindings live here and share one copy of the `types` and `host`
+//! interfaces. The kit's own custom sections describe imports only (`pub_export_macro`);
+//! the world a plugin implements is the one whose export macro it calls.
 
-/// Guest bindings of the vigil:plugin/alert-rule world.
+/// Guest bindings of the vigil:plugin/alert-rule world (and the shared `types` and `host`).
 pub mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
-    wit_bindgen::generate!({ world: "alert-rule", path: "../../wit", pub_export_macro: true });
+    wit_bindgen::generate!({
+        world: "alert-rule",
+        path: "../../wit",
+        pub_export_macro: true,
+        // Lets plugins compare proposals and findings in their tests.
+        additional_derives: [PartialEq],
+    });
 }
+
+/// Guest bindings of the vigil:plugin/tuning-policy world; its types and host functions
+/// are those of [`bindings`].
+pub mod policy_bindings {
+    #![allow(clippy::too_many_arguments)] // generated code
+    wit_bindgen::generate!({
+        world: "tuning-policy",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_policy",
+        default_bindings_module: "vigil_plugin_kit::policy_bindings",
+        with: {
+            "vigil:plugin/types@0.3.0": crate::bindings::vigil::plugin::types,
+            "vigil:plugin/host@0.3.0": crate::bindings::vigil::plugin::host,
+        },
+    });
+}
+
+/// Exports a tuning policy: `vigil_plugin_kit::export_policy!(MyPolicy);` where `MyPolicy`
+/// implements [`policy_bindings::Guest`].
+pub use policy_bindings::export_policy;
+
+pub mod counter;
+pub mod policy;
+pub mod units;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,10 +70,20 @@ pub struct Point<'a> {
     pub value: f64,
 }
 
-impl Point<'_> {
+impl<'a> Point<'a> {
     /// The value of attribute `key`, or "".
-    pub fn attr(&self, key: &str) -> &str {
+    pub fn attr(&self, key: &str) -> &'a str {
         attr(self.attributes, key)
+    }
+}
+
+/// The configured instance a series belongs to: its `vigil.instance` attribute (every
+/// server collector sets it), else the source's name after `kind:` (`redis:main` → `main`),
+/// else the source itself.
+pub fn instance<'a>(source: &'a str, attributes: &'a [Attribute]) -> &'a str {
+    match attr(attributes, "vigil.instance") {
+        "" => source.split_once(':').map_or(source, |(_, name)| name),
+        name => name,
     }
 }
 
