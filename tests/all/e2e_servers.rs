@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, plugin_test, vigil};
 use vigil_testkit::http::get_until;
+use vigil_testkit::redis::{OwnRedis, free_port};
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
@@ -572,53 +573,6 @@ async fn mysql_metrics_match_show_global_status() {
     );
     assert!(!received.latest_points("mysql.row_operations").is_empty());
     assert!(!received.latest_points("mysql.locks").is_empty());
-}
-
-/// A redis-server of the test's own on a free port; killed when dropped.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        for _ in 0..50 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        OwnRedis { child, port }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod otlp;
 pub mod python;
+pub mod redis;
 pub mod silent;
 
 /// Plugin components built from source.
