@@ -291,10 +291,12 @@ pub fn read_entries(path: &Path) -> std::io::Result<(Vec<Entry>, usize)> {
 /// One decision, its lines folded together.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// The first line (what was decided).
+    /// The first line (what was decided), with the final status.
     #[serde(flatten)]
     pub entry: Entry,
-    /// The final status (`applying` when no outcome followed: the agent stopped while applying).
+    /// The final status (`applying` when no outcome followed: the agent stopped while
+    /// applying); in JSON it is the row's `status`.
+    #[serde(skip)]
     pub outcome: Status,
     /// The watch ended without a revert (`kept` line).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +342,7 @@ pub fn fold(entries: Vec<Entry>) -> Vec<Row> {
                 Status::Kept => row.kept = Some(entry.verdict.unwrap_or_default()),
                 status => {
                     row.outcome = status;
+                    row.entry.status = status;
                     if entry.after.is_some() {
                         row.entry.after = entry.after;
                     }
