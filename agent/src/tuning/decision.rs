@@ -117,4 +117,47 @@ impl Decision {
     pub fn audited(&self) -> bool {
         self.id.is_some()
     }
+
+    /// One line for a log record's body: `tuning redis main hz = 20: applied (set ...)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "tuning {}: {} ({})",
+            self.action, self.verdict, self.verdict_reason
+        )
+    }
+
+    /// The decision as log-record attributes (`vigil.tuning.*`; absent values left out).
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let setting = &self.action.setting;
+        let mut attrs = vec![
+            ("vigil.tuning.kind", self.kind.as_str().to_owned()),
+            ("vigil.tuning.policy", self.policy.clone()),
+            ("vigil.tuning.target", setting.target.as_str().to_owned()),
+            ("vigil.tuning.instance", setting.instance.clone()),
+            ("vigil.tuning.parameter", setting.parameter.clone()),
+            ("vigil.tuning.value", self.action.value.clone()),
+            ("vigil.tuning.verdict", self.verdict.as_str().to_owned()),
+            ("vigil.tuning.verdict_reason", self.verdict_reason.clone()),
+            ("vigil.tuning.reason", self.reason.clone()),
+        ];
+        let optional = [
+            ("vigil.tuning.id", self.id.map(|id| id.to_string())),
+            (
+                "vigil.tuning.mode",
+                self.mode.map(|m| m.as_str().to_owned()),
+            ),
+            ("vigil.tuning.before", self.before.clone()),
+            ("vigil.tuning.after", self.after.clone()),
+            (
+                "vigil.tuning.reverts",
+                self.reverts.map(|id| id.to_string()),
+            ),
+        ];
+        attrs.extend(
+            optional
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?))),
+        );
+        attrs
+    }
 }

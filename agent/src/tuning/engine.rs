@@ -58,6 +58,8 @@ pub struct TuningEngine {
     readings: std::collections::HashMap<super::SettingKey, (Instant, Reading)>,
     /// Settings whose last refresh failed (logged once until they read again).
     failing: HashSet<super::SettingKey>,
+    /// Built by [`TuningEngine::offline`]: every decision is a preview.
+    offline: bool,
 }
 
 impl TuningEngine {
@@ -80,6 +82,16 @@ impl TuningEngine {
                 GateState::default()
             }
         };
+        Self::new_with_gate(config, intervals, sink, gate)
+    }
+
+    fn new_with_gate(
+        config: &Config,
+        intervals: Option<Arc<dyn CollectorIntervals>>,
+        sink: Option<DecisionSink>,
+        gate: GateState,
+    ) -> Self {
+        let audit = AuditLog::new(&config.tuning.audit_file);
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
         TuningEngine {
@@ -94,7 +106,17 @@ impl TuningEngine {
             rx: Some(rx),
             readings: Default::default(),
             failing: HashSet::new(),
+            offline: false,
         }
+    }
+
+    /// An engine for previews only ([`TuningEngine::preview`], `vigil plugin test`): it
+    /// reads no audit file and reaches no server.
+    pub fn offline(config: &Config) -> Self {
+        let mut engine = TuningEngine::new_with_gate(config, None, None, GateState::default());
+        engine.targets = Targets::new(crate::config::CollectConfig::default(), None);
+        engine.offline = true;
+        engine
     }
 
     /// The handle the pipeline uses (clone it freely).
@@ -122,8 +144,8 @@ impl TuningEngine {
         self.handle = TuningHandle::disabled();
         self.refresh_settings().await;
         let mut period = self.tuning.settings_refresh;
-        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        let mut refresh = ticker(period);
+        let mut expiry = ticker(Duration::from_secs(1));
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -135,7 +157,7 @@ impl TuningEngine {
             }
             if self.tuning.settings_refresh != period {
                 period = self.tuning.settings_refresh;
-                refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                refresh = ticker(period);
             }
         }
     }
@@ -159,7 +181,8 @@ impl TuningEngine {
         }
     }
 
-    /// Decides `proposal`: the gate, then (in enforce mode) the change, audited.
+    /// Decides `proposal`: the gate, then (in enforce mode) the change, audited. (An
+    /// [`TuningEngine::offline`] engine only previews.)
     pub async fn decide(&mut self, proposal: Proposal) -> Decision {
         self.decide_as(proposal, None).await
     }
@@ -176,6 +199,7 @@ impl TuningEngine {
         proposal: Proposal,
         preview: Option<&[CurrentSetting]>,
     ) -> Decision {
+        let preview = preview.or(self.offline.then_some(&[][..]));
         let now = SystemTime::now();
         let mode = self.tuning.mode(&proposal.policy);
         let mut decision = Decision {
@@ -586,4 +610,11 @@ impl TuningEngine {
         }
         self.shared.set_settings(fresh);
     }
+}
+
+/// Ticks every `period` from one period from now, skipping ticks it missed.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval
 }

@@ -40,6 +40,16 @@ async fn config_get(
         })
 }
 
+/// An error reply means Redis refused the change (nothing changed); anything else failed.
+fn set_error(parameter: &str, e: redis::RedisError) -> TargetError {
+    match e.kind() {
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => {
+            TargetError::Refused(format!("Redis refused CONFIG SET {parameter}: {e}"))
+        }
+        _ => TargetError::Failed(format!("CONFIG SET {parameter} failed: {e}")),
+    }
+}
+
 /// The current value of `parameter`.
 pub fn read<'a>(
     config: &'a InstanceConfig,
@@ -75,7 +85,7 @@ pub fn set<'a>(
                 .arg(value)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(|e| TargetError::Failed(format!("CONFIG SET {parameter} failed: {e}")))?;
+                .map_err(|e| set_error(parameter, e))?;
             config_get(&mut conn, parameter).await
         })
         .await

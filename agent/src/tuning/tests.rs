@@ -272,6 +272,18 @@ async fn redis_enforce_applies_reads_back_audits_and_dedups() {
     assert_eq!(lines[1].status, Status::Applied);
     assert_eq!(lines[1].after.as_deref(), Some(target));
     assert_eq!(seen.lock().unwrap().len(), 1, "the sink saw the decision");
+    let attributes = seen.lock().unwrap()[0].attributes();
+    for (key, value) in [
+        ("vigil.tuning.verdict", "applied"),
+        ("vigil.tuning.parameter", "lfu-log-factor"),
+        ("vigil.tuning.before", before.as_str()),
+        ("vigil.tuning.id", "1"),
+    ] {
+        assert!(
+            attributes.contains(&(key, value.to_owned())),
+            "{key}: {attributes:?}"
+        );
+    }
 
     // The same proposal again: unchanged, audited once; then 1000 repeats: nothing more.
     let d = engine.decide(redis("lfu-log-factor", target)).await;
@@ -323,6 +335,8 @@ async fn dry_run_changes_nothing_and_audits_what_would_have() {
 async fn refusals_name_their_reasons() {
     let _guard = RedisSetting::save("proto-max-bulk-len");
     let bulk = redis_get("proto-max-bulk-len");
+    let _flush_guard = RedisSetting::save("lazyfree-lazy-user-flush");
+    let flush = redis_get("lazyfree-lazy-user-flush");
     let shared_buffers = pg_show("shared_buffers").await;
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -356,6 +370,11 @@ instance = "main"
 parameter = "lfu-log-factor"
 values = ["11"]
 policies = ["someone-else"]
+[[tuning.allow]]
+target = "redis"
+instance = "main"
+parameter = "lazyfree-lazy-user-flush"
+values = ["maybe"]
 "#,
         ),
         None,
@@ -391,6 +410,10 @@ policies = ["someone-else"]
             proposal("p", Target::Mysql, "db", "innodb_page_size", "8192"),
             "read-only",
         ),
+        (
+            redis("lazyfree-lazy-user-flush", "maybe"),
+            "Redis refused CONFIG SET lazyfree-lazy-user-flush",
+        ),
     ];
     for (p, expected) in cases {
         let action = p.action.to_string();
@@ -410,9 +433,12 @@ policies = ["someone-else"]
     }
     assert_eq!(redis_get("proto-max-bulk-len"), bulk);
     assert_eq!(pg_show("shared_buffers").await, shared_buffers);
-    let lines = audit_lines(&path);
-    assert_eq!(lines.len(), 8);
-    assert!(lines.iter().all(|l| l.status == Status::Refused));
+    let rows = audit::fold(audit_lines(&path));
+    assert_eq!(rows.len(), 9);
+    assert!(rows.iter().all(|r| r.outcome == Status::Refused));
+    // The server's refusal came after `applying` was audited: two lines, one decision.
+    assert_eq!(audit_lines(&path).len(), 10);
+    assert_eq!(redis_get("lazyfree-lazy-user-flush"), flush);
 }
 
 #[tokio::test]
@@ -719,14 +745,10 @@ cooldown = "0s"
 async fn previews_touch_nothing_and_audit_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
-    let mut engine = TuningEngine::new(
-        &config(
-            &path,
-            "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"maxmemory\"\nmin = \"64mb\"\nmax = \"1gb\"\nmax_step = \"128mb\"\n",
-        ),
-        None,
-        None,
-    );
+    let mut engine = TuningEngine::offline(&config(
+        &path,
+        "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"maxmemory\"\nmin = \"64mb\"\nmax = \"1gb\"\nmax_step = \"128mb\"\n",
+    ));
     let known = [CurrentSetting {
         setting: redis("maxmemory", "0").action.setting,
         value: "268435456".into(),
@@ -741,5 +763,13 @@ async fn previews_touch_nothing_and_audit_nothing() {
     );
     let d = engine.preview(redis("hz", "20"), &[]).await;
     assert_eq!(d.verdict, Verdict::Refused);
+    // An offline engine never applies: decide() is a preview too.
+    let d = engine.decide(redis("maxmemory", "300mb")).await;
+    assert_eq!(d.verdict, Verdict::WouldApply, "{}", d.verdict_reason);
+    assert!(
+        d.verdict_reason.contains("from its current value"),
+        "{}",
+        d.verdict_reason
+    );
     assert!(!path.exists(), "nothing audited");
 }
