@@ -773,3 +773,105 @@ async fn previews_touch_nothing_and_audit_nothing() {
     );
     assert!(!path.exists(), "nothing audited");
 }
+
+#[tokio::test]
+async fn a_watch_that_ends_quietly_keeps_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = audit_path(&dir);
+    let intervals = Arc::new(MemoryIntervals::new([("system", Duration::from_secs(10))]));
+    let config = config(
+        &path,
+        "[tuning.policies.backoff]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"collector\"\ninstance = \"system\"\nparameter = \"interval-ms\"\nmin = \"5s\"\nmax = \"60s\"\n",
+    );
+    let engine = TuningEngine::new(&config, Some(intervals.clone()), None);
+    let handle = engine.handle();
+    let task = tokio::spawn(engine.run());
+    let mut p = proposal("backoff", Target::Collector, "system", "interval-ms", "20s");
+    p.revert_if = Some(RevertCondition {
+        metric: "system.cpu.utilization".into(),
+        attributes: vec![],
+        worse: Direction::Rises,
+        limit: 0.9,
+        window: Duration::from_secs(1),
+    });
+    let d = handle.decide(p).await.unwrap();
+    assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
+    let cpu = MetricDesc::new("system.cpu.utilization", "1", MetricKind::Gauge, "");
+    let mut b = BatchBuilder::new("system", "h");
+    b.point(&cpu, attrs([("state", "user")]), 0.2);
+    handle.observe(&b.build());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let kept = loop {
+        let rows = audit::fold(audit_lines(&path));
+        if let Some(kept) = rows[0].kept.clone() {
+            break kept;
+        }
+        assert!(std::time::Instant::now() < deadline, "no kept line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(kept.contains("did not get worse"), "{kept}");
+    assert_eq!(intervals.current("system"), Some(Duration::from_secs(20)));
+    assert_eq!(handle.stats().watching, 0);
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn garbage_floods_are_counted_not_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = audit_path(&dir);
+    let engine = TuningEngine::new(
+        &config(&path, "max_decisions_per_minute = 20\n"),
+        None,
+        None,
+    );
+    let handle = engine.handle();
+    // Before the engine runs its queue fills: the rest is dropped and counted.
+    for i in 0..(engine::QUEUE + 6) {
+        handle.submit(vec![redis("hz", &i.to_string())]);
+    }
+    assert_eq!(handle.stats().dropped, 6);
+    let task = tokio::spawn(engine.run());
+    // A decision through the same queue returns once everything before it is decided.
+    handle
+        .decide(proposal("other", Target::Redis, "main", "hz", "1"))
+        .await
+        .unwrap();
+    let garbage: Vec<Proposal> = (0..100_000)
+        .map(|i| {
+            proposal(
+                "junk",
+                Target::Redis,
+                &format!("nope-{i}"),
+                "x",
+                &"v".repeat(256),
+            )
+        })
+        .collect();
+    handle.submit(garbage);
+    let last = handle
+        .decide(proposal("other", Target::Redis, "main", "hz", "1"))
+        .await
+        .unwrap();
+    assert_eq!(last.verdict, Verdict::Refused);
+    assert!(last.repeat, "the same verdict as the first time");
+    let stats = handle.stats();
+    assert_eq!(stats.dropped, 6);
+    assert_eq!(stats.decisions["junk"]["refused"], 20);
+    assert_eq!(
+        stats.throttled,
+        (engine::QUEUE as u64 - 20) + (100_000 - 20)
+    );
+    // The queued "p" proposals: 20 audited, the rest throttled too.
+    assert_eq!(stats.decisions["p"]["refused"], 20);
+    let lines = audit_lines(&path);
+    assert_eq!(lines.len(), 20 + 20 + 1);
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
