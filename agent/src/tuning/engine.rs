@@ -255,6 +255,11 @@ impl TuningEngine {
             }
         }
         if preview.is_some() {
+            if decision.before.is_none() && decision.verdict != Verdict::Refused {
+                decision
+                    .verdict_reason
+                    .push_str("; max_step and the current value not checked: no server was asked");
+            }
             return decision;
         }
         if apply.is_none()

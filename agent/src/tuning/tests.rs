@@ -337,6 +337,8 @@ async fn refusals_name_their_reasons() {
     let bulk = redis_get("proto-max-bulk-len");
     let _flush_guard = RedisSetting::save("lazyfree-lazy-user-flush");
     let flush = redis_get("lazyfree-lazy-user-flush");
+    let _insert_guard = MysqlSetting::save("delayed_insert_limit").await;
+    let insert_limit = mysql_get("delayed_insert_limit").await;
     let shared_buffers = pg_show("shared_buffers").await;
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -375,6 +377,11 @@ target = "redis"
 instance = "main"
 parameter = "lazyfree-lazy-user-flush"
 values = ["maybe"]
+[[tuning.allow]]
+target = "mysql"
+instance = "db"
+parameter = "delayed_insert_limit"
+values = ["lots"]
 "#,
         ),
         None,
@@ -414,6 +421,10 @@ values = ["maybe"]
             redis("lazyfree-lazy-user-flush", "maybe"),
             "Redis refused CONFIG SET lazyfree-lazy-user-flush",
         ),
+        (
+            proposal("p", Target::Mysql, "db", "delayed_insert_limit", "lots"),
+            "the server refused it: Incorrect argument type",
+        ),
     ];
     for (p, expected) in cases {
         let action = p.action.to_string();
@@ -434,11 +445,12 @@ values = ["maybe"]
     assert_eq!(redis_get("proto-max-bulk-len"), bulk);
     assert_eq!(pg_show("shared_buffers").await, shared_buffers);
     let rows = audit::fold(audit_lines(&path));
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|r| r.outcome == Status::Refused));
-    // The server's refusal came after `applying` was audited: two lines, one decision.
-    assert_eq!(audit_lines(&path).len(), 10);
+    // The servers' refusals came after `applying` was audited: two lines per decision.
+    assert_eq!(audit_lines(&path).len(), 12);
     assert_eq!(redis_get("lazyfree-lazy-user-flush"), flush);
+    assert_eq!(mysql_get("delayed_insert_limit").await, insert_limit);
 }
 
 #[tokio::test]
