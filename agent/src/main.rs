@@ -94,7 +94,8 @@ enum ActionsCommand {
         id: u64,
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Restore even when the setting was changed since the decision.
+        /// Restore even when the setting was changed since the decision, or when the
+        /// agent stopped while applying it (outcome unknown).
         #[arg(long)]
         force: bool,
     },

@@ -379,7 +379,7 @@ async fn collector_changes_cannot_be_reverted_from_the_cli() {
     let audit = ws.dir.path().join("actions.jsonl");
     std::fs::write(
         &audit,
-        "{\"id\":1,\"time\":\"2026-11-26T09:00:00.000Z\",\"status\":\"applying\",\"kind\":\"proposal\",\"policy\":\"p\",\"target\":\"collector\",\"instance\":\"system\",\"parameter\":\"interval-ms\",\"value\":\"30000\",\"before\":\"10000\",\"restore\":{\"set\":\"10000\"}}\n{\"id\":1,\"time\":\"2026-11-26T09:00:00.001Z\",\"status\":\"applied\",\"after\":\"30000\"}\n",
+        "{\"id\":1,\"time\":\"2026-11-26T09:00:00.000Z\",\"status\":\"applying\",\"kind\":\"proposal\",\"policy\":\"p\",\"target\":\"collector\",\"instance\":\"system\",\"parameter\":\"interval-ms\",\"value\":\"30000\",\"before\":\"10000\",\"restore\":{\"set\":\"10000\"}}\n{\"id\":1,\"time\":\"2026-11-26T09:00:00.001Z\",\"status\":\"applied\",\"after\":\"30000\"}\n{\"id\":2,\"time\":\"2026-11-26T09:01:00.000Z\",\"status\":\"applying\",\"kind\":\"proposal\",\"policy\":\"p\",\"target\":\"redis\",\"instance\":\"main\",\"parameter\":\"hz\",\"value\":\"20\",\"before\":\"10\",\"restore\":{\"set\":\"10\"}}\n",
     )
     .unwrap();
     let out = actions(&path, &["revert", "1"]);
@@ -387,6 +387,20 @@ async fn collector_changes_cannot_be_reverted_from_the_cli() {
     assert!(!out.status.success(), "{text}");
     assert!(
         text.contains("return to the configured interval when the agent restarts"),
+        "{text}"
+    );
+    // Killed between `applying` and its outcome: shown as such, and not revertable blindly.
+    let list = actions(&path, &["list"]);
+    let text = output_text(&list);
+    assert!(
+        text.contains("unknown (the agent stopped while applying)"),
+        "{text}"
+    );
+    let unknown = actions(&path, &["revert", "2"]);
+    let text = output_text(&unknown);
+    assert!(!unknown.status.success(), "{text}");
+    assert!(
+        text.contains("is not an applied change") && text.contains("--force"),
         "{text}"
     );
     let missing = actions(&path, &["revert", "9"]);

@@ -73,11 +73,17 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
             format!("decision {id} records no previous value to restore"),
         );
     };
-    if original.outcome != Status::Applied {
+    let unknown = original.outcome == Status::Applying;
+    if original.outcome != Status::Applied && !(unknown && request.force) {
+        let hint = if unknown {
+            "; if it took effect, --force restores the value before it"
+        } else {
+            ""
+        };
         return refuse(
             decision,
             format!(
-                "decision {id} is not an applied change (it is {})",
+                "decision {id} is not an applied change (it is {}){hint}",
                 original.outcome_text()
             ),
         );
