@@ -163,6 +163,10 @@ impl TuningEngine {
     }
 
     async fn handle_msg(&mut self, msg: Msg) {
+        if let Some(config) = self.shared.take_pending() {
+            self.update(&config);
+            self.refresh_settings().await;
+        }
         match msg {
             Msg::Proposals(proposals) => {
                 for proposal in proposals {
@@ -174,10 +178,7 @@ impl TuningEngine {
                 let _ = reply.send(decision);
             }
             Msg::Observed(observation) => self.observed(observation).await,
-            Msg::Update(config) => {
-                self.update(&config);
-                self.refresh_settings().await;
-            }
+            Msg::Update => {}
         }
     }
 

@@ -68,7 +68,8 @@ pub(crate) enum Msg {
     Proposals(Vec<Proposal>),
     Decide(Box<Proposal>, oneshot::Sender<Decision>),
     Observed(Observation),
-    Update(Box<crate::config::Config>),
+    /// A new config waits in [`Shared::pending`].
+    Update,
 }
 
 /// What the handle and the engine share.
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     stats: Mutex<TuningStats>,
     dropped: AtomicU64,
     overflow_warned: AtomicBool,
+    /// A reloaded config not yet taken by the engine (never lost to a full queue).
+    pending: Mutex<Option<Box<crate::config::Config>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +101,10 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> std::sync::MutexGuard<'_, TuningStats> {
         lock(&self.stats)
+    }
+
+    pub(crate) fn take_pending(&self) -> Option<Box<crate::config::Config>> {
+        lock(&self.pending).take()
     }
 
     fn drop_count(&self, n: u64) {
@@ -178,11 +185,12 @@ impl TuningHandle {
     }
 
     /// Applies a reloaded config: the allowlist, the policies' modes, the instances.
+    /// It is taken before the next decision, even when the queue is full.
     pub fn update(&self, config: &crate::config::Config) {
-        if let Some(tx) = &self.inner.tx
-            && tx.try_send(Msg::Update(Box::new(config.clone()))).is_err()
-        {
-            tracing::warn!("the tuning engine did not take the new config (queue full or stopped)");
+        if let Some(tx) = &self.inner.tx {
+            *lock(&self.inner.shared.pending) = Some(Box::new(config.clone()));
+            // A wake-up only: when the queue is full, the next message takes it anyway.
+            let _ = tx.try_send(Msg::Update);
         }
     }
 

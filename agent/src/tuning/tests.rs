@@ -887,3 +887,40 @@ async fn garbage_floods_are_counted_not_audited() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_reloaded_config_applies_to_the_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = audit_path(&dir);
+    let engine = TuningEngine::new(&config(&path, ""), None, None);
+    let handle = engine.handle();
+    let task = tokio::spawn(engine.run());
+    let d = handle.decide(redis("hz", "11")).await.unwrap();
+    assert!(
+        d.verdict_reason.starts_with("not on the allowlist"),
+        "{}",
+        d.verdict_reason
+    );
+    assert!(handle.settings().is_empty());
+    handle.update(&config(
+        &path,
+        "[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"hz\"\nmin = 1\nmax = 500\n",
+    ));
+    let d = handle.decide(redis("hz", "11")).await.unwrap();
+    let hz = redis_get("hz");
+    if hz == "11" {
+        assert_eq!(d.verdict, Verdict::Unchanged);
+    } else {
+        assert_eq!(d.verdict, Verdict::DryRun, "{}", d.verdict_reason);
+    }
+    // The allowlisted setting is read for policies after the reload.
+    let settings = handle.settings();
+    assert_eq!(settings.len(), 1);
+    assert_eq!(settings[0].setting.parameter, "hz");
+    assert_eq!(settings[0].value, hz);
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
