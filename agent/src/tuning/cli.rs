@@ -157,7 +157,7 @@ pub async fn revert_decision(config: &Config, id: u64, force: bool) -> Result<De
         ),
         force,
     };
-    Ok(revert::revert(&targets, &audit::AuditLog::new(path), request).await)
+    revert::revert(&targets, &audit::AuditLog::new(path), request).await
 }
 
 #[cfg(test)]

@@ -528,7 +528,13 @@ impl TuningEngine {
             reason: observed,
             force: false,
         };
-        let decision = revert::revert(&self.targets, &self.audit, request).await;
+        let decision = match revert::revert(&self.targets, &self.audit, request).await {
+            Ok(decision) => decision,
+            Err(why) => {
+                tracing::warn!("no automatic revert of change {}: {why}", watch.id);
+                return;
+            }
+        };
         if decision.verdict == Verdict::Applied {
             self.gate.record_change(&watch.key, decision.time, false);
             if let Some(after) = &decision.after {

@@ -31,24 +31,50 @@ pub struct RevertRequest<'a> {
     pub force: bool,
 }
 
-/// Reverts `request.original`; every outcome past the first checks is audited.
-pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<'_>) -> Decision {
+/// Reverts `request.original`. `Err` when there is nothing to revert (no previous value
+/// recorded, not an applied change, already reverted): nothing is touched or audited.
+/// Every other outcome is an audited decision.
+pub async fn revert(
+    targets: &Targets,
+    audit: &AuditLog,
+    request: RevertRequest<'_>,
+) -> Result<Decision, String> {
     let original = request.original;
     let id = original.entry.id;
-    let key = row_key(original);
-    let before_change = original.entry.before.clone();
+    let (Some(key), Some(restore), Some(before_change)) = (
+        row_key(original),
+        original.entry.restore.clone(),
+        original.entry.before.clone(),
+    ) else {
+        return Err(format!(
+            "decision {id} records no previous value to restore"
+        ));
+    };
+    let unknown = original.outcome == Status::Applying;
+    if original.outcome != Status::Applied && !(unknown && request.force) {
+        let hint = if unknown {
+            "; if it took effect, --force restores the value before it"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "decision {id} is not an applied change (it is {}){hint}",
+            original.outcome_text()
+        ));
+    }
+    if let Some(by) = original.reverted_by {
+        return Err(format!(
+            "decision {id} was already reverted by decision {by}"
+        ));
+    }
     let mut decision = Decision {
         id: None,
         time: SystemTime::now(),
         kind: request.kind,
         policy: request.policy,
         action: Action {
-            setting: key.clone().unwrap_or(SettingKey {
-                target: super::action::Target::Collector,
-                instance: String::new(),
-                parameter: String::new(),
-            }),
-            value: before_change.clone().unwrap_or_default(),
+            setting: key.clone(),
+            value: before_change.clone(),
         },
         reason: request.reason,
         verdict: Verdict::Refused,
@@ -65,35 +91,6 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
         d.verdict_reason = why;
         d
     };
-    let (Some(key), Some(restore), Some(before_change)) =
-        (key, original.entry.restore.clone(), before_change)
-    else {
-        return refuse(
-            decision,
-            format!("decision {id} records no previous value to restore"),
-        );
-    };
-    let unknown = original.outcome == Status::Applying;
-    if original.outcome != Status::Applied && !(unknown && request.force) {
-        let hint = if unknown {
-            "; if it took effect, --force restores the value before it"
-        } else {
-            ""
-        };
-        return refuse(
-            decision,
-            format!(
-                "decision {id} is not an applied change (it is {}){hint}",
-                original.outcome_text()
-            ),
-        );
-    }
-    if let Some(by) = original.reverted_by {
-        return refuse(
-            decision,
-            format!("decision {id} was already reverted by decision {by}"),
-        );
-    }
     let set_by_change = original
         .entry
         .after
@@ -107,7 +104,7 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
             if matches!(e, TargetError::Failed(_)) {
                 decision.verdict = Verdict::Failed;
             }
-            return audit_one(audit, decision, None).await;
+            return Ok(audit_one(audit, decision, None).await);
         }
     };
     decision.before = Some(reading.value.clone());
@@ -117,7 +114,7 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
             "{key} is now {}, not {set_by_change} as decision {id} left it: it was changed since; use --force to restore {before_change} anyway",
             reading.value
         );
-        return audit_one(audit, refuse(decision, why), None).await;
+        return Ok(audit_one(audit, refuse(decision, why), None).await);
     }
     decision.verdict_reason = format!("restore {before_change}, the value before decision {id}");
     let mut entry = entry_of(&decision, Status::Applying);
@@ -127,8 +124,13 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
         tokio::task::spawn_blocking(move || log.record(&mut entry).map(|id| (id, entry))).await;
     let new_id = match recorded {
         Ok(Ok((new_id, _))) => new_id,
-        Ok(Err(e)) => return refuse(decision, e.to_string()),
-        Err(e) => return refuse(decision, format!("cannot write the audit file: {e}")),
+        Ok(Err(e)) => return Ok(refuse(decision, e.to_string())),
+        Err(e) => {
+            return Ok(refuse(
+                decision,
+                format!("cannot write the audit file: {e}"),
+            ));
+        }
     };
     decision.id = Some(new_id);
     let result = targets.restore(&key, &restore, &before_change).await;
@@ -163,7 +165,7 @@ pub async fn revert(targets: &Targets, audit: &AuditLog, request: RevertRequest<
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log.append(&outcome)).await {
         tracing::error!("revert {new_id} of {key}: {e}");
     }
-    decision
+    Ok(decision)
 }
 
 /// The first audit line of `decision` with `status`.
