@@ -449,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_never_share_an_id_or_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actions.jsonl");
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let log = AuditLog::new(&path);
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| log.record(&mut decision(Status::DryRun)).unwrap())
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u64> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=200).collect::<Vec<u64>>());
+        let (entries, skipped) = read_entries(&path).unwrap();
+        assert_eq!((entries.len(), skipped), (200, 0));
+    }
+
+    #[test]
     fn an_unwritable_file_is_an_error_naming_the_setting() {
         let dir = tempfile::tempdir().unwrap();
         // A directory where the file should be.
