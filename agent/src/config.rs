@@ -45,6 +45,8 @@ pub struct Config {
     pub export: ExportConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub tuning: TuningConfig,
 }
 
 /// `[http]`: the health, status and `/metrics` endpoint.
@@ -253,6 +255,20 @@ impl CollectConfig {
         }
     }
 
+    /// The source name of the collector `name` names: `system` (when enabled), a source
+    /// name (`redis:main`), or an instance name that only one kind uses.
+    pub fn collector_source(&self, name: &str) -> Option<String> {
+        if name == crate::collect::SYSTEM {
+            return self.system.enabled.then(|| name.to_owned());
+        }
+        let mut found = self.servers().filter_map(|(kind, instance)| {
+            let source = kind.source(&instance.name);
+            (instance.name == name || source == name).then_some(source)
+        });
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
     /// Every configured server with its kind.
     pub fn servers(&self) -> impl Iterator<Item = (ServerKind, &InstanceConfig)> {
         ServerKind::ALL
@@ -356,6 +372,8 @@ impl PluginsConfig {
             .unwrap_or_else(|| "{}".to_owned())
     }
 }
+
+pub use crate::tuning::config::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
 /// `[export]`: where data goes.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -571,6 +589,9 @@ impl Config {
                     *file = base.join(&*file);
                 }
             }
+            if config.tuning.audit_file.is_relative() {
+                config.tuning.audit_file = base.join(&config.tuning.audit_file);
+            }
             for dir in [&mut config.plugins.dir, &mut config.plugins.cache_dir] {
                 if dir.is_relative() && !dir.as_os_str().is_empty() {
                     *dir = base.join(&*dir);
@@ -703,6 +724,9 @@ impl Config {
                 invalid(&format!("export.alertmanager.{field}"), &problem)
             })?;
         }
+        self.tuning
+            .validate(&self.collect)
+            .map_err(|(field, problem)| invalid(&format!("tuning.{field}"), &problem))?;
         Ok(())
     }
 

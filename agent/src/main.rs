@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// The tuning audit trail: list decisions, revert an applied change.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
     /// Internal: compile the component on stdin into a compile-cache entry, under
     /// limits (the agent runs this as a short-lived child).
     #[command(name = vigil::plugin::compile::CHILD_SUBCOMMAND, hide = true)]
@@ -67,6 +72,32 @@ enum Command {
         memory_mib: u64,
         #[arg(long)]
         cpu_seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCommand {
+    /// Show the decisions in the audit file (`[tuning] audit_file` of the config).
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only decisions since then: a duration back from now (`1h`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per decision and line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the value a change replaced (audited like any change).
+    Revert {
+        /// The decision id (from `vigil actions list`).
+        id: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Restore even when the setting was changed since the decision, or when the
+        /// agent stopped while applying it (outcome unknown).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -137,6 +168,17 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Actions {
+            command:
+                ActionsCommand::List {
+                    config,
+                    since,
+                    json,
+                },
+        } => actions_list(config.as_deref(), since.as_deref(), json),
+        Command::Actions {
+            command: ActionsCommand::Revert { id, config, force },
+        } => actions_revert(config.as_deref(), id, force),
         Command::CompilePlugin { .. } => Ok(ExitCode::FAILURE),
     };
     match result {
@@ -226,6 +268,51 @@ fn request_reload(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "the agent at http://{addr} answered {status}: {}",
             body.trim()
+        )
+    }
+}
+
+/// `vigil actions list`.
+fn actions_list(
+    config_path: Option<&Path>,
+    since: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let since = since
+        .map(|s| vigil::tuning::cli::parse_since(s, std::time::SystemTime::now()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let rows =
+        vigil::tuning::cli::rows(&config.tuning.audit_file, since).map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout().lock();
+    vigil::tuning::cli::print(&rows, json, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil actions revert ID`.
+fn actions_revert(config_path: Option<&Path>, id: u64, force: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let decision = runtime
+        .block_on(vigil::tuning::cli::revert_decision(&config, id, force))
+        .map_err(anyhow::Error::msg)?;
+    let audited = match decision.id {
+        Some(new) => format!(" (decision {new})"),
+        None => String::new(),
+    };
+    if decision.verdict == vigil::tuning::Verdict::Applied {
+        println!(
+            "reverted decision {id}: {} is {} again{audited}",
+            decision.action.setting,
+            decision.after.as_deref().unwrap_or("?")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!(
+            "decision {id} not reverted ({}): {}{audited}",
+            decision.verdict,
+            decision.verdict_reason
         )
     }
 }

@@ -1,0 +1,224 @@
+//! The targets behind one interface: read a setting's current value, set it, restore it.
+//! Each server kind has its own module; this one finds the configured instance and
+//! dispatches.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::action::{SettingKey, Target};
+use super::decision::Restore;
+use super::{collector, mysql, postgres, redis};
+use crate::config::{CollectConfig, InstanceConfig, ServerKind};
+
+/// A setting as read from its server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// As the server reports it (`536870912`, `4MB`, `allkeys-lru`).
+    pub value: String,
+    /// PostgreSQL: the parameter's `pg_settings.unit` (bare numbers are in it).
+    pub pg_unit: Option<String>,
+    /// How to put this value back exactly.
+    pub restore: Restore,
+    /// Why the setting cannot be changed at all (a restart-only PostgreSQL parameter, a
+    /// read-only MySQL variable), if so.
+    pub refusal: Option<String>,
+}
+
+/// Why reading or changing a setting did not work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TargetError {
+    /// The server (or the target) refuses it: nothing changed; the gate's verdict is `refused`.
+    #[error("{0}")]
+    Refused(String),
+    /// It failed (unreachable, timeout, an error reply).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A boxed future that is `Send` (spelled out so the compiler checks it where the
+/// lifetimes are concrete: sqlx futures otherwise trip its higher-ranked inference).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs `work` within `timeout`.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    work: impl Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TargetError::Failed(format!(
+                "no answer within {timeout:?} (the instance's timeout)"
+            )))
+        })
+}
+
+/// The agent's own collector intervals, as the running agent has them. The supervisor
+/// implements it; [`MemoryIntervals`] is an in-memory one (tests, previews).
+pub trait CollectorIntervals: Send + Sync {
+    /// The interval collector `name` runs at now (`None`: no such collector).
+    fn current(&self, name: &str) -> Option<Duration>;
+    /// Makes collector `name` run every `interval` from now on.
+    fn set(&self, name: &str, interval: Duration) -> Result<(), String>;
+}
+
+/// Collector intervals kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryIntervals {
+    intervals: Mutex<HashMap<String, Duration>>,
+}
+
+impl MemoryIntervals {
+    /// Intervals for the collectors named in `intervals`.
+    pub fn new<'a>(intervals: impl IntoIterator<Item = (&'a str, Duration)>) -> Self {
+        MemoryIntervals {
+            intervals: Mutex::new(
+                intervals
+                    .into_iter()
+                    .map(|(name, d)| (name.to_owned(), d))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl CollectorIntervals for MemoryIntervals {
+    fn current(&self, name: &str) -> Option<Duration> {
+        self.intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
+    fn set(&self, name: &str, interval: Duration) -> Result<(), String> {
+        let mut intervals = self
+            .intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match intervals.get_mut(name) {
+            Some(slot) => {
+                *slot = interval;
+                Ok(())
+            }
+            None => Err(format!("no collector named {name:?}")),
+        }
+    }
+}
+
+/// Every target, for the instances of one config.
+#[derive(Clone)]
+pub struct Targets {
+    collect: CollectConfig,
+    intervals: Option<Arc<dyn CollectorIntervals>>,
+}
+
+impl Targets {
+    /// The targets of the instances in `collect`; collector intervals through `intervals`
+    /// (`None`: they cannot be read or changed here, e.g. in the CLI).
+    pub fn new(collect: CollectConfig, intervals: Option<Arc<dyn CollectorIntervals>>) -> Self {
+        Targets { collect, intervals }
+    }
+
+    /// Replaces the instances (a config reload).
+    pub fn set_collect(&mut self, collect: CollectConfig) {
+        self.collect = collect;
+    }
+
+    /// The configured instance a server setting lives on, if there is one.
+    pub fn instance(&self, key: &SettingKey) -> Option<&InstanceConfig> {
+        let kind = match key.target {
+            Target::Redis => ServerKind::Redis,
+            Target::Postgres => ServerKind::Postgres,
+            Target::Mysql => ServerKind::Mysql,
+            Target::Collector => return None,
+        };
+        self.collect
+            .instances(kind)
+            .iter()
+            .find(|i| i.name == key.instance)
+    }
+
+    /// Whether the instance (or collector) of `key` exists here.
+    pub fn has_instance(&self, key: &SettingKey) -> bool {
+        match key.target {
+            Target::Collector => self
+                .intervals
+                .as_ref()
+                .is_some_and(|i| i.current(&key.instance).is_some()),
+            _ => self.instance(key).is_some(),
+        }
+    }
+
+    fn server(&self, key: &SettingKey) -> Result<&InstanceConfig, TargetError> {
+        self.instance(key).ok_or_else(|| {
+            TargetError::Refused(format!(
+                "no [[collect.{}]] instance named {:?} is configured",
+                key.target, key.instance
+            ))
+        })
+    }
+
+    fn intervals(&self, key: &SettingKey) -> Result<&dyn CollectorIntervals, TargetError> {
+        self.intervals.as_deref().ok_or_else(|| {
+            TargetError::Refused(format!(
+                "collector intervals live in the running agent and cannot be read or changed from here (collector {:?}); they return to the configured interval when the agent restarts",
+                key.instance
+            ))
+        })
+    }
+
+    /// The current value of `key`.
+    pub async fn read(&self, key: &SettingKey) -> Result<Reading, TargetError> {
+        let parameter = key.parameter.as_str();
+        match key.target {
+            Target::Redis => redis::read(self.server(key)?, parameter).await,
+            Target::Postgres => postgres::read(self.server(key)?, parameter).await,
+            Target::Mysql => mysql::read(self.server(key)?, parameter).await,
+            Target::Collector => collector::read(self.intervals(key)?, key),
+        }
+    }
+
+    /// Sets `key` to `value`; returns the value read back.
+    pub async fn apply(&self, key: &SettingKey, value: &str) -> Result<String, TargetError> {
+        let parameter = key.parameter.as_str();
+        match key.target {
+            Target::Redis => redis::set(self.server(key)?, parameter, value).await,
+            Target::Postgres => {
+                postgres::set(
+                    self.server(key)?,
+                    parameter,
+                    &Restore::Set(value.into()),
+                    value,
+                )
+                .await
+            }
+            Target::Mysql => mysql::set(self.server(key)?, parameter, value).await,
+            Target::Collector => collector::set(self.intervals(key)?, key, value),
+        }
+    }
+
+    /// Puts `key` back as `restore` says; `expect` is the value it should then have.
+    /// Returns the value read back.
+    pub async fn restore(
+        &self,
+        key: &SettingKey,
+        restore: &Restore,
+        expect: &str,
+    ) -> Result<String, TargetError> {
+        match restore {
+            Restore::Set(value) if key.target != Target::Postgres => self.apply(key, value).await,
+            _ => match key.target {
+                Target::Postgres => {
+                    postgres::set(self.server(key)?, &key.parameter, restore, expect).await
+                }
+                _ => Err(TargetError::Failed(format!(
+                    "{} settings cannot be reset, only set",
+                    key.target
+                ))),
+            },
+        }
+    }
+}
