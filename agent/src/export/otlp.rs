@@ -170,6 +170,14 @@ impl OtlpExporter {
         self.logs.locked().push(proto::alert_record(event), 1);
     }
 
+    /// Queues a tuning decision as an OTLP log record (event name `vigil.tuning.decision`).
+    pub fn emit_decision(&self, decision: &crate::tuning::decision::Decision) {
+        if self.transport.is_none() {
+            return;
+        }
+        self.logs.locked().push(proto::decision_record(decision), 1);
+    }
+
     /// An export tick: what was recorded since the previous one is queued, to go out
     /// with the next [`Self::send`] as one request.
     pub fn snapshot(&self) {

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::alert::{AlertEvent, Transition};
 use crate::model::{Attributes, Batch, MetricKind, Severity};
+use crate::tuning::decision::{Decision, Verdict};
 
 /// A batch as it waits for export: the start time of each of its points, in
 /// [`Batch::points`] order (`None` for gauges).
@@ -204,6 +205,32 @@ pub fn alert_record(event: &AlertEvent) -> LogRecord {
         }),
         attributes: attrs,
         event_name: "vigil.alert".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A tuning decision as a log record (event name `vigil.tuning.decision`): applied changes
+/// and reverts as WARN (a server setting changed), failures as ERROR, the rest as INFO.
+pub fn decision_record(decision: &Decision) -> LogRecord {
+    let (number, text) = match decision.verdict {
+        Verdict::Failed => (SeverityNumber::Error, "ERROR"),
+        Verdict::Applied => (SeverityNumber::Warn, "WARN"),
+        _ => (SeverityNumber::Info, "INFO"),
+    };
+    LogRecord {
+        time_unix_nano: unix_nanos(decision.time),
+        observed_time_unix_nano: unix_nanos(SystemTime::now()),
+        severity_number: number as i32,
+        severity_text: text.to_owned(),
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(decision.summary())),
+        }),
+        attributes: decision
+            .attributes()
+            .into_iter()
+            .map(|(key, value)| string(key, value))
+            .collect(),
+        event_name: "vigil.tuning.decision".to_owned(),
         ..Default::default()
     }
 }

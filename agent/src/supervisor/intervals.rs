@@ -11,8 +11,7 @@ use tokio::sync::watch;
 
 use crate::sync::LockExt;
 
-/// Shortest interval a collector may be set to at run time.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+use crate::tuning::collector::MIN_INTERVAL;
 
 /// One collector's interval: what its config says, any override, and the channel its task follows.
 struct Entry {
@@ -57,24 +56,42 @@ impl CollectorIntervals {
         self.entries.locked().remove(name);
     }
 
+    /// The collector `name` names: a collector's own name (`system`, `redis:main`), or an
+    /// instance name (`main`) when exactly one collector has it.
+    fn resolve<'a>(entries: &'a mut HashMap<String, Entry>, name: &str) -> Option<&'a mut Entry> {
+        let key = if entries.contains_key(name) {
+            name.to_owned()
+        } else {
+            let suffix = format!(":{name}");
+            let mut found = entries.keys().filter(|k| k.ends_with(&suffix));
+            let first = found.next()?.clone();
+            if found.next().is_some() {
+                return None;
+            }
+            first
+        };
+        entries.get_mut(&key)
+    }
+}
+
+impl crate::tuning::CollectorIntervals for CollectorIntervals {
     /// The interval collector `name` runs at now; `None` when no such collector runs.
-    pub fn current(&self, name: &str) -> Option<Duration> {
-        self.entries
-            .locked()
-            .get(name)
-            .map(|e| *e.current.borrow())
+    fn current(&self, name: &str) -> Option<Duration> {
+        Self::resolve(&mut self.entries.locked(), name).map(|e| *e.current.borrow())
     }
 
     /// Makes collector `name` run every `interval` from its next round on.
-    pub fn set(&self, name: &str, interval: Duration) -> Result<(), String> {
+    fn set(&self, name: &str, interval: Duration) -> Result<(), String> {
         if interval < MIN_INTERVAL {
             return Err(format!(
                 "an interval of {interval:?} is below the shortest allowed, {MIN_INTERVAL:?}"
             ));
         }
         let mut entries = self.entries.locked();
-        let Some(entry) = entries.get_mut(name) else {
-            return Err(format!("no collector named {name:?} runs in this agent"));
+        let Some(entry) = Self::resolve(&mut entries, name) else {
+            return Err(format!(
+                "no collector named {name:?} runs in this agent (or more than one has that instance name: use KIND:NAME)"
+            ));
         };
         entry.override_ = (interval != entry.configured).then_some(interval);
         entry.current.send_replace(interval);
@@ -85,6 +102,8 @@ impl CollectorIntervals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::tuning::CollectorIntervals as _;
 
     #[test]
     fn an_override_follows_the_task_until_the_config_changes() {
@@ -100,6 +119,12 @@ mod tests {
         // Its configured interval changed: the operator's config wins.
         assert_eq!(*intervals.follow("system", secs(5)).borrow(), secs(5));
         assert!(intervals.set("nope", secs(1)).is_err());
+        // An instance name finds its collector when only one has it.
+        intervals.follow("redis:main", secs(10));
+        intervals.set("main", secs(30)).unwrap();
+        assert_eq!(intervals.current("redis:main"), Some(secs(30)));
+        intervals.follow("postgres:main", secs(10));
+        assert!(intervals.set("main", secs(30)).is_err(), "ambiguous");
         assert!(intervals.set("system", Duration::from_millis(1)).is_err());
     }
 }

@@ -179,6 +179,9 @@ impl TuningEngine {
             }
             Msg::Observed(observation) => self.observed(observation).await,
             Msg::Update => {}
+            Msg::Flush(reply) => {
+                let _ = reply.send(());
+            }
         }
     }
 

@@ -70,6 +70,8 @@ pub(crate) enum Msg {
     Observed(Observation),
     /// A new config waits in [`Shared::pending`].
     Update,
+    /// Answered once everything queued before it is decided.
+    Flush(oneshot::Sender<()>),
 }
 
 /// What the handle and the engine share.
@@ -182,6 +184,18 @@ impl TuningHandle {
             .await
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Completes once every proposal submitted before it is decided (at once when no
+    /// engine runs).
+    pub async fn flush(&self) {
+        let Some(sender) = self.inner.tx.as_ref() else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if sender.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Applies a reloaded config: the allowlist, the policies' modes, the instances.
