@@ -53,7 +53,16 @@ impl Supervisor {
     ) -> Result<(Arc<Supervisor>, Vec<Box<dyn Collector>>), StartError> {
         let host = host_name(config);
         let board = Arc::new(StatusBoard::default());
-        let pipeline = Arc::new(Pipeline::build(config, &host, board.clone(), compiler).await?);
+        let pipeline = Arc::new(
+            Pipeline::build(
+                config,
+                &host,
+                board.clone(),
+                compiler,
+                crate::tuning::TuningHandle::disabled(),
+            )
+            .await?,
+        );
         let collectors = crate::collect::build_all(config, &host)?;
         for collector in &collectors {
             board.collector_added(collector.name());
