@@ -65,32 +65,35 @@ impl Pre {
         let declared = declared_contracts(pre.component());
         let tried = |version: &str| declared.is_empty() || declared.contains(version);
         let mut failures = Vec::new();
+        let mut failed = |world: &str, error: wasmtime::Error| {
+            failures.push(format!("as a {world}: {}", error_chain(&error)));
+        };
         if tried("0.3.0") {
             match v0_3::AlertRulePre::new(pre.clone()) {
                 Ok(pre) => return Ok(Pre::Rule(pre)),
-                Err(e) => failures.push(format!("as a 0.3.0 alert-rule: {}", error_chain(&e))),
+                Err(e) => failed("0.3.0 alert-rule", e),
             }
             match v0_3::policy::TuningPolicyPre::new(pre.clone()) {
                 Ok(pre) => return Ok(Pre::Policy(pre)),
-                Err(e) => failures.push(format!("as a 0.3.0 tuning-policy: {}", error_chain(&e))),
+                Err(e) => failed("0.3.0 tuning-policy", e),
             }
         }
         if tried("0.2.0") {
             match v0_2::AlertRulePre::new(pre.clone()) {
                 Ok(pre) => return Ok(Pre::RuleV0_2(pre)),
-                Err(e) => failures.push(format!("as a 0.2.0 alert-rule: {}", error_chain(&e))),
+                Err(e) => failed("0.2.0 alert-rule", e),
             }
         }
         if tried("0.1.0") {
             match v0_1::AlertRulePre::new(pre) {
                 Ok(pre) => return Ok(Pre::RuleV0_1(pre)),
-                Err(e) => failures.push(format!("as a 0.1.0 alert-rule: {}", error_chain(&e))),
+                Err(e) => failed("0.1.0 alert-rule", e),
             }
         }
         if failures.is_empty() {
             let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
             return Err(format!(
-                "it imports vigil:plugin version {}",
+                "it imports the interfaces of vigil:plugin {}, none of them accepted",
                 declared.join(" and ")
             ));
         }
