@@ -543,6 +543,58 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_swapped_while_batches_are_in_flight_decides_each_batch_once() {
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        let counting = |runtime: &PluginRuntime| {
+            PluginInstance::load(
+                runtime,
+                vigil_testkit::plugins::ECHO_POLICY.as_ref(),
+                "policy",
+                r#"{"mode":"count"}"#.into(),
+            )
+            .unwrap()
+        };
+        registry.install(counting(&runtime));
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = {
+            let reasons = reasons.clone();
+            Arc::new(move |evaluation: Evaluation, _: &Batch| {
+                if let Ok(Some(Output::Proposals(proposals))) = evaluation.outcome {
+                    let mut reasons = reasons.lock().unwrap();
+                    reasons.extend(proposals.into_iter().map(|p| p.reason));
+                }
+            })
+        };
+
+        // Batches from distinct sources (none replaces another while waiting) are handed
+        // out without waiting, while new versions are swapped in from another thread.
+        let swapping = Arc::new(AtomicBool::new(true));
+        let swapper = {
+            let (registry, runtime, swapping) =
+                (registry.clone(), runtime.clone(), swapping.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    registry.install(counting(&runtime));
+                }
+                swapping.store(false, Ordering::SeqCst);
+            })
+        };
+        let mut sent = 0;
+        while swapping.load(Ordering::SeqCst) || sent < 40 {
+            sent += 1;
+            registry.dispatch(&batch_from(&format!("s{sent}")), &no_inputs(), &handler);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        swapper.join().unwrap();
+        registry.idle().await;
+
+        // Each batch was proposed for once, each version counting on from the last one.
+        let expected: Vec<String> = (1..=sent).map(|n| format!("n={n}")).collect();
+        assert_eq!(*reasons.lock().unwrap(), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_plugin_holds_back_neither_other_plugins_nor_status() {
         let runtime = runtime(Duration::from_secs(5));
         let registry = PluginRegistry::new(runtime.clone(), 1000);
