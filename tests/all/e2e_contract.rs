@@ -189,9 +189,21 @@ async fn policies_run_beside_alert_rules_and_bad_ones_are_counted_and_quarantine
         assert_eq!(p["contract"], "0.3.0", "{name}: {p:#}");
     }
     assert_eq!(plugin("tune")["consecutive_failures"], 0, "{status:#}");
+    // Each bad policy's run of failures is logged once (the rest are counted), and its
+    // quarantine says why.
     let log = agent.log();
+    assert_eq!(
+        log.matches("plugin flood: returned invalid output").count(),
+        1,
+        "{log}"
+    );
     assert!(log.contains("1000 proposals; the limit is 100"), "{log}");
+    assert_eq!(log.matches("plugin crash: trapped").count(), 1, "{log}");
     assert!(log.contains("trapping as asked"), "{log}");
+    assert!(
+        log.contains("plugin crash quarantined for 5s after 3 failures in a row (the last: trap)"),
+        "{log}"
+    );
 }
 
 #[test]

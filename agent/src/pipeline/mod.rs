@@ -187,13 +187,19 @@ impl Pipeline {
                 return;
             }
             Err(error) => {
-                tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                // A plugin failing batch after batch is logged once per run of failures
+                // (its first); the rest are counted, and logged at debug.
+                if evaluation.failures_in_a_row <= 1 {
+                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                } else {
+                    tracing::debug!(plugin = %evaluation.plugin, cause = error.cause(), failures_in_a_row = evaluation.failures_in_a_row, "{error}");
+                }
                 self.count(Event::PluginFailed {
                     plugin: &evaluation.plugin,
                     cause: error.cause(),
                 });
                 if let Some(period) = evaluation.quarantined_for {
-                    tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "plugin {} quarantined for {period:?} after {} failures in a row (the last: {}); its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin, evaluation.failures_in_a_row, error.cause());
                     self.count(Event::PluginQuarantined {
                         plugin: &evaluation.plugin,
                     });

@@ -69,6 +69,9 @@ pub struct Evaluation {
     pub outcome: Result<Option<Output>, EvalError>,
     /// Set when this failure put the plugin in quarantine, for how long.
     pub quarantined_for: Option<Duration>,
+    /// Failed calls in a row, this one included (0 when it succeeded): a run of failures
+    /// is logged once, at its first.
+    pub failures_in_a_row: u32,
 }
 
 /// What a plugin looks like from outside, for status and telemetry.

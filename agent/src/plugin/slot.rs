@@ -153,16 +153,18 @@ impl PluginSlot {
         let outcome = instance.run(batch, inputs);
         let duration = started.elapsed();
         let memory_bytes = instance.memory_bytes();
-        let quarantined_for = {
+        let (quarantined_for, failures_in_a_row) = {
             let mut health = self.health();
             health.memory_bytes = memory_bytes;
-            health.record(&self.name, outcome.is_err(), quarantine_after)
+            let quarantined_for = health.record(&self.name, outcome.is_err(), quarantine_after);
+            (quarantined_for, health.consecutive_failures)
         };
         done(Evaluation {
             plugin: self.name.clone(),
             duration,
             outcome,
             quarantined_for,
+            failures_in_a_row,
         });
         Outcome::Evaluated
     }
