@@ -1,11 +1,15 @@
 //! Test fixture: an alert rule built against `vigil:plugin@0.2.0` (wit/v0.2.0), to prove the
-//! agent still loads that contract. It reports `legacy-above` for every series of `metric`
-//! whose value is above `limit`, keyed by the series' attributes.
+//! agent still loads the previous contract. It reports `legacy-above` for every series of
+//! `metric` whose value is above `limit`, keyed by the series' attributes.
 //!
 //! Settings: `{"metric": "system.memory.utilization", "limit": 0.5}`.
+//!
+//! In 0.2.0 a batch carries its series table only when it changed: the fixture keeps the
+//! last table of each source, as every 0.2.0 plugin must.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::Deserialize;
 
@@ -31,8 +35,28 @@ fn settings() -> Result<Settings, String> {
 }
 
 thread_local! {
-    /// The series table last given for each source (0.2.0 sends a table only when it changed).
-    static TABLES: RefCell<HashMap<String, SeriesTable>> = RefCell::new(HashMap::new());
+    /// The series table last given for each source.
+    static TABLES: RefCell<HashMap<String, Rc<SeriesTable>>> = RefCell::new(HashMap::new());
+}
+
+/// The table `batch` belongs to: the one it carries (kept for its source), else the kept one.
+fn table_of(batch: &mut Batch) -> Result<Rc<SeriesTable>, String> {
+    match batch.table.take() {
+        Some(table) => {
+            let table = Rc::new(table);
+            TABLES.with_borrow_mut(|t| t.insert(batch.source.clone(), table.clone()));
+            Ok(table)
+        }
+        None => TABLES
+            .with_borrow(|t| t.get(&batch.source).cloned())
+            .filter(|t| t.id == batch.table_id)
+            .ok_or_else(|| {
+                format!(
+                    "no series table {} kept for source {:?}",
+                    batch.table_id, batch.source
+                )
+            }),
+    }
 }
 
 struct Legacy;
@@ -48,43 +72,30 @@ impl Guest for Legacy {
 
     fn evaluate(mut batch: Batch) -> Result<Vec<Finding>, String> {
         let settings = settings()?;
-        if let Some(table) = batch.table.take() {
-            TABLES.with_borrow_mut(|t| t.insert(batch.source.clone(), table));
-        }
-        TABLES.with_borrow(|tables| {
-            let table = tables
-                .get(&batch.source)
-                .filter(|t| t.id == batch.table_id)
-                .ok_or_else(|| {
-                    format!(
-                        "no series table {} kept for {:?}",
-                        batch.table_id, batch.source
-                    )
-                })?;
-            let Some(metric) = table.metrics.iter().position(|m| m.name == settings.metric) else {
-                return Ok(Vec::new());
-            };
-            Ok(table
-                .series
-                .iter()
-                .zip(&batch.values)
-                .filter(|(s, v)| s.metric as usize == metric && **v > settings.limit)
-                .map(|(s, v)| Finding {
-                    rule: "legacy-above".into(),
-                    key: s
-                        .attributes
-                        .iter()
-                        .map(|a| format!("{}={}", a.key, a.value))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    severity: Severity::Warning,
-                    summary: format!("{} = {v} > {}", settings.metric, settings.limit),
-                    value: Some(*v),
-                    labels: s.attributes.clone(),
-                    for_ms: 0,
-                })
-                .collect())
-        })
+        let table = table_of(&mut batch)?;
+        let Some(metric) = table.metrics.iter().position(|m| m.name == settings.metric) else {
+            return Ok(Vec::new());
+        };
+        Ok(table
+            .series
+            .iter()
+            .zip(&batch.values)
+            .filter(|(s, v)| s.metric as usize == metric && **v > settings.limit)
+            .map(|(s, v)| Finding {
+                rule: "legacy-above".into(),
+                key: s
+                    .attributes
+                    .iter()
+                    .map(|a| format!("{}={}", a.key, a.value))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                severity: Severity::Warning,
+                summary: format!("{} = {v} > {}", settings.metric, settings.limit),
+                value: Some(*v),
+                labels: s.attributes.clone(),
+                for_ms: 0,
+            })
+            .collect())
     }
 }
 
