@@ -10,7 +10,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::alert::AlertBook;
 use crate::config::Config;
 use crate::fixture::BatchFixture;
-use crate::plugin::bindings::v0_2::vigil::plugin::types as wit;
+use crate::plugin::bindings::v0_3::vigil::plugin::types as wit;
 use crate::plugin::convert::{Interests, findings_from};
 use crate::plugin::host::PluginKv;
 use crate::plugin::instance::check_info;

@@ -10,7 +10,9 @@ use vigil::check::check;
 use vigil::config::Config;
 use vigil::fixture::BatchFixture;
 use vigil::plugin::compile::{ChildArgs, run_child};
-use vigil::plugin::{ChildCompiler, Compiler, PluginInstance, PluginRuntime};
+use vigil::plugin::{
+    ChildCompiler, Compiler, Output, PluginInstance, PluginKind, PluginRuntime, PolicyInputs,
+};
 use vigil::supervisor::Supervisor;
 
 /// vigil: a WebAssembly-extensible observability agent.
@@ -103,8 +105,9 @@ enum ActionsCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Evaluate a plugin on a batch fixture and print its findings as JSON (what the
-    /// plugin wrote to stdout/stderr goes to stderr).
+    /// Evaluate a plugin on a batch fixture and print its findings as JSON, or, for a
+    /// tuning policy, its proposals as JSON, one per line (what the plugin wrote to
+    /// stdout/stderr goes to stderr).
     Test {
         /// The plugin component (.wasm).
         plugin: PathBuf,
@@ -115,7 +118,8 @@ enum PluginCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Print the plugin contract versions (`vigil:plugin@VERSION`) this agent loads.
+    /// Print the plugin contract versions (`vigil:plugin@VERSION`) this agent loads, each
+    /// with the worlds it loads of it.
     Versions,
 }
 
@@ -163,8 +167,8 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Versions,
         } => {
-            for version in vigil::plugin::bindings::ACCEPTED_VERSIONS {
-                println!("vigil:plugin@{version}");
+            for (version, worlds) in vigil::plugin::bindings::ACCEPTED_WORLDS {
+                println!("vigil:plugin@{version} ({})", worlds.join(", "));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -386,11 +390,27 @@ fn plugin_test(
         .with_compiler(child_compiler(&config)?);
     let mut instance =
         PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;
-    let evaluated = instance.evaluate(&fixture.to_batch());
+    let evaluated = instance.run(&fixture.to_batch(), &PolicyInputs::default());
     if let Some(output) = instance.last_output() {
         eprintln!("plugin output:\n{}", output.trim_end());
     }
-    let findings = evaluated?.unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&findings)?);
+    match evaluated? {
+        Some(Output::Proposals(proposals)) => {
+            for proposal in proposals {
+                let line = serde_json::json!({
+                    "policy": proposal.policy,
+                    "action": proposal.action,
+                    "reason": proposal.reason,
+                    "revert_if": proposal.revert_if,
+                });
+                println!("{line}");
+            }
+        }
+        Some(Output::Findings(findings)) => {
+            println!("{}", serde_json::to_string_pretty(&findings)?);
+        }
+        None if instance.kind() == PluginKind::TuningPolicy => {}
+        None => println!("[]"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,13 +1,15 @@
-//! The pipeline stage: turns each batch into exports and alert events.
+//! The pipeline stage: turns each batch into exports, alert events and tuning proposals.
 //!
 //! ```text
 //! batch ─> publish (export queue, /metrics, sparklines)
-//!       └> plugins ─> findings ─> alert book ─> alert events ─> OTLP logs, Alertmanager
+//!       ├> tuning (automatic-revert watches)
+//!       └> plugins ─> alert rules ─> findings ─> alert book ─> alert events ─> OTLP logs, Alertmanager
+//!                  └> tuning policies (+ firing alerts, current settings) ─> proposals ─> tuning gate
 //! ```
 //!
-//! It owns the plugin set, the alert book and the sinks; it knows nothing about where
-//! batches come from (the supervisor's collector tasks) or when they are sent (the
-//! supervisor's export loop).
+//! It owns the plugin set, the alert book and the sinks, and holds a handle on the tuning
+//! engine; it knows nothing about where batches come from (the supervisor's collector
+//! tasks) or when they are sent (the supervisor's export loop).
 
 mod plugins;
 
@@ -21,10 +23,13 @@ use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
-use crate::plugin::{Compiler, Evaluation, PluginRegistry, PluginRuntime, PluginStatus};
+use crate::plugin::{
+    Compiler, Evaluation, Output, PluginRegistry, PluginRuntime, PluginStatus, PolicyInputs,
+};
 use crate::status::StatusBoard;
 use crate::sync::LockExt;
 use crate::telemetry::{Event, PluginGauges, SelfTelemetry};
+use crate::tuning::TuningHandle;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,8 @@ pub struct Pipeline {
     /// The plugin set: read without a lock, each plugin evaluating in its own lane.
     plugins: PluginRegistry,
     alerts: Mutex<AlertBook>,
+    /// Where tuning policies' proposals go, and where their current settings come from.
+    tuning: TuningHandle,
     exporter: OtlpExporter,
     /// Delivery of firing and resolved alerts to Alertmanager, when configured.
     alertmanager: Option<AlertmanagerSink>,
@@ -68,13 +75,15 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Sets up export, the plugin runtime (compiling with `compiler`) with no plugin
-    /// loaded yet, and starts the Alertmanager sink. Must run inside Tokio.
+    /// loaded yet, and starts the Alertmanager sink; tuning policies' proposals go to
+    /// `tuning` ([`TuningHandle::disabled`] drops them). Must run inside Tokio.
     /// [`Pipeline::load_plugins`] loads the plugin directory.
     pub async fn build(
         config: &Config,
         host: &str,
         board: Arc<StatusBoard>,
         compiler: Compiler,
+        tuning: TuningHandle,
     ) -> Result<Pipeline, StartError> {
         let exporter = if config.export.otlp.enabled {
             OtlpExporter::new(&config.export, host)?
@@ -103,6 +112,7 @@ impl Pipeline {
             host: host.to_owned(),
             plugins: registry,
             alerts: Mutex::new(AlertBook::default()),
+            tuning,
             exporter,
             alertmanager,
             telemetry,
@@ -112,16 +122,32 @@ impl Pipeline {
         })
     }
 
-    /// Exports `batch` and hands it to every plugin; returns without waiting for them.
-    /// Each plugin evaluates it in its own lane, and its findings become alert events
-    /// as soon as it is done ([`Pipeline::plugins_idle`] waits for all of them).
+    /// Exports `batch`, shows it to the tuning engine's automatic-revert watches, and
+    /// hands it to every plugin; returns without waiting for them. Each plugin evaluates
+    /// it in its own lane: an alert rule's findings become alert events, a tuning
+    /// policy's proposals go to the tuning engine, as soon as it is done
+    /// ([`Pipeline::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
         self.publish(&batch);
+        self.tuning.observe(&batch);
         let pipeline = self.clone();
         let handler: Arc<crate::plugin::lane::Handler> =
             Arc::new(move |evaluation, batch: &Batch| pipeline.evaluated(evaluation, batch));
-        self.plugins.dispatch(&Arc::new(batch), &handler);
+        let inputs = Arc::new(self.policy_inputs());
+        self.plugins.dispatch(&Arc::new(batch), &inputs, &handler);
         self.record_self_telemetry();
+    }
+
+    /// What tuning policies are shown beside the next batch: the alerts firing now and
+    /// the allowlisted settings' current values (nothing while no policy is loaded).
+    fn policy_inputs(&self) -> PolicyInputs {
+        if !self.plugins.has_policies() {
+            return PolicyInputs::default();
+        }
+        PolicyInputs {
+            firing: self.firing_alerts().into(),
+            settings: self.tuning.settings(),
+        }
     }
 
     /// Completes once every batch handed to the plugins so far was evaluated (or skipped).
@@ -139,7 +165,8 @@ impl Pipeline {
         }
     }
 
-    /// Counts one plugin's evaluation of `batch` and turns its findings into alert events.
+    /// Counts one plugin's evaluation of `batch` and turns its findings into alert events,
+    /// or hands its proposals to the tuning engine.
     fn evaluated(&self, evaluation: Evaluation, batch: &Batch) {
         if !matches!(evaluation.outcome, Ok(None)) {
             self.count(Event::PluginEvaluated {
@@ -150,15 +177,29 @@ impl Pipeline {
         }
         let findings = match evaluation.outcome {
             Ok(None) => return,
-            Ok(Some(findings)) => findings,
+            Ok(Some(Output::Findings(findings))) => findings,
+            Ok(Some(Output::Proposals(proposals))) => {
+                if !proposals.is_empty() {
+                    tracing::debug!(plugin = %evaluation.plugin, proposals = proposals.len(), "tuning policy proposed actions");
+                    self.tuning.submit(proposals);
+                }
+                self.record_self_telemetry();
+                return;
+            }
             Err(error) => {
-                tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                // A plugin failing batch after batch is logged once per run of failures
+                // (its first); the rest are counted, and logged at debug.
+                if evaluation.failures_in_a_row <= 1 {
+                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "{error}");
+                } else {
+                    tracing::debug!(plugin = %evaluation.plugin, cause = error.cause(), failures_in_a_row = evaluation.failures_in_a_row, "{error}");
+                }
                 self.count(Event::PluginFailed {
                     plugin: &evaluation.plugin,
                     cause: error.cause(),
                 });
                 if let Some(period) = evaluation.quarantined_for {
-                    tracing::warn!(plugin = %evaluation.plugin, "plugin {} quarantined for {period:?} after repeated failures; its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin);
+                    tracing::warn!(plugin = %evaluation.plugin, cause = error.cause(), "plugin {} quarantined for {period:?} after {} failures in a row (the last: {}); its alerts are resolved with reason \"plugin quarantined\"", evaluation.plugin, evaluation.failures_in_a_row, error.cause());
                     self.count(Event::PluginQuarantined {
                         plugin: &evaluation.plugin,
                     });

@@ -1,4 +1,4 @@
-//! The `vigil:plugin/host` interface (both contract versions): what a plugin may ask of
+//! The `vigil:plugin/host` interface (every contract version): what a plugin may ask of
 //! the agent, and the per-instance state behind it.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::limits::Limiter;
 use super::output::GuestOutput;
 
@@ -147,11 +147,10 @@ impl WasiView for PluginState {
 }
 
 /// Implements one contract version's `host` interface on [`PluginState`]; the versions
-/// differ only in their generated types.
+/// differ only in their generated types. (0.3.0's tuning-policy world shares the alert
+/// rule's interfaces, and 0.2.0 shares 0.3.0's `types`, so neither needs more.)
 macro_rules! host_interface {
     ($version:ident) => {
-        impl $version::vigil::plugin::types::Host for PluginState {}
-
         impl $version::vigil::plugin::host::Host for PluginState {
             fn log(&mut self, level: $version::vigil::plugin::host::LogLevel, message: String) {
                 use $version::vigil::plugin::host::LogLevel;
@@ -184,6 +183,9 @@ macro_rules! host_interface {
     };
 }
 
+impl v0_3::vigil::plugin::types::Host for PluginState {}
+impl v0_1::vigil::plugin::types::Host for PluginState {}
+host_interface!(v0_3);
 host_interface!(v0_2);
 host_interface!(v0_1);
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::evaluation::Evaluation;
+use super::evaluation::{Evaluation, PolicyInputs};
 use crate::model::Batch;
 use crate::sync::LockExt;
 
@@ -24,6 +24,8 @@ pub type Handler = dyn Fn(Evaluation, &Batch) + Send + Sync;
 /// One batch for one plugin.
 pub struct Job {
     pub batch: Arc<Batch>,
+    /// What a tuning policy is shown beside the batch (taken when it was handed out).
+    pub inputs: Arc<PolicyInputs>,
     pub done: Arc<Handler>,
 }
 

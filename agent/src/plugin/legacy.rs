@@ -1,9 +1,9 @@
 //! The `vigil:plugin@0.1.0` adapter: plugins built against the previous contract keep
 //! loading. Their batches carry the whole series table every time (0.1.0 has no other
-//! layout); their findings and self-description are the same records as in 0.2.0.
+//! layout); their findings and self-description are the same records as in 0.3.0.
 
 use super::bindings::v0_1::vigil::plugin::types as old;
-use super::bindings::v0_2::vigil::plugin::types as wit;
+use super::bindings::v0_3::vigil::plugin::types as wit;
 use super::convert::{Interests, unix_nanos, wanted_part};
 use crate::model::Batch;
 
@@ -46,7 +46,7 @@ fn attribute(a: wit::Attribute) -> old::Attribute {
     }
 }
 
-/// A 0.1.0 finding as its 0.2.0 twin (the records are the same).
+/// A 0.1.0 finding as its 0.3.0 twin (the records are the same).
 pub fn finding(f: old::Finding) -> wit::Finding {
     wit::Finding {
         rule: f.rule,
@@ -70,7 +70,7 @@ pub fn finding(f: old::Finding) -> wit::Finding {
     }
 }
 
-/// A 0.1.0 self-description as its 0.2.0 twin.
+/// A 0.1.0 self-description as its 0.3.0 twin.
 pub fn plugin_info(info: old::PluginInfo) -> wit::PluginInfo {
     wit::PluginInfo {
         name: info.name,

@@ -1,15 +1,19 @@
-//! The WebAssembly plugin runtime: alert-rule components run under wasmtime, sandboxed
-//! (no files, sockets or environment), with a CPU deadline and a memory cap per call.
+//! The WebAssembly plugin runtime: alert-rule and tuning-policy components run under
+//! wasmtime, sandboxed (no files, sockets or environment), with a CPU deadline and a
+//! memory cap per call.
 //!
 //! - [`limits`]: the deadline, memory cap and findings cap of a call, and the store limiter.
 //! - [`runtime`]: the engine and its epoch ticker.
-//! - [`bindings`]: the contract versions the agent accepts (0.2.0, and 0.1.0 through [`legacy`]).
+//! - [`bindings`]: the contract versions the agent accepts (0.3.0 alert rules and tuning
+//!   policies, 0.2.0 alert rules, and 0.1.0 alert rules through [`legacy`]).
 //! - [`host`]: the `vigil:plugin/host` functions plugins import; [`output`]: their captured stdout/stderr.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values (a series table only when it changed), findings back out (validated).
+//! - [`proposal`]: firing alerts and settings into WIT values, a policy's proposals back out (validated).
 //! - [`compile`]: compiling components in a short-lived child process (or in-process).
 //! - [`cache`], [`function_cache`]: compiled components and functions reused across runs and versions.
-//! - [`evaluation`]: what the set reports: an evaluation's outcome, a plugin's status.
+//! - [`evaluation`]: what the set reports: an evaluation's outcome (findings or
+//!   proposals), what policies are shown beside a batch, a plugin's status.
 //! - [`slot`]: one installed version of a plugin, under its own lock, with its health.
 //! - [`lane`]: the batches waiting for one plugin, drained by one worker per plugin.
 //! - [`registry`]: every plugin of a directory, published lock-free and evaluated side by side.
@@ -26,6 +30,7 @@ pub mod lane;
 pub mod legacy;
 pub mod limits;
 pub mod output;
+pub mod proposal;
 pub mod registry;
 pub mod runtime;
 pub mod slot;
@@ -33,7 +38,7 @@ pub mod slot;
 use std::path::PathBuf;
 
 pub use compile::{ChildCompiler, Compiler};
-pub use evaluation::{Evaluation, PluginStatus};
+pub use evaluation::{Evaluation, Output, PluginKind, PluginStatus, PolicyInputs};
 pub use instance::{PluginInfo, PluginInstance};
 pub use limits::PluginLimits;
 pub use registry::PluginRegistry;
@@ -51,7 +56,7 @@ pub enum LoadError {
     #[error("plugin {path}: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error(
-        "plugin {path}: does not implement the vigil:plugin/alert-rule world of a contract version the agent accepts (0.2.0, 0.1.0): {reason}; generate its bindings from the agent's wit/ directory"
+        "plugin {path}: does not implement the vigil:plugin/alert-rule world or the vigil:plugin/tuning-policy world of a contract version the agent accepts (alert-rule: 0.3.0, 0.2.0, 0.1.0; tuning-policy: 0.3.0): {reason}; generate its bindings from the agent's wit/ directory (`vigil plugin versions` lists what it accepts)"
     )]
     WrongWorld { path: PathBuf, reason: String },
     #[error("plugin {path}: failed to start: {reason}")]
@@ -88,6 +93,10 @@ pub enum EvalError {
     Reported { plugin: String, reason: String },
     #[error("plugin {plugin}: could not be restarted after a failure: {reason}")]
     Restart { plugin: String, reason: String },
+    /// The agent called the plugin wrongly (e.g. `evaluate` on a tuning policy): a bug in
+    /// the agent, not the plugin's fault.
+    #[error("plugin {plugin}: internal error in the agent: {reason}")]
+    Internal { plugin: String, reason: String },
 }
 
 impl EvalError {
@@ -100,6 +109,7 @@ impl EvalError {
             EvalError::InvalidOutput { .. } => "invalid-output",
             EvalError::Reported { .. } => "plugin-error",
             EvalError::Restart { .. } => "restart",
+            EvalError::Internal { .. } => "internal",
         }
     }
 }

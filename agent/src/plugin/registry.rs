@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::LoadError;
-pub use super::evaluation::{Evaluation, PluginStatus};
+pub use super::evaluation::{Evaluation, PluginKind, PluginStatus, PolicyInputs};
 use super::instance::PluginInstance;
 use super::lane::{Handler, InFlight, Job, Lane};
 use super::runtime::PluginRuntime;
@@ -141,7 +141,7 @@ impl PluginRegistry {
         match loaded {
             Ok(instance) => {
                 let info = instance.info();
-                tracing::info!(plugin = name, version = %info.version, contract = %info.contract, interests = ?info.interests, "plugin loaded");
+                tracing::info!(plugin = name, version = %info.version, contract = %info.contract, kind = %info.kind, interests = ?info.interests, "plugin loaded");
                 self.install(instance);
                 true
             }
@@ -279,16 +279,28 @@ impl PluginRegistry {
             .collect()
     }
 
+    /// Whether a tuning policy is loaded (quarantined ones included).
+    pub fn has_policies(&self) -> bool {
+        self.shared
+            .published
+            .load()
+            .slots
+            .values()
+            .any(|slot| slot.kind() == PluginKind::TuningPolicy)
+    }
+
     /// Hands `batch` to every loaded plugin and returns at once. Each plugin evaluates
-    /// it in its own lane (one after the other per plugin, side by side across plugins)
-    /// unless it is in quarantine, and `done` gets each [`Evaluation`]. Must run inside Tokio.
-    pub fn dispatch(&self, batch: &Arc<Batch>, done: &Arc<Handler>) {
+    /// it (alert rules) or proposes for it, shown `inputs` (tuning policies), in its own
+    /// lane (one after the other per plugin, side by side across plugins) unless it is in
+    /// quarantine, and `done` gets each [`Evaluation`]. Must run inside Tokio.
+    pub fn dispatch(&self, batch: &Arc<Batch>, inputs: &Arc<PolicyInputs>, done: &Arc<Handler>) {
         for (name, slot) in &self.shared.published.load().slots {
             self.shared.in_flight.add();
             let pushed = slot.lane.push(
                 name,
                 Job {
                     batch: batch.clone(),
+                    inputs: inputs.clone(),
                     done: done.clone(),
                 },
             );
@@ -337,9 +349,12 @@ fn evaluate(shared: &Shared, name: &str, job: &Job) {
         let Some(slot) = shared.published.load().slots.get(name).cloned() else {
             return;
         };
-        let outcome = slot.evaluate(&job.batch, shared.quarantine_after, |evaluation| {
-            (job.done)(evaluation, &job.batch)
-        });
+        let outcome = slot.evaluate(
+            &job.batch,
+            &job.inputs,
+            shared.quarantine_after,
+            |evaluation| (job.done)(evaluation, &job.batch),
+        );
         if outcome != Outcome::Retired {
             return;
         }
@@ -355,7 +370,7 @@ mod tests {
 
     use super::*;
     use crate::model::{BatchBuilder, MetricDesc, MetricKind};
-    use crate::plugin::PluginLimits;
+    use crate::plugin::{Output, PluginLimits};
     use vigil_testkit::plugins::MISBEHAVE;
 
     fn runtime(deadline: Duration) -> Arc<PluginRuntime> {
@@ -383,6 +398,10 @@ mod tests {
         batch_from("test")
     }
 
+    fn no_inputs() -> Arc<PolicyInputs> {
+        Arc::new(PolicyInputs::default())
+    }
+
     fn batch_from(source: &str) -> Arc<Batch> {
         let metric = MetricDesc::new("test.value", "1", MetricKind::Gauge, "");
         let mut builder = BatchBuilder::new(source, "h");
@@ -408,7 +427,7 @@ mod tests {
         let found = Arc::new(Mutex::new(Vec::new()));
         let sink = found.clone();
         let handler: Arc<Handler> = Arc::new(move |evaluation: Evaluation, _: &Batch| {
-            if let Ok(Some(findings)) = evaluation.outcome {
+            if let Ok(Some(Output::Findings(findings))) = evaluation.outcome {
                 for finding in findings {
                     sink.lock()
                         .unwrap()
@@ -417,6 +436,78 @@ mod tests {
             }
         });
         (found, handler)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn policies_propose_in_their_lanes_shown_the_inputs_of_their_batch() {
+        use crate::tuning::{CurrentSetting, SettingKey, Target};
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        registry.install(misbehave(&runtime, "rule", "ok"));
+        assert!(!registry.has_policies());
+        let policy = PluginInstance::load(
+            &runtime,
+            vigil_testkit::plugins::ECHO_POLICY.as_ref(),
+            "policy",
+            r#"{"mode":"inputs"}"#.into(),
+        )
+        .unwrap();
+        registry.install(policy);
+        assert!(registry.has_policies());
+        let kinds: Vec<(String, PluginKind)> = registry
+            .statuses()
+            .into_iter()
+            .map(|s| (s.name, s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("policy".to_owned(), PluginKind::TuningPolicy),
+                ("rule".to_owned(), PluginKind::AlertRule)
+            ]
+        );
+
+        let outputs = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = {
+            let outputs = outputs.clone();
+            Arc::new(move |evaluation: Evaluation, _: &Batch| {
+                outputs
+                    .lock()
+                    .unwrap()
+                    .push((evaluation.plugin, evaluation.outcome.unwrap()));
+            })
+        };
+        let inputs = Arc::new(PolicyInputs {
+            firing: Arc::from(Vec::new()),
+            settings: Arc::from(vec![CurrentSetting {
+                setting: SettingKey {
+                    target: Target::Redis,
+                    instance: "cache".into(),
+                    parameter: "maxmemory".into(),
+                },
+                value: "100mb".into(),
+            }]),
+        });
+        registry.dispatch(&batch(), &inputs, &handler);
+        registry.idle().await;
+        let mut outputs = std::mem::take(&mut *outputs.lock().unwrap());
+        outputs.sort_by(|a, b| a.0.cmp(&b.0));
+        match &outputs[..] {
+            [
+                (policy, Some(Output::Proposals(proposals))),
+                (rule, Some(Output::Findings(findings))),
+            ] => {
+                assert_eq!((policy.as_str(), rule.as_str()), ("policy", "rule"));
+                assert_eq!(findings.len(), 1);
+                assert_eq!(proposals.len(), 1);
+                assert_eq!(proposals[0].policy, "policy");
+                assert_eq!(
+                    proposals[0].action.to_string(),
+                    "redis cache maxmemory = 100mb"
+                );
+            }
+            other => panic!("unexpected outputs: {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +531,7 @@ mod tests {
         };
         let mut sent = 0;
         while swapping.load(Ordering::SeqCst) || sent < 10 {
-            registry.dispatch(&batch(), &handler);
+            registry.dispatch(&batch(), &no_inputs(), &handler);
             sent += 1;
             registry.idle().await;
         }
@@ -449,6 +540,58 @@ mod tests {
         // Every batch was evaluated once, each version counting on from the last one.
         let expected: Vec<f64> = (1..=sent).map(f64::from).collect();
         assert_eq!(counts(&found, "counter"), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_swapped_while_batches_are_in_flight_decides_each_batch_once() {
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        let counting = |runtime: &PluginRuntime| {
+            PluginInstance::load(
+                runtime,
+                vigil_testkit::plugins::ECHO_POLICY.as_ref(),
+                "policy",
+                r#"{"mode":"count"}"#.into(),
+            )
+            .unwrap()
+        };
+        registry.install(counting(&runtime));
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = {
+            let reasons = reasons.clone();
+            Arc::new(move |evaluation: Evaluation, _: &Batch| {
+                if let Ok(Some(Output::Proposals(proposals))) = evaluation.outcome {
+                    let mut reasons = reasons.lock().unwrap();
+                    reasons.extend(proposals.into_iter().map(|p| p.reason));
+                }
+            })
+        };
+
+        // Batches from distinct sources (none replaces another while waiting) are handed
+        // out without waiting, while new versions are swapped in from another thread.
+        let swapping = Arc::new(AtomicBool::new(true));
+        let swapper = {
+            let (registry, runtime, swapping) =
+                (registry.clone(), runtime.clone(), swapping.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    registry.install(counting(&runtime));
+                }
+                swapping.store(false, Ordering::SeqCst);
+            })
+        };
+        let mut sent = 0;
+        while swapping.load(Ordering::SeqCst) || sent < 40 {
+            sent += 1;
+            registry.dispatch(&batch_from(&format!("s{sent}")), &no_inputs(), &handler);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        swapper.join().unwrap();
+        registry.idle().await;
+
+        // Each batch was proposed for once, each version counting on from the last one.
+        let expected: Vec<String> = (1..=sent).map(|n| format!("n={n}")).collect();
+        assert_eq!(*reasons.lock().unwrap(), expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,7 +619,7 @@ mod tests {
         // `slow` loops for its 5 s deadline on the first batch and has the others
         // waiting; `counter` evaluates all three meanwhile, and status answers.
         for source in ["a", "b", "c"] {
-            registry.dispatch(&batch_from(source), &handler);
+            registry.dispatch(&batch_from(source), &no_inputs(), &handler);
         }
         while done("counter") < 3 {
             assert_eq!(done("slow"), 0, "counter waited for the busy plugin");
@@ -492,7 +635,7 @@ mod tests {
 
         // Newer batches from the sources still waiting for `slow` replace them.
         for source in ["b", "c"] {
-            registry.dispatch(&batch_from(source), &handler);
+            registry.dispatch(&batch_from(source), &no_inputs(), &handler);
         }
         let skipped = |registry: &PluginRegistry, plugin: &str| {
             registry

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::evaluation::{Evaluation, PluginStatus};
+use super::evaluation::{Evaluation, PluginKind, PluginStatus, PolicyInputs};
 use super::host::PluginKv;
 use super::instance::{PluginInfo, PluginInstance};
 use super::lane::Lane;
@@ -127,12 +127,18 @@ impl PluginSlot {
             .locked_as(&format!("plugin {} health", self.name))
     }
 
-    /// Evaluates `batch` unless the plugin is in quarantine, and hands the result to
-    /// `done` before the plugin's lock is released. Waits only for this plugin's call
-    /// in flight, if any.
+    /// The world this version implements.
+    pub fn kind(&self) -> PluginKind {
+        self.info.kind
+    }
+
+    /// Evaluates `batch` (an alert rule) or proposes for it, shown `inputs` (a tuning
+    /// policy), unless the plugin is in quarantine, and hands the result to `done` before
+    /// the plugin's lock is released. Waits only for this plugin's call in flight, if any.
     pub fn evaluate(
         &self,
         batch: &Batch,
+        inputs: &PolicyInputs,
         quarantine_after: u32,
         done: impl FnOnce(Evaluation),
     ) -> Outcome {
@@ -144,19 +150,21 @@ impl PluginSlot {
             return Outcome::Retired;
         };
         let started = Instant::now();
-        let outcome = instance.evaluate(batch);
+        let outcome = instance.run(batch, inputs);
         let duration = started.elapsed();
         let memory_bytes = instance.memory_bytes();
-        let quarantined_for = {
+        let (quarantined_for, failures_in_a_row) = {
             let mut health = self.health();
             health.memory_bytes = memory_bytes;
-            health.record(&self.name, outcome.is_err(), quarantine_after)
+            let quarantined_for = health.record(&self.name, outcome.is_err(), quarantine_after);
+            (quarantined_for, health.consecutive_failures)
         };
         done(Evaluation {
             plugin: self.name.clone(),
             duration,
             outcome,
             quarantined_for,
+            failures_in_a_row,
         });
         Outcome::Evaluated
     }
@@ -177,6 +185,7 @@ impl PluginSlot {
             name: self.name.clone(),
             version: self.info.version.clone(),
             contract: self.info.contract.clone(),
+            kind: self.info.kind,
             content_hash: self.content_hash.clone(),
             quarantined: health.quarantined(Instant::now()),
             consecutive_failures: health.consecutive_failures,

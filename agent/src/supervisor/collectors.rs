@@ -42,19 +42,15 @@ impl CollectorTasks {
         pipeline: Arc<Pipeline>,
         board: Arc<StatusBoard>,
         all_stop: watch::Receiver<bool>,
+        intervals: Arc<CollectorIntervals>,
     ) -> Self {
         CollectorTasks {
             pipeline,
             board,
             running: Mutex::default(),
             all_stop,
-            intervals: Arc::default(),
+            intervals,
         }
-    }
-
-    /// The collectors' intervals (read and changed by tuning actions).
-    pub(super) fn intervals(&self) -> &Arc<CollectorIntervals> {
-        &self.intervals
     }
 
     /// Runs `collector` on its interval in a task of its own, in place of any running

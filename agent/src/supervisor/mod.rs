@@ -9,7 +9,7 @@ pub mod intervals;
 mod reloads;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,6 +24,7 @@ use crate::pipeline::{Pipeline, StartError, host_name};
 use crate::status::{AgentStatus, ExportStatus, StatusBoard, StatusSource};
 use crate::sync::LockExt;
 use crate::telemetry::Event;
+use crate::tuning::{DecisionSink, TuningEngine, TuningHandle};
 use crate::watch::Change;
 
 /// The running agent: its stages and tasks.
@@ -38,6 +39,8 @@ pub struct Supervisor {
     stop: watch::Sender<bool>,
     /// The last config reload failure reported, so it is reported once.
     config_failures: crate::reload::FailureMemory,
+    /// The tuning engine (its task runs until the last handle is gone).
+    tuning: TuningHandle,
 }
 
 impl Supervisor {
@@ -54,14 +57,42 @@ impl Supervisor {
     ) -> Result<(Arc<Supervisor>, Vec<Box<dyn Collector>>), StartError> {
         let host = host_name(config);
         let board = Arc::new(StatusBoard::default());
-        let pipeline = Arc::new(Pipeline::build(config, &host, board.clone(), compiler).await?);
+        let intervals = Arc::new(intervals::CollectorIntervals::default());
+        // Decisions become OTLP log records; the pipeline (which owns the exporter) is
+        // built after the engine, so the sink finds it through a late-set weak reference.
+        let exporter_of: Arc<OnceLock<Weak<Pipeline>>> = Arc::default();
+        let sink: DecisionSink = {
+            let exporter_of = exporter_of.clone();
+            Arc::new(move |decision| {
+                if let Some(pipeline) = exporter_of.get().and_then(Weak::upgrade) {
+                    pipeline.exporter().emit_decision(decision);
+                }
+            })
+        };
+        let engine = TuningEngine::new(
+            config,
+            Some(intervals.clone() as Arc<dyn crate::tuning::CollectorIntervals>),
+            Some(sink),
+        );
+        let tuning = engine.handle();
+        let pipeline = Arc::new(
+            Pipeline::build(config, &host, board.clone(), compiler, tuning.clone()).await?,
+        );
+        let _ = exporter_of.set(Arc::downgrade(&pipeline));
+        tokio::spawn(engine.run());
         let collectors = crate::collect::build_all(config, &host)?;
         for collector in &collectors {
             board.collector_added(collector.name());
         }
         let stop = watch::channel(false).0;
         let supervisor = Arc::new(Supervisor {
-            collectors: CollectorTasks::new(pipeline.clone(), board.clone(), stop.subscribe()),
+            collectors: CollectorTasks::new(
+                pipeline.clone(),
+                board.clone(),
+                stop.subscribe(),
+                intervals,
+            ),
+            tuning,
             host,
             config_path: config_path.map(Path::to_owned),
             config: Mutex::new(config.clone()),
@@ -95,6 +126,7 @@ impl Supervisor {
         }
         let deadline = Instant::now() + self.shutdown_timeout();
         self.pipeline.plugins_idle_until(deadline).await;
+        self.decide_proposals_until(deadline).await;
         exports::snapshot(&self.pipeline);
         tokio::join!(
             exports::deliver_until(&self.pipeline, &self.board, deadline),
@@ -225,6 +257,9 @@ impl Supervisor {
         self.pipeline
             .apply_plugin_config(&old.plugins, &new.plugins)
             .await;
+        if old.tuning != new.tuning || old.collect != new.collect {
+            self.tuning.update(&new);
+        }
         tracing::info!(config = %path.display(), "config reloaded");
         true
     }
@@ -275,12 +310,25 @@ impl Supervisor {
             }
         }
         self.pipeline.plugins_idle_until(deadline).await;
+        self.decide_proposals_until(deadline).await;
         exports::snapshot(&self.pipeline);
         tokio::join!(
             exports::deliver_until(&self.pipeline, &self.board, deadline),
             self.pipeline.deliver_alerts_until(deadline)
         );
         tracing::info!("stopped");
+    }
+
+    /// Waits until the tuning engine decided every proposal made so far, or `deadline` passes.
+    async fn decide_proposals_until(&self, deadline: Instant) {
+        if tokio::time::timeout_at(deadline, self.tuning.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "tuning proposals still undecided at the shutdown deadline; abandoned (nothing was applied for them)"
+            );
+        }
     }
 }
 
