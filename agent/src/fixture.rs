@@ -1,4 +1,5 @@
-//! Batch fixtures: a readable JSON form of a batch, for `vigil plugin test` and tests.
+//! Fixtures for `vigil plugin test` and tests: a readable JSON form of a batch, and for
+//! tuning policies the firing alerts and current settings they are shown.
 //!
 //! ```json
 //! {"source": "system", "host": "web-1", "points": [
@@ -7,10 +8,13 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind};
+use crate::alert::{Alert, AlertKey, AlertState};
+use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity};
+use crate::tuning::{CurrentSetting, SettingKey, Target};
 
 /// A batch as written in a fixture file.
 #[derive(Debug, Deserialize)]
@@ -92,5 +96,126 @@ mod tests {
                 .unwrap_err()
                 .contains("pointz")
         );
+    }
+}
+
+/// A firing alert as written in a `--firing` fixture (a JSON list of these):
+/// `{"plugin": "threshold", "rule": "high-memory", "key": "", "severity": "warning",
+///   "value": 0.95, "since": "2026-11-26T08:00:00Z"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiringFixture {
+    pub plugin: String,
+    pub rule: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// When it started firing (RFC 3339); default: now.
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+/// Parses a `--firing` fixture into the alerts a policy is shown; `origin` names it in errors.
+pub fn firing_alerts(json: &str, origin: &str) -> Result<Vec<Alert>, String> {
+    let fixtures: Vec<FiringFixture> = serde_json::from_str(json)
+        .map_err(|e| format!("invalid firing-alerts fixture {origin}: {e}"))?;
+    fixtures
+        .into_iter()
+        .map(|f| {
+            let since = match &f.since {
+                Some(text) => humantime::parse_rfc3339_weak(text).map_err(|e| {
+                    format!("invalid firing-alerts fixture {origin}: since {text:?}: {e}")
+                })?,
+                None => SystemTime::now(),
+            };
+            Ok(Alert {
+                key: AlertKey {
+                    plugin: f.plugin,
+                    rule: f.rule,
+                    key: f.key,
+                },
+                source: "fixture".into(),
+                state: AlertState::Firing,
+                severity: f.severity,
+                summary: f.summary,
+                value: f.value,
+                labels: Default::default(),
+                hold_for: Duration::ZERO,
+                active_since: since,
+                firing_since: Some(since),
+            })
+        })
+        .collect()
+}
+
+/// A setting's current value as written in a `--settings` fixture (a JSON list of these):
+/// `{"target": "redis", "instance": "main", "parameter": "maxmemory", "value": "268435456"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingFixture {
+    pub target: Target,
+    pub instance: String,
+    pub parameter: String,
+    pub value: String,
+}
+
+/// Parses a `--settings` fixture into the current settings a policy is shown (and the
+/// gate's preview compares with); `origin` names it in errors.
+pub fn current_settings(json: &str, origin: &str) -> Result<Vec<CurrentSetting>, String> {
+    let fixtures: Vec<SettingFixture> = serde_json::from_str(json)
+        .map_err(|e| format!("invalid settings fixture {origin}: {e}"))?;
+    Ok(fixtures
+        .into_iter()
+        .map(|f| CurrentSetting {
+            setting: SettingKey {
+                target: f.target,
+                instance: f.instance,
+                parameter: f.parameter,
+            },
+            value: f.value,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod policy_fixture_tests {
+    use super::*;
+
+    #[test]
+    fn firing_and_settings_fixtures_parse_and_name_their_errors() {
+        let alerts = firing_alerts(
+            r#"[{"plugin":"threshold","rule":"high-memory","value":0.95,"since":"2026-11-26T08:00:00Z"}]"#,
+            "a.json",
+        )
+        .unwrap();
+        assert_eq!(alerts[0].key.rule, "high-memory");
+        assert_eq!(alerts[0].severity, Severity::Warning);
+        assert!(alerts[0].firing_since.is_some());
+        let error = firing_alerts(
+            r#"[{"plugin":"x","rule":"r","since":"yesterday"}]"#,
+            "a.json",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("a.json") && error.contains("yesterday"),
+            "{error}"
+        );
+        let settings = current_settings(
+            r#"[{"target":"redis","instance":"main","parameter":"maxmemory","value":"100"}]"#,
+            "s.json",
+        )
+        .unwrap();
+        assert_eq!(settings[0].setting.target, Target::Redis);
+        let error = current_settings(r#"[{"target":"oracle"}]"#, "s.json").unwrap_err();
+        assert!(error.contains("s.json"), "{error}");
     }
 }

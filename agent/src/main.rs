@@ -114,9 +114,16 @@ enum PluginCommand {
         /// The batch fixture (JSON; see the README).
         #[arg(long)]
         batch: PathBuf,
-        /// Config whose [plugins.settings.NAME] and limits apply.
+        /// Config whose [plugins.settings.NAME] and limits apply (and, for a tuning
+        /// policy, whose [tuning] gate judges its proposals).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Tuning policies: the alerts firing now (JSON list; see the README).
+        #[arg(long)]
+        firing: Option<PathBuf>,
+        /// Tuning policies: the current values of settings (JSON list; see the README).
+        #[arg(long)]
+        settings: Option<PathBuf>,
     },
     /// Print the plugin contract versions (`vigil:plugin@VERSION`) this agent loads, each
     /// with the worlds it loads of it.
@@ -162,8 +169,18 @@ fn main() -> ExitCode {
                     plugin,
                     batch,
                     config,
+                    firing,
+                    settings,
                 },
-        } => plugin_test(&plugin, &batch, config.as_deref()),
+        } => plugin_test(
+            &plugin,
+            TestInputs {
+                batch: &batch,
+                firing: firing.as_deref(),
+                settings: settings.as_deref(),
+            },
+            config.as_deref(),
+        ),
         Command::Plugin {
             command: PluginCommand::Versions,
         } => {
@@ -371,16 +388,39 @@ fn run_check(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// What `vigil plugin test` runs a plugin on.
+struct TestInputs<'a> {
+    batch: &'a Path,
+    firing: Option<&'a Path>,
+    settings: Option<&'a Path>,
+}
+
+/// Reads fixture `path` and parses it with `parse` (which names the file in its errors).
+fn read_fixture<T>(
+    path: &Path,
+    what: &str,
+    parse: impl FnOnce(&str, &str) -> Result<T, String>,
+) -> anyhow::Result<T> {
+    let json = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} fixture {}", path.display()))?;
+    parse(&json, &path.display().to_string()).map_err(anyhow::Error::msg)
+}
+
 fn plugin_test(
     plugin: &Path,
-    batch: &Path,
+    inputs: TestInputs<'_>,
     config_path: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let json = std::fs::read_to_string(batch)
-        .with_context(|| format!("cannot read batch fixture {}", batch.display()))?;
-    let fixture =
-        BatchFixture::parse(&json, &batch.display().to_string()).map_err(anyhow::Error::msg)?;
+    let fixture = read_fixture(inputs.batch, "batch", BatchFixture::parse)?;
+    let firing = match inputs.firing {
+        Some(path) => read_fixture(path, "firing-alerts", vigil::fixture::firing_alerts)?,
+        None => Vec::new(),
+    };
+    let settings = match inputs.settings {
+        Some(path) => read_fixture(path, "settings", vigil::fixture::current_settings)?,
+        None => Vec::new(),
+    };
     let name = plugin
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -390,18 +430,30 @@ fn plugin_test(
         .with_compiler(child_compiler(&config)?);
     let mut instance =
         PluginInstance::load(&runtime, plugin, &name, config.plugins.settings_json(&name))?;
-    let evaluated = instance.run(&fixture.to_batch(), &PolicyInputs::default());
+    let policy_inputs = PolicyInputs {
+        firing: firing.into(),
+        settings: settings.clone().into(),
+    };
+    let evaluated = instance.run(&fixture.to_batch(), &policy_inputs);
     if let Some(output) = instance.last_output() {
         eprintln!("plugin output:\n{}", output.trim_end());
     }
     match evaluated? {
         Some(Output::Proposals(proposals)) => {
+            // The gate's verdict under this config, touching no server and auditing nothing.
+            let mut gate = vigil::tuning::TuningEngine::offline(&config);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             for proposal in proposals {
+                let decision = runtime.block_on(gate.preview(proposal.clone(), &settings));
                 let line = serde_json::json!({
                     "policy": proposal.policy,
                     "action": proposal.action,
                     "reason": proposal.reason,
                     "revert_if": proposal.revert_if,
+                    "verdict": decision.verdict.as_str(),
+                    "verdict_reason": decision.verdict_reason,
+                    "before": decision.before,
                 });
                 println!("{line}");
             }

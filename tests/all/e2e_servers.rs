@@ -11,11 +11,11 @@ use std::time::Duration;
 use sqlx::{Connection, Row};
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, plugin_test, vigil};
 use vigil_testkit::http::get_until;
-use vigil_testkit::redis::{OwnRedis, free_port};
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
 };
+use vigil_testkit::redis::{OwnRedis, free_port};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
