@@ -373,7 +373,9 @@ impl PluginsConfig {
     }
 }
 
-pub use crate::tuning::config::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
+mod tuning;
+
+pub use tuning::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
 /// `[export]`: where data goes.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_testkit::agent::{AgentProcess, Workspace, output_text, run_to_end};
 use vigil_testkit::otlp::OtlpReceiver;
-use vigil_testkit::plugins::{ECHO_POLICY, REDIS_MEMORY};
+use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, PG_WORK_MEM, REDIS_MEMORY};
 use vigil_testkit::redis::OwnRedis;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -386,4 +386,241 @@ async fn reloading_a_policy_in_flight_loses_no_decision_and_makes_none_twice() {
         .filter(|l| l.contains("tuning decision") && l.contains("nowhere"))
         .count();
     assert_eq!(logged, 1, "{log}");
+}
+
+#[test]
+fn plugin_test_prints_each_proposal_with_the_gates_verdict_and_touches_nothing() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fixtures");
+    let ws = Workspace::new().unwrap();
+    let plugin = ws.add_plugin("agent-interval", AGENT_INTERVAL).unwrap();
+    let run = |mode: &str, max_step: &str| {
+        let config = ws
+            .write_config(&format!(
+                "[plugins.settings.agent-interval]\nfor_batches = 1\n\
+                 [tuning]\naudit_file = \"actions.jsonl\"\n\
+                 [tuning.policies.agent-interval]\nmode = \"{mode}\"\n\
+                 [[tuning.allow]]\ntarget = \"collector\"\ninstance = \"system\"\n\
+                 parameter = \"interval-ms\"\nmin = \"5s\"\nmax = \"60s\"\nmax_step = \"{max_step}\"\n"
+            ))
+            .unwrap();
+        let output = run_to_end(
+            VIGIL,
+            &[
+                "plugin",
+                "test",
+                plugin.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--batch",
+                &format!("{fixtures}/cpu-busy.json"),
+                "--firing",
+                &format!("{fixtures}/firing.json"),
+                "--settings",
+                &format!("{fixtures}/settings.json"),
+            ],
+        )
+        .unwrap();
+        assert!(output.status.success(), "{}", output_text(&output));
+        let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{}", output_text(&output));
+        lines.into_iter().next().unwrap()
+    };
+    // Host CPU at 97 %, the system collector every 10 s: back off to 20 s.
+    let dry = run("dry-run", "30s");
+    assert_eq!(dry["action"]["value"], "20000");
+    assert_eq!(dry["before"], "10000");
+    assert_eq!(dry["verdict"], "dry-run", "{dry}");
+    let enforced = run("enforce", "30s");
+    assert_eq!(enforced["verdict"], "would-apply", "{enforced}");
+    // The same proposal beyond the largest step the operator allows is refused, with why.
+    let narrow = run("enforce", "5s");
+    assert_eq!(narrow["verdict"], "refused", "{narrow}");
+    assert!(
+        narrow["verdict_reason"].as_str().unwrap().contains("step"),
+        "{narrow}"
+    );
+    assert!(
+        !ws.plugins()
+            .parent()
+            .unwrap()
+            .join("actions.jsonl")
+            .exists(),
+        "plugin test audits nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_change_reverts_itself_when_the_watched_metric_gets_worse() {
+    let redis = OwnRedis::start_free();
+    let url = redis.url();
+    let before = config_get(&url, "maxmemory-samples");
+    assert_ne!(before, "7");
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("sampler", ECHO_POLICY).unwrap();
+    // The change asks to be undone when more than 6 clients connect within a minute.
+    let extra = format!(
+        r#"
+[[collect.redis]]
+name = "own"
+url = "{url}"
+interval = "300ms"
+
+[plugins.settings.sampler]
+interests = ["redis.*"]
+proposals = [{{ action = "redis-config-set", instance = "own", parameter = "maxmemory-samples", value = "7", reason = "sample more keys", revert_if = {{ metric = "redis.clients.connected", worse = "rises", limit = 6, window_ms = 60000 }} }}]
+
+[tuning]
+audit_file = "actions.jsonl"
+settings_refresh = "1s"
+
+[tuning.policies.sampler]
+mode = "enforce"
+
+[[tuning.allow]]
+target = "redis"
+instance = "own"
+parameter = "maxmemory-samples"
+min = 1
+max = 10
+max_changes = 1
+per = "1h"
+"#
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "300ms", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || config_get(
+            &url,
+            "maxmemory-samples"
+        ) == "7"),
+        "not applied: {}",
+        agent.log()
+    );
+    // Things get worse: ten more clients.
+    let crowd: Vec<redis::Connection> = (0..10).map(|_| redis_conn(&url)).collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            config_get(&url, "maxmemory-samples") == before
+        }),
+        "not reverted: {:?}\n{}",
+        listed(&config),
+        agent.log()
+    );
+    drop(crowd);
+    let rows = listed(&config);
+    let change = rows
+        .iter()
+        .find(|r| field(r, "kind") == "proposal" && r["reverted_by"].is_u64())
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    let revert = rows
+        .iter()
+        .find(|r| field(r, "kind") == "auto-revert")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(revert["reverts"], change["id"]);
+    assert_eq!(field(revert, "status"), "applied");
+    assert_eq!(field(revert, "value"), before);
+    assert!(
+        field(revert, "reason").contains("redis.clients.connected"),
+        "{revert}"
+    );
+    // The policy keeps proposing the change: the rate limit holds it off.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(config_get(&url, "maxmemory-samples"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dry_run_a_policy_changes_nothing_and_the_trail_says_what_would_have() {
+    use sqlx::{Connection, Row};
+    const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let show = || async {
+        let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+        sqlx::query("SELECT current_setting('work_mem')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get::<String, _>(0)
+    };
+    let before = show().await;
+    // Queries that spill to temporary files (this session's own small work_mem).
+    let stop = Arc::new(AtomicBool::new(false));
+    let spilling = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+                sqlx::raw_sql("SET work_mem = '64kB'")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    sqlx::raw_sql(
+                        "SELECT g FROM generate_series(1, 100000) g ORDER BY g DESC LIMIT 1",
+                    )
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+    };
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("pg-work-mem", PG_WORK_MEM).unwrap();
+    let extra = format!(
+        r#"
+[[collect.postgres]]
+name = "spilling"
+url = "{PG_URL}"
+interval = "1s"
+
+[plugins.settings.pg-work-mem]
+for_batches = 2
+temp_files_per_min = 1
+
+[tuning]
+audit_file = "actions.jsonl"
+settings_refresh = "1s"
+
+[[tuning.allow]]
+target = "postgres"
+instance = "spilling"
+parameter = "work_mem"
+min = "1MB"
+max = "1GB"
+"#
+    );
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, "grpc", "1s", &extra))
+        .unwrap();
+    let agent = AgentProcess::start(VIGIL, &config).unwrap();
+    let decided = wait_until(Duration::from_secs(40), || {
+        listed(&config)
+            .iter()
+            .any(|r| field(r, "policy") == "pg-work-mem")
+    });
+    stop.store(true, Ordering::Relaxed);
+    spilling.join().unwrap();
+    assert!(decided, "no decision: {}", agent.log());
+    let rows = listed(&config);
+    let row = rows
+        .iter()
+        .find(|r| field(r, "policy") == "pg-work-mem")
+        .unwrap();
+    assert_eq!(field(row, "status"), "dry-run", "{row}");
+    assert_eq!(field(row, "parameter"), "work_mem");
+    assert_eq!(field(row, "before"), before, "{row}");
+    assert!(field(row, "verdict").contains("would set"), "{row}");
+    // Nothing changed on the server.
+    assert_eq!(show().await, before);
 }

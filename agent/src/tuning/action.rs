@@ -40,6 +40,15 @@ impl std::fmt::Display for Target {
 /// The parameter name of a collector's interval (value: milliseconds).
 pub const COLLECTOR_INTERVAL: &str = "interval-ms";
 
+/// Whether `name` may reach SQL as an identifier: `[a-z0-9_.-]+`, at most 128 bytes.
+pub fn is_parameter_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
 /// One setting on one instance: what the allowlist, the rate limit and the cool-down key by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SettingKey {

@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::action::{RevertCondition, Target};
-use super::config::PolicyMode;
 use super::decision::{DecisionKind, Restore};
+use crate::config::PolicyMode;
 
 /// A line's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

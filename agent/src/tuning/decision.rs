@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::action::{Action, RevertCondition};
-use super::config::PolicyMode;
+use crate::config::PolicyMode;
 
 /// Why a decision was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

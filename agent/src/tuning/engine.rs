@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 
 use super::action::{CurrentSetting, Proposal};
 use super::audit::{self, AuditLog, Entry, Status};
-use super::config::{PolicyMode, TuningConfig};
 use super::decision::{Decision, DecisionKind, Restore, Verdict};
 use super::gate::{self, GateState};
 use super::revert::{self, RevertRequest};
@@ -25,6 +24,7 @@ use super::target::{CollectorIntervals, Reading, TargetError, Targets};
 use super::watch::{Observation, Watch, Watches};
 use super::{Msg, Shared, TuningHandle};
 use crate::config::Config;
+use crate::config::{PolicyMode, TuningConfig};
 
 /// Called for every audited decision (the supervisor turns it into an OTLP log record).
 pub type DecisionSink = Arc<dyn Fn(&Decision) + Send + Sync>;

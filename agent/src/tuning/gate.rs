@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::action::{Action, SettingKey, Target};
 use super::audit::{Row, Status};
-use super::config::{AllowEntry, Limit, TuningConfig};
 use super::decision::{DecisionKind, Verdict};
 use super::units;
+use crate::config::{AllowEntry, Limit, TuningConfig};
 
 /// Most (policy, action) verdicts remembered for the repeat filter; past it they are forgotten.
 const MAX_REMEMBERED: usize = 10_000;

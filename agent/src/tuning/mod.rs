@@ -3,7 +3,6 @@
 //! every decision is audited and can be reverted.
 //!
 //! - [`action`]: what a policy proposes, in the host's types.
-//! - [`config`]: the `[tuning]` section (allowlist, modes, audit file).
 //! - [`engine`]: [`TuningEngine`], the one task that decides, applies and audits.
 //! - [`gate`]: the allowlist, rate-limit, cool-down and repeat checks.
 //! - [`audit`]: the append-only JSON-lines audit file.
@@ -11,12 +10,13 @@
 //! - [`units`]: numbers with units per target.
 //! - [`watch`]: automatic revert when a watched metric gets worse.
 //! - [`revert`]: undoing an applied change; [`cli`]: `vigil actions list|revert`.
+//!
+//! Its configuration, the `[tuning]` section, is [`crate::config::TuningConfig`].
 
 pub mod action;
 pub mod audit;
 pub mod cli;
 pub mod collector;
-pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod gate;

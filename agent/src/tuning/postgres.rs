@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::config::is_parameter_name;
+use super::action::is_parameter_name;
 use super::target::{BoxFuture, Reading, TargetError, within};
 use super::units;
 use crate::config::InstanceConfig;

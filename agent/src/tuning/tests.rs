@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::audit::{self, Status};
 use super::*;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";

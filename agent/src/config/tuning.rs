@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::action::{COLLECTOR_INTERVAL, SettingKey, Target};
-use super::units;
-use crate::config::{CollectConfig, ServerKind};
+use super::{CollectConfig, ServerKind};
+use crate::tuning::action::{COLLECTOR_INTERVAL, SettingKey, Target, is_parameter_name};
+use crate::tuning::units;
 
 /// `[tuning]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -148,15 +148,6 @@ impl AllowEntry {
     pub fn admits(&self, policy: &str) -> bool {
         self.policies.is_empty() || self.policies.iter().any(|p| p == policy)
     }
-}
-
-/// Whether `name` may reach SQL as an identifier: `[a-z0-9_.-]+`, at most 128 bytes.
-pub fn is_parameter_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        })
 }
 
 impl TuningConfig {
