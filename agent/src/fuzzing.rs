@@ -350,6 +350,7 @@ const VERDICTS: [Verdict; 6] = [
     Verdict::WouldApply,
 ];
 
+#[cfg(test)]
 impl Reach {
     fn verdicts(&self, verdict: Verdict) -> usize {
         VERDICTS

@@ -611,7 +611,8 @@ mod tests {
         };
         let batch = SelfTelemetry::default().batch("h", &[], &[], &[], Some(&stats));
         assert_eq!(batch.source, "vigil");
-        let points: Vec<(String, MetricKind, String, Vec<(String, String)>, f64)> = batch
+        type Row = (String, MetricKind, String, crate::model::Attributes, f64);
+        let points: Vec<Row> = batch
             .points()
             .filter(|(m, _, _)| m.name.starts_with("vigil.tuning."))
             .map(|(m, a, v)| (m.name.clone(), m.kind, m.unit.clone(), a.to_vec(), v))
