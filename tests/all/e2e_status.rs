@@ -1065,6 +1065,25 @@ max = "1h"
     assert!(kinds.contains(&("threshold", "alert-rule")), "{kinds:?}");
     let repeats_seen = tuning["counts"]["repeats"].as_u64().unwrap() as f64;
 
+    // The status page shows the same.
+    let profile = tempfile::tempdir().unwrap();
+    let output = headless(profile.path())
+        .arg("--dump-dom")
+        .arg(format!("http://{addr}/#token={TOKEN}"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let page = element_text(&dom, "tuning");
+    assert!(
+        page.contains("echo")
+            && page.contains("dry-run 1")
+            && page.contains("not loaded")
+            && page.contains("actions.jsonl"),
+        "{page}"
+    );
+    let plugins = element_text(&dom, "plugins");
+    assert!(plugins.contains("tuning-policy"), "{plugins}");
+
     let decisions = |body: &str| {
         scraped(
             body,
