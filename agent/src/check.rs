@@ -131,8 +131,13 @@ fn check_tuning(tuning: &TuningConfig, report: &mut CheckReport) {
     let audit = tuning.audit_file.display();
     match audit_writable(&tuning.audit_file) {
         Ok(()) => report.ok.push(format!(
-            "tuning: {} [[tuning.allow]] entries, decisions audited to {audit}",
-            tuning.allow.len()
+            "tuning: {} [[tuning.allow]] {}, decisions audited to {audit}",
+            tuning.allow.len(),
+            if tuning.allow.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
         )),
         Err(why) => report.warnings.push(format!(
             "tuning: the audit file {audit} cannot be written ({why}): nothing will be applied until it can; \

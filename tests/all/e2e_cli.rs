@@ -110,7 +110,7 @@ max = "1m"
     let text = check("audit/actions.jsonl");
     assert!(
         text.lines()
-            .any(|l| l.starts_with("ok: tuning: 1 [[tuning.allow]] entries")
+            .any(|l| l.starts_with("ok: tuning: 1 [[tuning.allow]] entry")
                 && l.contains("audit/actions.jsonl")),
         "{text}"
     );
