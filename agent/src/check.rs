@@ -4,7 +4,8 @@ use std::path::Path;
 
 use crate::config::{Config, PluginsConfig};
 use crate::plugin::registry::plugin_files;
-use crate::plugin::{Compiler, PluginInstance, PluginRuntime};
+use crate::plugin::{Compiler, PluginInstance, PluginKind, PluginRuntime};
+use crate::tuning::config::TuningConfig;
 
 /// What `vigil check` found.
 #[derive(Debug, Default)]
@@ -52,6 +53,8 @@ pub fn check(
         }
     }
 
+    check_tuning(&config.tuning, &mut report);
+
     let files = match plugin_files(&config.plugins.dir) {
         Ok(files) => files,
         Err(e) => {
@@ -80,21 +83,29 @@ pub fn check(
             return report;
         }
     };
+    let mut kinds = Vec::new();
     for (name, file) in &files {
         match PluginInstance::load(&runtime, file, name, config.plugins.settings_json(name)) {
             Ok(plugin) => {
                 let info = plugin.info();
                 report.ok.push(format!(
-                    "plugin {name} ({}): {} {} watching {:?}",
+                    "plugin {name} ({}): {} {} {} (contract {}) watching {:?}",
                     file.display(),
+                    info.kind,
                     info.name,
                     info.version,
+                    info.contract,
                     info.interests
                 ));
+                kinds.push((name.clone(), Some(info.kind)));
             }
-            Err(e) => report.errors.push(e.to_string()),
+            Err(e) => {
+                report.errors.push(e.to_string());
+                kinds.push((name.clone(), None));
+            }
         }
     }
+    check_policies(&config, &kinds, &mut report);
     for name in config.plugins.settings.keys() {
         if !files.iter().any(|(n, _)| n == name) {
             report.warnings.push(format!(
@@ -104,4 +115,122 @@ pub fn check(
         }
     }
     report
+}
+
+/// `[tuning]`: a summary, and a warning when allowed changes could never be applied
+/// because the audit file cannot be written (the engine audits before it applies).
+fn check_tuning(tuning: &TuningConfig, report: &mut CheckReport) {
+    if tuning.allow.is_empty() {
+        if !tuning.policies.is_empty() {
+            report.ok.push(
+                "tuning: no [[tuning.allow]] entry, so no policy can change anything".to_owned(),
+            );
+        }
+        return;
+    }
+    let audit = tuning.audit_file.display();
+    match audit_writable(&tuning.audit_file) {
+        Ok(()) => report.ok.push(format!(
+            "tuning: {} [[tuning.allow]] {}, decisions audited to {audit}",
+            tuning.allow.len(),
+            if tuning.allow.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
+        )),
+        Err(why) => report.warnings.push(format!(
+            "tuning: the audit file {audit} cannot be written ({why}): nothing will be applied until it can; \
+             make its directory writable for the agent's user or set tuning.audit_file"
+        )),
+    }
+}
+
+/// Whether the agent can append to `path`: the file if it exists, else the nearest
+/// existing directory above it (the agent creates the missing ones).
+fn audit_writable(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("it is a directory".to_owned());
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot open it for appending: {e}"));
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        if d.exists() {
+            if !d.is_dir() {
+                return Err(format!("{} is not a directory", d.display()));
+            }
+            return writable_dir(d).map_err(|e| format!("{} is not writable: {e}", d.display()));
+        }
+        dir = d.parent();
+    }
+    Err("no directory above it exists".to_owned())
+}
+
+/// Whether files can be created in directory `dir` by this process's user.
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `[tuning.policies.NAME]` entries that name no tuning policy in the plugin directory.
+/// `kinds`: every plugin file by name, with its kind when it loaded.
+fn check_policies(
+    config: &Config,
+    kinds: &[(String, Option<PluginKind>)],
+    report: &mut CheckReport,
+) {
+    for (name, policy) in &config.tuning.policies {
+        match kinds.iter().find(|(n, _)| n == name).map(|(_, k)| *k) {
+            None => report.warnings.push(format!(
+                "[tuning.policies.{name}] names no plugin: there is no {name}.wasm in {}; its mode ({}) applies to nothing",
+                config.plugins.dir.display(),
+                policy.mode.as_str()
+            )),
+            Some(Some(PluginKind::AlertRule)) => report.warnings.push(format!(
+                "[tuning.policies.{name}]: plugin {name} is an alert rule, not a tuning policy; its mode ({}) applies to nothing",
+                policy.mode.as_str()
+            )),
+            // A tuning policy, or a file that failed to load (reported above).
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_file_is_writable_when_its_nearest_existing_directory_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            audit_writable(&dir.path().join("a/b/actions.jsonl")),
+            Ok(())
+        );
+        let file = dir.path().join("actions.jsonl");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(audit_writable(&file), Ok(()));
+        let err = audit_writable(&file.join("sub/actions.jsonl")).unwrap_err();
+        assert!(err.contains("is not a directory"), "{err}");
+        let err = audit_writable(dir.path()).unwrap_err();
+        assert!(err.contains("is a directory"), "{err}");
+    }
 }

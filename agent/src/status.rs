@@ -1,8 +1,9 @@
 //! What the agent knows about itself, for `/status` and the status page: collector
-//! health, plugin health, firing alerts, the export queue, and short histories of a
-//! few key metrics for sparklines.
+//! health, plugin health, firing alerts, the export queue, the tuning engine, and short
+//! histories of a few key metrics for sparklines.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -11,8 +12,10 @@ use serde::Serialize;
 use crate::alert::Alert;
 use crate::export::ExportStats;
 use crate::model::Batch;
-use crate::plugin::PluginStatus;
+use crate::plugin::{PluginKind, PluginStatus};
 use crate::sync::LockExt;
+use crate::tuning::TuningStats;
+use crate::tuning::config::{PolicyMode, TuningConfig};
 
 /// Samples kept per sparkline.
 const HISTORY_LEN: usize = 120;
@@ -279,7 +282,68 @@ pub struct AgentStatus {
     pub plugin_load_failures: BTreeMap<String, String>,
     pub firing_alerts: Vec<Alert>,
     pub export: ExportStatus,
+    pub tuning: TuningStatus,
     pub sparklines: Vec<Sparkline>,
+}
+
+/// Tuning side of the status: where decisions are audited, each policy's mode, and the
+/// engine's counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuningStatus {
+    /// The append-only audit file (`vigil actions list` reads it).
+    pub audit_file: PathBuf,
+    /// `[[tuning.allow]]` entries: with none, nothing is ever changed.
+    pub allow_entries: usize,
+    /// Every tuning policy loaded or named under `[tuning.policies]`, by name.
+    pub policies: BTreeMap<String, PolicyStatus>,
+    /// Decisions by policy and verdict, repeats, dropped and throttled proposals, and
+    /// changes under an automatic-revert watch (as in self-telemetry).
+    pub counts: TuningStats,
+}
+
+/// One tuning policy in the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyStatus {
+    /// `dry-run` (the default) or `enforce`.
+    pub mode: PolicyMode,
+    /// Whether a tuning-policy plugin of that name is loaded.
+    pub loaded: bool,
+}
+
+impl TuningStatus {
+    /// The status of `[tuning]` as configured, with the loaded `plugins`' policies and
+    /// the engine's `counts`.
+    pub fn new(config: &TuningConfig, plugins: &[PluginStatus], counts: TuningStats) -> Self {
+        let mut policies: BTreeMap<String, PolicyStatus> = config
+            .policies
+            .iter()
+            .map(|(name, policy)| {
+                let status = PolicyStatus {
+                    mode: policy.mode,
+                    loaded: false,
+                };
+                (name.clone(), status)
+            })
+            .collect();
+        for plugin in plugins
+            .iter()
+            .filter(|p| p.kind == PluginKind::TuningPolicy)
+        {
+            policies
+                .entry(plugin.name.clone())
+                .or_insert(PolicyStatus {
+                    mode: config.mode(&plugin.name),
+                    loaded: true,
+                })
+                .loaded = true;
+        }
+        TuningStatus {
+            audit_file: config.audit_file.clone(),
+            allow_entries: config.allow.len(),
+            policies,
+            counts,
+        }
+    }
 }
 
 /// Export side of the status.
@@ -323,5 +387,80 @@ mod tests {
         let mut history = History::default();
         history.record(&b.build());
         assert_eq!(history.sparklines()[0].points[0].1, 3.0);
+    }
+
+    fn plugin(name: &str, kind: PluginKind) -> PluginStatus {
+        PluginStatus {
+            name: name.into(),
+            version: "1.0.0".into(),
+            contract: "0.3.0".into(),
+            kind,
+            content_hash: String::new(),
+            quarantined: false,
+            consecutive_failures: 0,
+            memory_bytes: 0,
+            skipped_batches: 0,
+        }
+    }
+
+    #[test]
+    fn tuning_status_lists_loaded_and_configured_policies_with_their_mode_and_counts() {
+        let config = crate::config::Config::parse(
+            r#"
+[tuning]
+audit_file = "/var/lib/vigil/test-actions.jsonl"
+
+[tuning.policies.redis-memory]
+mode = "enforce"
+
+[tuning.policies.not-here]
+mode = "dry-run"
+
+[[tuning.allow]]
+target = "collector"
+instance = "system"
+parameter = "interval-ms"
+min = "1s"
+max = "1m"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let plugins = [
+            plugin("redis-memory", PluginKind::TuningPolicy),
+            plugin("pg-work-mem", PluginKind::TuningPolicy),
+            plugin("threshold", PluginKind::AlertRule),
+        ];
+        let counts = TuningStats {
+            decisions: [(
+                "redis-memory".to_owned(),
+                [("applied".to_owned(), 2)].into(),
+            )]
+            .into(),
+            repeats: 3,
+            watching: 1,
+            ..TuningStats::default()
+        };
+        let status = TuningStatus::new(&config.tuning, &plugins, counts);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "audit_file": "/var/lib/vigil/test-actions.jsonl",
+                "allow_entries": 1,
+                "policies": {
+                    "not-here": {"mode": "dry-run", "loaded": false},
+                    "pg-work-mem": {"mode": "dry-run", "loaded": true},
+                    "redis-memory": {"mode": "enforce", "loaded": true},
+                },
+                "counts": {
+                    "decisions": {"redis-memory": {"applied": 2}},
+                    "repeats": 3,
+                    "dropped": 0,
+                    "throttled": 0,
+                    "watching": 1,
+                },
+            })
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity, attrs};
+use crate::tuning::TuningStats;
 
 /// What self-telemetry reports of one loaded plugin.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,13 +173,15 @@ impl SelfTelemetry {
     }
 
     /// The totals as a batch from source `vigil`, with the firing alerts per severity,
-    /// the state of every loaded plugin and each Alertmanager's delivery totals.
+    /// the state of every loaded plugin, each Alertmanager's delivery totals and the
+    /// tuning engine's counts (`None`: no engine runs, no `vigil.tuning.*` series).
     pub fn batch(
         &self,
         host: &str,
         firing: &[(Severity, usize)],
         plugins: &[PluginGauges],
         alertmanagers: &[(String, DeliveryStats)],
+        tuning: Option<&TuningStats>,
     ) -> Batch {
         use MetricKind::*;
         let mut b = BatchBuilder::new("vigil", host);
@@ -340,6 +343,9 @@ impl SelfTelemetry {
             b.point(&points, a, *last_points as f64);
         }
         alertmanager_points(&mut b, alertmanagers);
+        if let Some(stats) = tuning {
+            tuning_points(&mut b, stats);
+        }
         let firing_desc = desc(
             "vigil.alerts.firing",
             "{alert}",
@@ -404,6 +410,60 @@ fn alertmanager_points(b: &mut BatchBuilder, alertmanagers: &[(String, DeliveryS
             b.point(&dropped, attrs([("url.full", url)]), stats.dropped as f64);
         }
     }
+}
+
+/// The tuning engine's counts: audited decisions by policy and verdict, proposals not
+/// decided (repeats, dropped, throttled) and the changes under an automatic-revert watch.
+fn tuning_points(b: &mut BatchBuilder, stats: &TuningStats) {
+    use MetricKind::*;
+    let decisions = desc(
+        "vigil.tuning.decisions",
+        "{decision}",
+        Counter,
+        "Audited tuning decisions, by policy and verdict",
+    );
+    for (policy, verdicts) in &stats.decisions {
+        for (verdict, count) in verdicts {
+            b.point(
+                &decisions,
+                attrs([("vigil.plugin", policy), ("vigil.tuning.verdict", verdict)]),
+                *count as f64,
+            );
+        }
+    }
+    for (name, text, count) in [
+        (
+            "vigil.tuning.proposals.repeated",
+            "Proposals that repeated the last decision on the same action (not audited again)",
+            stats.repeats,
+        ),
+        (
+            "vigil.tuning.proposals.dropped",
+            "Proposals dropped: the tuning engine's queue was full, or no engine ran",
+            stats.dropped,
+        ),
+        (
+            "vigil.tuning.proposals.throttled",
+            "Proposals beyond a policy's tuning.max_decisions_per_minute (not decided)",
+            stats.throttled,
+        ),
+    ] {
+        b.point(
+            &desc(name, "{proposal}", Counter, text),
+            vec![],
+            count as f64,
+        );
+    }
+    b.point(
+        &desc(
+            "vigil.tuning.watches",
+            "{change}",
+            Gauge,
+            "Applied changes under an automatic-revert watch",
+        ),
+        vec![],
+        stats.watching as f64,
+    );
 }
 
 /// The export queues' totals as a batch from source `vigil.export`, by `signal`.
@@ -473,7 +533,7 @@ mod tests {
             plugin: "p",
             cause: "trap",
         });
-        let batch = t.batch("h", &[(Severity::Critical, 2)], &[], &[]);
+        let batch = t.batch("h", &[(Severity::Critical, 2)], &[], &[], None);
         let get = |name: &str, result: Option<&str>| {
             batch
                 .points()
@@ -489,6 +549,11 @@ mod tests {
         assert_eq!(get("vigil.plugin.errors", None), Some(1.0));
         assert_eq!(get("vigil.alerts.firing", None), Some(2.0));
         assert_eq!(get("vigil.alertmanager.sent", None), None);
+        assert_eq!(
+            get("vigil.tuning.watches", None),
+            None,
+            "no engine, no series"
+        );
         let time = get("vigil.plugin.evaluation.time", None).unwrap();
         assert!((time - 0.009).abs() < 1e-9, "every call's time: {time}");
     }
@@ -514,7 +579,7 @@ mod tests {
                 },
             ),
         ];
-        let batch = t.batch("h", &[], &[], &stats);
+        let batch = t.batch("h", &[], &[], &stats, None);
         let get = |name: &str, url: &str| {
             batch
                 .points()
@@ -526,5 +591,78 @@ mod tests {
         assert_eq!(get("vigil.alertmanager.sent", a), Some((1, 3.0)));
         assert_eq!(get("vigil.alertmanager.failed", b), Some((2, 1.0)));
         assert_eq!(get("vigil.alertmanager.pending", b), Some((1, 3.0)));
+    }
+
+    #[test]
+    fn tuning_counts_are_counters_per_policy_and_verdict_and_a_watch_gauge() {
+        let stats = TuningStats {
+            decisions: [
+                (
+                    "redis-memory".to_owned(),
+                    [("applied".to_owned(), 2), ("refused".to_owned(), 1)].into(),
+                ),
+                ("pg-work-mem".to_owned(), [("dry-run".to_owned(), 4)].into()),
+            ]
+            .into(),
+            repeats: 7,
+            dropped: 3,
+            throttled: 5,
+            watching: 1,
+        };
+        let batch = SelfTelemetry::default().batch("h", &[], &[], &[], Some(&stats));
+        assert_eq!(batch.source, "vigil");
+        type Row = (String, MetricKind, String, crate::model::Attributes, f64);
+        let points: Vec<Row> = batch
+            .points()
+            .filter(|(m, _, _)| m.name.starts_with("vigil.tuning."))
+            .map(|(m, a, v)| (m.name.clone(), m.kind, m.unit.clone(), a.to_vec(), v))
+            .collect();
+        let decision = |policy: &str, verdict: &str| {
+            points
+                .iter()
+                .find(|(name, _, _, a, _)| {
+                    name == "vigil.tuning.decisions"
+                        && a == &[
+                            ("vigil.plugin".to_owned(), policy.to_owned()),
+                            ("vigil.tuning.verdict".to_owned(), verdict.to_owned()),
+                        ]
+                })
+                .map(|(_, kind, unit, _, v)| (*kind, unit.as_str(), *v))
+        };
+        assert_eq!(
+            decision("redis-memory", "applied"),
+            Some((MetricKind::Counter, "{decision}", 2.0))
+        );
+        assert_eq!(
+            decision("redis-memory", "refused"),
+            Some((MetricKind::Counter, "{decision}", 1.0))
+        );
+        assert_eq!(
+            decision("pg-work-mem", "dry-run"),
+            Some((MetricKind::Counter, "{decision}", 4.0))
+        );
+        assert_eq!(decision("pg-work-mem", "applied"), None, "no zero series");
+        let single = |name: &str| {
+            let found: Vec<_> = points.iter().filter(|(n, ..)| n == name).collect();
+            assert_eq!(found.len(), 1, "{name}: {points:?}");
+            let (_, kind, unit, attributes, value) = found[0];
+            assert!(attributes.is_empty(), "{name}: {attributes:?}");
+            (*kind, unit.as_str(), *value)
+        };
+        use MetricKind::{Counter, Gauge};
+        assert_eq!(
+            single("vigil.tuning.proposals.repeated"),
+            (Counter, "{proposal}", 7.0)
+        );
+        assert_eq!(
+            single("vigil.tuning.proposals.dropped"),
+            (Counter, "{proposal}", 3.0)
+        );
+        assert_eq!(
+            single("vigil.tuning.proposals.throttled"),
+            (Counter, "{proposal}", 5.0)
+        );
+        assert_eq!(single("vigil.tuning.watches"), (Gauge, "{change}", 1.0));
+        assert_eq!(points.len(), 7, "{points:?}");
     }
 }

@@ -7,7 +7,7 @@ use vigil_testkit::agent::{
     AgentProcess, Workspace, findings_printed, output_text, plugin_test, run_to_end,
 };
 use vigil_testkit::otlp::OtlpReceiver;
-use vigil_testkit::plugins::{ALL, THRESHOLD};
+use vigil_testkit::plugins::{ALL, ECHO_POLICY, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -26,6 +26,98 @@ fn check_accepts_a_good_config_and_plugin() {
     assert!(
         text.contains("plugin threshold") && text.contains("system.memory.utilization"),
         "{text}"
+    );
+}
+
+/// `[tuning]` as `vigil check` sees it: each plugin's kind, and warnings (not errors)
+/// for an audit file that cannot be written and policy sections naming no policy.
+#[test]
+fn check_shows_plugin_kinds_and_warns_about_tuning_that_cannot_work() {
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("threshold", THRESHOLD).unwrap();
+    ws.add_plugin("echo", ECHO_POLICY).unwrap();
+    // A file where the audit file's directory should be: the agent cannot create it.
+    std::fs::write(ws.dir.path().join("blocker"), "").unwrap();
+    let tuning = |audit_file: &str| {
+        format!(
+            r#"[plugins]
+dir = "plugins"
+{RULE}
+[tuning]
+audit_file = "{audit_file}"
+
+[tuning.policies.echo]
+mode = "enforce"
+
+[tuning.policies.ghost]
+mode = "enforce"
+
+[tuning.policies.threshold]
+mode = "dry-run"
+
+[[tuning.allow]]
+target = "collector"
+instance = "system"
+parameter = "interval-ms"
+min = "1s"
+max = "1m"
+"#
+        )
+    };
+    let check = |audit_file: &str| {
+        let config = ws.write_config(&tuning(audit_file)).unwrap();
+        let output = run_to_end(VIGIL, &["check", "--config", config.to_str().unwrap()]).unwrap();
+        let text = output_text(&output);
+        assert!(output.status.success(), "warnings only: {text}");
+        text
+    };
+    let text = check("blocker/audit/actions.jsonl");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("plugin threshold").contains(": alert-rule threshold"),
+        "{text}"
+    );
+    assert!(
+        line("plugin echo").contains(": tuning-policy echo"),
+        "{text}"
+    );
+    let audit = line("audit file");
+    assert!(
+        audit.starts_with("warning: ")
+            && audit.contains("blocker/audit/actions.jsonl")
+            && audit.contains("blocker is not a directory")
+            && audit.contains("nothing will be applied until"),
+        "{text}"
+    );
+    let ghost = line("[tuning.policies.ghost]");
+    assert!(
+        ghost.starts_with("warning: ") && ghost.contains("no ghost.wasm"),
+        "{text}"
+    );
+    let rule = line("[tuning.policies.threshold]");
+    assert!(
+        rule.starts_with("warning: ") && rule.contains("is an alert rule"),
+        "{text}"
+    );
+    assert!(!text.contains("[tuning.policies.echo]"), "{text}");
+
+    // A writable place (its directory is created by the agent): no audit warning.
+    let text = check("audit/actions.jsonl");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok: tuning: 1 [[tuning.allow]] entry")
+                && l.contains("audit/actions.jsonl")),
+        "{text}"
+    );
+    assert!(!text.contains("cannot be written"), "{text}");
+    assert!(
+        !ws.dir.path().join("audit").exists(),
+        "check creates nothing"
     );
 }
 

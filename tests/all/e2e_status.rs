@@ -12,7 +12,7 @@ use vigil_testkit::alertmanager::{Alertmanager, BASIC_AUTH, BearerGate};
 use vigil_testkit::host::{mem_total_bytes, open_fds, process_cpu_time};
 use vigil_testkit::http::{get_until, request};
 use vigil_testkit::otlp::OtlpReceiver;
-use vigil_testkit::plugins::THRESHOLD;
+use vigil_testkit::plugins::{ECHO_POLICY, THRESHOLD};
 use vigil_testkit::silent::SilentServer;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -989,6 +989,160 @@ async fn plugin_calls_are_counted_once_and_shown_on_metrics_and_over_otlp() {
             .metric_names()
             .contains("vigil.plugin.evaluation.duration"),
         "one path: no histogram beside the counters"
+    );
+}
+
+/// A tuning policy's decisions show in `/status` (its kind, the `tuning` object: audit
+/// file, mode, counts) and in self-telemetry, on `/metrics` and over OTLP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuning_decisions_show_in_status_metrics_and_otlp() {
+    let receiver = OtlpReceiver::grpc().await.unwrap();
+    let ws = Workspace::new().unwrap();
+    ws.add_plugin("echo", ECHO_POLICY).unwrap();
+    let tuning = r#"
+[plugins.settings.echo]
+interests = ["system.*"]
+proposals = [{ action = "collector-interval", collector = "system", interval_ms = 1500, reason = "status test" }]
+
+[tuning]
+audit_file = "audit/actions.jsonl"
+
+[tuning.policies.echo]
+mode = "dry-run"
+
+[tuning.policies.absent]
+mode = "enforce"
+
+[[tuning.allow]]
+target = "collector"
+instance = "system"
+parameter = "interval-ms"
+min = "100ms"
+max = "1h"
+"#;
+    let (agent, addr, config) = start_agent(&ws, &receiver, tuning, &[], &[]);
+    // The same proposal on every batch: one dry-run decision, then repeats.
+    let answer = get_until(addr, "/status", Some(TOKEN), Duration::from_secs(30), |a| {
+        serde_json::from_str::<serde_json::Value>(&a.body).is_ok_and(|s| {
+            s["tuning"]["counts"]["repeats"].as_u64() >= Some(2)
+                && s["plugins"].as_array().is_some_and(|p| p.len() == 2)
+        })
+    })
+    .await
+    .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let tuning = &status["tuning"];
+    assert!(
+        tuning["counts"]["repeats"].as_u64() >= Some(2),
+        "{status:#}\n{}",
+        agent.log()
+    );
+    let audit = config.parent().unwrap().join("audit/actions.jsonl");
+    assert_eq!(tuning["audit_file"], audit.to_str().unwrap(), "{tuning:#}");
+    assert_eq!(tuning["allow_entries"], 1, "{tuning:#}");
+    assert_eq!(
+        tuning["policies"],
+        serde_json::json!({
+            "absent": {"mode": "enforce", "loaded": false},
+            "echo": {"mode": "dry-run", "loaded": true},
+        })
+    );
+    assert_eq!(
+        tuning["counts"]["decisions"],
+        serde_json::json!({"echo": {"dry-run": 1}}),
+        "{tuning:#}"
+    );
+    assert_eq!(tuning["counts"]["dropped"], 0);
+    assert_eq!(tuning["counts"]["throttled"], 0);
+    assert_eq!(tuning["counts"]["watching"], 0);
+    let kinds: Vec<(&str, &str)> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("echo", "tuning-policy")), "{kinds:?}");
+    assert!(kinds.contains(&("threshold", "alert-rule")), "{kinds:?}");
+    let repeats_seen = tuning["counts"]["repeats"].as_u64().unwrap() as f64;
+
+    // The status page shows the same.
+    let profile = tempfile::tempdir().unwrap();
+    let output = headless(profile.path())
+        .arg("--dump-dom")
+        .arg(format!("http://{addr}/#token={TOKEN}"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let page = element_text(&dom, "tuning");
+    assert!(
+        page.contains("echo")
+            && page.contains("dry-run 1")
+            && page.contains("not loaded")
+            && page.contains("actions.jsonl"),
+        "{page}"
+    );
+    let plugins = element_text(&dom, "plugins");
+    assert!(plugins.contains("tuning-policy"), "{plugins}");
+
+    let decisions = |body: &str| {
+        scraped(
+            body,
+            "vigil_tuning_decisions_total",
+            &[
+                ("vigil_plugin", "echo"),
+                ("vigil_tuning_verdict", "dry-run"),
+            ],
+        )
+    };
+    // Points without attributes: `name{} value`.
+    let scalar = |body: &str, name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{}} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    // `/metrics` shows the last self-telemetry batch, which may trail `/status` by a round.
+    let repeated = |body: &str| scalar(body, "vigil_tuning_proposals_repeated_total");
+    let metrics = get_until(
+        addr,
+        "/metrics",
+        Some(TOKEN),
+        Duration::from_secs(10),
+        |a| decisions(&a.body) == 1.0 && repeated(&a.body) >= Some(repeats_seen),
+    )
+    .await
+    .unwrap();
+    let body = metrics.body.as_str();
+    assert_eq!(decisions(body), 1.0, "{body}");
+    assert!(repeated(body) >= Some(repeats_seen), "{body}");
+    for zero in [
+        "vigil_tuning_proposals_dropped_total",
+        "vigil_tuning_proposals_throttled_total",
+        "vigil_tuning_watches",
+    ] {
+        assert_eq!(scalar(body, zero), Some(0.0), "{zero}:\n{body}");
+    }
+
+    let otlp = |r: &vigil_testkit::otlp::Received| {
+        r.latest_points("vigil.tuning.decisions")
+            .into_iter()
+            .find(|p| {
+                p.attributes.get("vigil.plugin").map(String::as_str) == Some("echo")
+                    && p.attributes.get("vigil.tuning.verdict").map(String::as_str)
+                        == Some("dry-run")
+            })
+            .map(|p| (p.unit, p.value))
+    };
+    let (ok, received) = receiver
+        .wait_for(Duration::from_secs(15), |r| {
+            otlp(r).is_some() && !r.latest_points("vigil.tuning.watches").is_empty()
+        })
+        .await;
+    assert!(ok, "{:?}", received.metric_names());
+    assert_eq!(otlp(&received), Some(("{decision}".to_owned(), 1.0)));
+    let repeated = received.latest_points("vigil.tuning.proposals.repeated");
+    assert!(
+        repeated.len() == 1 && repeated[0].value >= 1.0,
+        "{repeated:?}"
     );
 }
 

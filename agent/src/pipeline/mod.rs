@@ -267,7 +267,8 @@ impl Pipeline {
         self.telemetry.locked().emit(event);
     }
 
-    /// Publishes the self-telemetry totals as a batch (source `vigil`).
+    /// Publishes the self-telemetry totals as a batch (source `vigil`), the tuning
+    /// engine's counts included when one runs.
     pub fn record_self_telemetry(&self) {
         let firing = self.alerts.locked().firing_by_severity().to_vec();
         let plugins: Vec<PluginGauges> = self
@@ -284,10 +285,14 @@ impl Pipeline {
             .as_ref()
             .map(AlertmanagerSink::stats)
             .unwrap_or_default();
-        let batch = self
-            .telemetry
-            .locked()
-            .batch(&self.host, &firing, &plugins, &alertmanagers);
+        let tuning = self.tuning.is_enabled().then(|| self.tuning.stats());
+        let batch = self.telemetry.locked().batch(
+            &self.host,
+            &firing,
+            &plugins,
+            &alertmanagers,
+            tuning.as_ref(),
+        );
         self.publish(&batch);
     }
 

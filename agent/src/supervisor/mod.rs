@@ -21,7 +21,7 @@ use crate::collect::Collector;
 use crate::config::Config;
 use crate::export::store::Family;
 use crate::pipeline::{Pipeline, StartError, host_name};
-use crate::status::{AgentStatus, ExportStatus, StatusBoard, StatusSource};
+use crate::status::{AgentStatus, ExportStatus, StatusBoard, StatusSource, TuningStatus};
 use crate::sync::LockExt;
 use crate::telemetry::Event;
 use crate::tuning::{DecisionSink, TuningEngine, TuningHandle};
@@ -334,21 +334,24 @@ impl Supervisor {
 
 impl StatusSource for Supervisor {
     fn status(&self) -> AgentStatus {
-        let (endpoint, protocol) = {
+        let (endpoint, protocol, tuning_config) = {
             let c = self.config.locked();
             (
                 c.export.otlp.effective_endpoint(),
                 c.export.otlp.protocol.as_str().to_owned(),
+                c.tuning.clone(),
             )
         };
         let last_export = self.board.last_export();
+        let plugins = self.pipeline.plugin_statuses();
+        let tuning = TuningStatus::new(&tuning_config, &plugins, self.tuning.stats());
         AgentStatus {
             host: self.host.clone(),
             version: env!("CARGO_PKG_VERSION"),
             started_at: Some(self.board.started_at()),
             ready: self.board.is_ready(),
             collectors: self.board.collectors(),
-            plugins: self.pipeline.plugin_statuses(),
+            plugins,
             plugins_loading: self.pipeline.plugins_loading(),
             plugin_load_failures: self.pipeline.plugin_load_failures(),
             firing_alerts: self.pipeline.firing_alerts(),
@@ -359,6 +362,7 @@ impl StatusSource for Supervisor {
                 last_error: last_export.and_then(Result::err),
                 queue: self.pipeline.exporter().stats(),
             },
+            tuning,
             sparklines: self.board.sparklines(),
         }
     }
