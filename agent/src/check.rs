@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
+use crate::config::TuningConfig;
 use crate::config::{Config, PluginsConfig};
 use crate::plugin::registry::plugin_files;
 use crate::plugin::{Compiler, PluginInstance, PluginKind, PluginRuntime};
-use crate::tuning::config::TuningConfig;
 
 /// What `vigil check` found.
 #[derive(Debug, Default)]

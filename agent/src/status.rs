@@ -10,12 +10,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::alert::Alert;
+use crate::config::{PolicyMode, TuningConfig};
 use crate::export::ExportStats;
 use crate::model::Batch;
 use crate::plugin::{PluginKind, PluginStatus};
 use crate::sync::LockExt;
 use crate::tuning::TuningStats;
-use crate::tuning::config::{PolicyMode, TuningConfig};
 
 /// Samples kept per sparkline.
 const HISTORY_LEN: usize = 120;

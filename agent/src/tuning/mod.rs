@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use action::{
-    Action, CurrentSetting, Direction, Proposal, RevertCondition, SettingKey, Target,
+    Action, COLLECTOR_INTERVAL, CurrentSetting, Direction, Proposal, RevertCondition, SettingKey,
+    Target,
 };
 pub use decision::{Decision, DecisionKind, Verdict};
 pub use engine::{DecisionSink, TuningEngine};
