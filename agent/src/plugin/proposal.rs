@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::bindings::v0_3::vigil::plugin::types as wit;
-use super::convert::{MAX_LABEL_BYTES, unix_nanos};
+use super::convert::{check_attributes, check_len, unix_nanos};
 use crate::alert::Alert;
 use crate::model::Severity;
 use crate::tuning::action::COLLECTOR_INTERVAL;
@@ -139,10 +139,7 @@ fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {
             r.attributes.len()
         ));
     }
-    for a in &r.attributes {
-        check_len("revert-if attribute key", &a.key, 1, MAX_LABEL_BYTES)?;
-        check_len("revert-if attribute value", &a.value, 0, MAX_LABEL_BYTES)?;
-    }
+    check_attributes("revert-if attribute", &r.attributes)?;
     if !r.limit.is_finite() {
         return Err(format!(
             "revert-if limit is {}; it must be a finite number",
@@ -167,19 +164,6 @@ fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {
         limit: r.limit,
         window,
     })
-}
-
-fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), String> {
-    if text.len() < min {
-        return Err(format!("{field} is empty"));
-    }
-    if text.len() > max {
-        return Err(format!(
-            "{field} is {} bytes; the limit is {max}",
-            text.len()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
