@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::SystemTime;
 
 use vigil::config::Config;
-use vigil::tuning::{Action, Proposal, SettingKey, Target, TuningEngine, Verdict};
+use vigil::tuning::{Action, Proposal, Target, TuningEngine, Verdict};
 use vigil_testkit::agent::{Workspace, output_text, run_to_end};
 use vigil_testkit::servers::{
     MYSQL_URL, MysqlGuard, PG_URL, PgGuard, REDIS_URL, RedisGuard, mysql_get, pg_auto_conf,
@@ -49,14 +49,7 @@ mode = "enforce"
 fn proposal(target: Target, instance: &str, parameter: &str, value: &str) -> Proposal {
     Proposal {
         policy: "p".into(),
-        action: Action {
-            setting: SettingKey {
-                target,
-                instance: instance.into(),
-                parameter: parameter.into(),
-            },
-            value: value.into(),
-        },
+        action: Action::new(target, instance, parameter, value),
         reason: "e2e".into(),
         revert_if: None,
         proposed_at: SystemTime::now(),

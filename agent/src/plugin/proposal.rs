@@ -9,9 +9,7 @@ use super::convert::{check_attributes, check_len, unix_nanos};
 use crate::alert::Alert;
 use crate::model::Severity;
 use crate::tuning::action::COLLECTOR_INTERVAL;
-use crate::tuning::{
-    Action, CurrentSetting, Direction, Proposal, RevertCondition, SettingKey, Target,
-};
+use crate::tuning::{Action, CurrentSetting, Direction, Proposal, RevertCondition, Target};
 
 /// Most proposals one `propose` call may return.
 pub const MAX_PROPOSALS: usize = 100;
@@ -108,27 +106,23 @@ fn action_from(action: wit::Action) -> Result<Action, String> {
             if change.interval_ms == 0 {
                 return Err("interval-ms is 0; a collector interval must be at least 1 ms".into());
             }
-            return Ok(Action {
-                setting: SettingKey {
-                    target: Target::Collector,
-                    instance: change.collector,
-                    parameter: COLLECTOR_INTERVAL.to_owned(),
-                },
-                value: change.interval_ms.to_string(),
-            });
+            return Ok(Action::new(
+                Target::Collector,
+                change.collector,
+                COLLECTOR_INTERVAL,
+                change.interval_ms.to_string(),
+            ));
         }
     };
     check_len("instance", &change.instance, 1, MAX_NAME_BYTES)?;
     check_len("parameter", &change.parameter, 1, MAX_NAME_BYTES)?;
     check_len("value", &change.value, 0, MAX_VALUE_BYTES)?;
-    Ok(Action {
-        setting: SettingKey {
-            target,
-            instance: change.instance,
-            parameter: change.parameter,
-        },
-        value: change.value,
-    })
+    Ok(Action::new(
+        target,
+        change.instance,
+        change.parameter,
+        change.value,
+    ))
 }
 
 fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {

@@ -51,14 +51,7 @@ fn proposal(
 ) -> Proposal {
     Proposal {
         policy: policy.into(),
-        action: Action {
-            setting: SettingKey {
-                target,
-                instance: instance.into(),
-                parameter: parameter.into(),
-            },
-            value: value.into(),
-        },
+        action: Action::new(target, instance, parameter, value),
         reason: format!("test wants {parameter} = {value}"),
         revert_if: None,
         proposed_at: SystemTime::now(),
