@@ -70,6 +70,15 @@ fn audit_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("actions.jsonl")
 }
 
+/// Drops the last handle of a running engine and waits (up to 5 s) for its task to end.
+async fn stop(handle: TuningHandle, task: tokio::task::JoinHandle<()>) {
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the engine stops within 5 s of its last handle")
+        .expect("the engine's task did not panic");
+}
+
 #[tokio::test]
 async fn redis_enforce_applies_reads_back_audits_and_dedups() {
     let _guard = RedisGuard::save(REDIS_URL, "lfu-log-factor");
@@ -586,11 +595,7 @@ cooldown = "0s"
         "{reason}"
     );
     assert_eq!(handle.stats().watching, 0);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -664,11 +669,7 @@ async fn a_watch_that_ends_quietly_keeps_the_change() {
     assert!(kept.contains("did not get worse"), "{kept}");
     assert_eq!(intervals.current("system"), Some(Duration::from_secs(20)));
     assert_eq!(handle.stats().watching, 0);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -721,11 +722,7 @@ async fn garbage_floods_are_counted_not_audited() {
     assert_eq!(stats.decisions["p"]["refused"], 20);
     let lines = audit_lines(&path);
     assert_eq!(lines.len(), 20 + 20 + 1);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -758,9 +755,5 @@ async fn a_reloaded_config_applies_to_the_next_decision() {
     assert_eq!(settings.len(), 1);
     assert_eq!(settings[0].setting.parameter, "hz");
     assert_eq!(settings[0].value, hz);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
