@@ -17,6 +17,8 @@ use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, PG_WORK_MEM, REDIS_MEM
 use vigil_testkit::redis::OwnRedis;
 use vigil_testkit::servers::{pg_show, redis_conn, redis_get, redis_set};
 
+use crate::e2e_tuning::actions;
+
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// Writes 1 KiB values to 20 000 keys round and round until dropped: past `maxmemory`,
@@ -59,14 +61,6 @@ impl Drop for Writer {
             let _ = thread.join();
         }
     }
-}
-
-/// `vigil actions ARGS --config CONFIG`.
-fn actions(config: &Path, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["actions"];
-    full.extend_from_slice(args);
-    full.extend(["--config", config.to_str().unwrap()]);
-    run_to_end(VIGIL, &full).unwrap()
 }
 
 /// The decisions `vigil actions list --json` shows.

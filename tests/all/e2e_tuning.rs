@@ -56,7 +56,8 @@ fn proposal(target: Target, instance: &str, parameter: &str, value: &str) -> Pro
     }
 }
 
-fn actions(config: &Path, args: &[&str]) -> Output {
+/// `vigil actions ARGS --config CONFIG` (the real binary), run to its end.
+pub(crate) fn actions(config: &Path, args: &[&str]) -> Output {
     let mut full = vec!["actions"];
     full.extend_from_slice(args);
     full.extend(["--config", config.to_str().unwrap()]);
