@@ -62,6 +62,14 @@ fn redis(parameter: &str, value: &str) -> Proposal {
     proposal("p", Target::Redis, "main", parameter, value)
 }
 
+fn postgres(parameter: &str, value: &str) -> Proposal {
+    proposal("p", Target::Postgres, "pg", parameter, value)
+}
+
+fn mysql(parameter: &str, value: &str) -> Proposal {
+    proposal("p", Target::Mysql, "db", parameter, value)
+}
+
 fn audit_lines(path: &Path) -> Vec<audit::Entry> {
     audit::read_entries(path).unwrap().0
 }
@@ -257,19 +265,16 @@ values = ["lots"]
             "larger step than max_step = 64mb",
         ),
         (
-            proposal("p", Target::Postgres, "pg", "shared_buffers", "256MB"),
+            postgres("shared_buffers", "256MB"),
             "needs a server restart",
         ),
-        (
-            proposal("p", Target::Mysql, "db", "innodb_page_size", "8192"),
-            "read-only",
-        ),
+        (mysql("innodb_page_size", "8192"), "read-only"),
         (
             redis("lazyfree-lazy-user-flush", "maybe"),
             "Redis refused CONFIG SET lazyfree-lazy-user-flush",
         ),
         (
-            proposal("p", Target::Mysql, "db", "delayed_insert_limit", "lots"),
+            mysql("delayed_insert_limit", "lots"),
             "the server refused it: Incorrect argument type",
         ),
     ];
@@ -413,15 +418,7 @@ async fn postgres_change_and_exact_revert() {
         "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"postgres\"\ninstance = \"pg\"\nparameter = \"vacuum_cost_limit\"\nmin = 1\nmax = 10000\n",
     );
     let mut engine = TuningEngine::new(&config, None, None);
-    let d = engine
-        .decide(proposal(
-            "p",
-            Target::Postgres,
-            "pg",
-            "vacuum_cost_limit",
-            target,
-        ))
-        .await;
+    let d = engine.decide(postgres("vacuum_cost_limit", target)).await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
     assert_eq!(d.after.as_deref(), Some(target));
     assert_eq!(
@@ -463,15 +460,7 @@ async fn mysql_set_global_and_read_back() {
         "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"mysql\"\ninstance = \"db\"\nparameter = \"max_error_count\"\nmin = 0\nmax = 1000\n",
     );
     let mut engine = TuningEngine::new(&config, None, None);
-    let d = engine
-        .decide(proposal(
-            "p",
-            Target::Mysql,
-            "db",
-            "max_error_count",
-            target,
-        ))
-        .await;
+    let d = engine.decide(mysql("max_error_count", target)).await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
     assert_eq!(mysql_get(MYSQL_URL, "max_error_count").await, target);
     let revert = cli::revert_decision(&config, d.id.unwrap(), false)
