@@ -308,6 +308,21 @@ values = ["lots"]
     );
 }
 
+/// Policy `p` enforced, and `set-max-intset-entries` allowed to change twice an hour.
+const INTSET_TWICE_AN_HOUR: &str = r#"
+[tuning.policies.p]
+mode = "enforce"
+[[tuning.allow]]
+target = "redis"
+instance = "main"
+parameter = "set-max-intset-entries"
+min = 1
+max = 100000
+max_changes = 2
+per = "1h"
+cooldown = "0s"
+"#;
+
 #[tokio::test]
 async fn rate_limit_and_cooldown_hold() {
     let _intset = RedisGuard::save(REDIS_URL, "set-max-intset-entries");
@@ -323,18 +338,8 @@ async fn rate_limit_and_cooldown_hold() {
     let mut engine = TuningEngine::new(
         &config(
             &path,
-            r#"
-[tuning.policies.p]
-mode = "enforce"
-[[tuning.allow]]
-target = "redis"
-instance = "main"
-parameter = "set-max-intset-entries"
-min = 1
-max = 100000
-max_changes = 2
-per = "1h"
-cooldown = "0s"
+            &format!(
+                r#"{INTSET_TWICE_AN_HOUR}
 [[tuning.allow]]
 target = "redis"
 instance = "main"
@@ -342,7 +347,8 @@ parameter = "zset-max-listpack-entries"
 min = 1
 max = 100000
 cooldown = "2s"
-"#,
+"#
+            ),
         ),
         None,
         None,
@@ -368,7 +374,7 @@ cooldown = "2s"
         (intset + 2).to_string()
     );
     // A restarted engine remembers the changes in the audit file.
-    let mut restarted = TuningEngine::new(&config(&path, &engine_config_tail()), None, None);
+    let mut restarted = TuningEngine::new(&config(&path, INTSET_TWICE_AN_HOUR), None, None);
     let d = restarted.decide(set(intset + 3)).await;
     assert!(
         d.verdict_reason.starts_with("rate limit"),
@@ -399,10 +405,6 @@ cooldown = "2s"
         redis_get(REDIS_URL, "zset-max-listpack-entries"),
         (zset + 2).to_string()
     );
-}
-
-fn engine_config_tail() -> String {
-    "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"set-max-intset-entries\"\nmin = 1\nmax = 100000\nmax_changes = 2\nper = \"1h\"\ncooldown = \"0s\"\n".into()
 }
 
 #[tokio::test]
