@@ -30,21 +30,27 @@ fn the_agent_lists_the_contract_versions_it_loads() {
     );
 }
 
-#[test]
-fn a_plugin_built_against_contract_0_2_still_fires() {
+/// The legacy threshold rule at `plugin` (built against an older contract) fires once on
+/// the fixture, with the finding's rule, value and labels intact.
+fn assert_legacy_plugin_fires(plugin: &str) {
     let ws = Workspace::new().unwrap();
     let config = ws
         .write_config(
             "[plugins.settings.legacy]\nmetric = \"system.memory.utilization\"\nlimit = 0.9\n",
         )
         .unwrap();
-    let plugin = ws.add_plugin("legacy", CONTRACT_V0_2).unwrap();
+    let plugin = ws.add_plugin("legacy", plugin).unwrap();
     let output = plugin_test(VIGIL, &plugin, FIXTURE, &config).unwrap();
     let findings = findings_printed(&output);
     assert_eq!(findings.len(), 1, "{}", output_text(&output));
     assert_eq!(findings[0]["rule"], "legacy-above");
     assert_eq!(findings[0]["value"], 0.95);
     assert_eq!(findings[0]["labels"]["system.memory.state"], "used");
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_2_still_fires() {
+    assert_legacy_plugin_fires(CONTRACT_V0_2);
 }
 
 /// Settings of the echo policy proposing a Redis change (watched for an automatic
@@ -208,19 +214,7 @@ async fn policies_run_beside_alert_rules_and_bad_ones_are_counted_and_quarantine
 
 #[test]
 fn a_plugin_built_against_contract_0_1_still_fires() {
-    let ws = Workspace::new().unwrap();
-    let config = ws
-        .write_config(
-            "[plugins.settings.legacy]\nmetric = \"system.memory.utilization\"\nlimit = 0.9\n",
-        )
-        .unwrap();
-    let plugin = ws.add_plugin("legacy", CONTRACT_V0_1).unwrap();
-    let output = plugin_test(VIGIL, &plugin, FIXTURE, &config).unwrap();
-    let findings = findings_printed(&output);
-    assert_eq!(findings.len(), 1, "{}", output_text(&output));
-    assert_eq!(findings[0]["rule"], "legacy-above");
-    assert_eq!(findings[0]["value"], 0.95);
-    assert_eq!(findings[0]["labels"]["system.memory.state"], "used");
+    assert_legacy_plugin_fires(CONTRACT_V0_1);
 }
 
 #[test]

@@ -15,32 +15,11 @@ use vigil_testkit::agent::{AgentProcess, Workspace, output_text, run_to_end};
 use vigil_testkit::otlp::OtlpReceiver;
 use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, PG_WORK_MEM, REDIS_MEMORY};
 use vigil_testkit::redis::OwnRedis;
+use vigil_testkit::servers::{pg_show, redis_conn, redis_get, redis_set};
+
+use crate::e2e_tuning::actions;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
-
-fn redis_conn(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("the test's own redis-server answers")
-}
-
-fn config_get(url: &str, name: &str) -> String {
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query(&mut redis_conn(url))
-        .unwrap();
-    reply[1].clone()
-}
-
-fn config_set(url: &str, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut redis_conn(url))
-        .unwrap();
-}
 
 /// Writes 1 KiB values to 20 000 keys round and round until dropped: past `maxmemory`,
 /// every write evicts.
@@ -82,14 +61,6 @@ impl Drop for Writer {
             let _ = thread.join();
         }
     }
-}
-
-/// `vigil actions ARGS --config CONFIG`.
-fn actions(config: &Path, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["actions"];
-    full.extend_from_slice(args);
-    full.extend(["--config", config.to_str().unwrap()]);
-    run_to_end(VIGIL, &full).unwrap()
 }
 
 /// The decisions `vigil actions list --json` shows.
@@ -161,8 +132,8 @@ fn logged_decision_ids(log: &str) -> Vec<u64> {
 async fn a_policy_changes_redis_through_the_gate_and_its_trail_survives_kill_9() {
     let redis = OwnRedis::start_free();
     let url = redis.url();
-    config_set(&url, "maxmemory", "2097152");
-    config_set(&url, "maxmemory-policy", "allkeys-random");
+    redis_set(&url, "maxmemory", "2097152");
+    redis_set(&url, "maxmemory-policy", "allkeys-random");
     let writer = Writer::start(&url);
 
     let receiver = OtlpReceiver::grpc().await.unwrap();
@@ -208,7 +179,7 @@ cooldown = "1s"
 
     // Evictions make the policy propose 2 MiB more; the gate lets exactly that through.
     let applied = wait_until(Duration::from_secs(40), || {
-        config_get(&url, "maxmemory") == "4194304"
+        redis_get(&url, "maxmemory") == "4194304"
     });
     assert!(applied, "maxmemory not raised; agent log:\n{}", agent.log());
     // The writer fills the new limit too: the next step is refused by the rate limit.
@@ -224,7 +195,7 @@ cooldown = "1s"
         agent.log()
     );
     assert_eq!(
-        config_get(&url, "maxmemory"),
+        redis_get(&url, "maxmemory"),
         "4194304",
         "refused means unchanged"
     );
@@ -282,7 +253,7 @@ cooldown = "1s"
     let id = change["id"].as_u64().unwrap().to_string();
     let reverted = actions(&config, &["revert", &id]);
     assert!(reverted.status.success(), "{}", output_text(&reverted));
-    assert_eq!(config_get(&url, "maxmemory"), "2097152");
+    assert_eq!(redis_get(&url, "maxmemory"), "2097152");
     let rows = listed(&config);
     assert!(
         rows.iter()
@@ -456,7 +427,7 @@ fn plugin_test_prints_each_proposal_with_the_gates_verdict_and_touches_nothing()
 async fn an_applied_change_reverts_itself_when_the_watched_metric_gets_worse() {
     let redis = OwnRedis::start_free();
     let url = redis.url();
-    let before = config_get(&url, "maxmemory-samples");
+    let before = redis_get(&url, "maxmemory-samples");
     assert_ne!(before, "7");
     let receiver = OtlpReceiver::grpc().await.unwrap();
     let ws = Workspace::new().unwrap();
@@ -495,7 +466,7 @@ per = "1h"
         .unwrap();
     let agent = AgentProcess::start(VIGIL, &config).unwrap();
     assert!(
-        wait_until(Duration::from_secs(30), || config_get(
+        wait_until(Duration::from_secs(30), || redis_get(
             &url,
             "maxmemory-samples"
         ) == "7"),
@@ -506,7 +477,7 @@ per = "1h"
     let crowd: Vec<redis::Connection> = (0..10).map(|_| redis_conn(&url)).collect();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            config_get(&url, "maxmemory-samples") == before
+            redis_get(&url, "maxmemory-samples") == before
         }),
         "not reverted: {:?}\n{}",
         listed(&config),
@@ -531,22 +502,14 @@ per = "1h"
     );
     // The policy keeps proposing the change: the rate limit holds it off.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(config_get(&url, "maxmemory-samples"), before);
+    assert_eq!(redis_get(&url, "maxmemory-samples"), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_dry_run_a_policy_changes_nothing_and_the_trail_says_what_would_have() {
-    use sqlx::{Connection, Row};
+    use sqlx::Connection;
     const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-    let show = || async {
-        let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
-        sqlx::query("SELECT current_setting('work_mem')")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-            .get::<String, _>(0)
-    };
-    let before = show().await;
+    let before = pg_show(PG_URL, "work_mem").await;
     // Queries that spill to temporary files (this session's own small work_mem).
     let stop = Arc::new(AtomicBool::new(false));
     let spilling = {
@@ -622,5 +585,5 @@ max = "1GB"
     assert_eq!(field(row, "before"), before, "{row}");
     assert!(field(row, "verdict").contains("would set"), "{row}");
     // Nothing changed on the server.
-    assert_eq!(show().await, before);
+    assert_eq!(pg_show(PG_URL, "work_mem").await, before);
 }

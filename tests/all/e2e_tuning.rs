@@ -7,15 +7,15 @@ use std::path::Path;
 use std::process::Output;
 use std::time::SystemTime;
 
-use sqlx::{Connection, Row};
 use vigil::config::Config;
-use vigil::tuning::{Action, Proposal, SettingKey, Target, TuningEngine, Verdict};
+use vigil::tuning::{Action, Proposal, Target, TuningEngine, Verdict};
 use vigil_testkit::agent::{Workspace, output_text, run_to_end};
+use vigil_testkit::servers::{
+    MYSQL_URL, MysqlGuard, PG_URL, PgGuard, REDIS_URL, RedisGuard, mysql_get, pg_auto_conf,
+    pg_show, redis_get, redis_set,
+};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// Writes a config with the three servers, the audit file `actions.jsonl` beside it and
 /// `extra`; returns it loaded as the binary loads it.
@@ -49,156 +49,27 @@ mode = "enforce"
 fn proposal(target: Target, instance: &str, parameter: &str, value: &str) -> Proposal {
     Proposal {
         policy: "p".into(),
-        action: Action {
-            setting: SettingKey {
-                target,
-                instance: instance.into(),
-                parameter: parameter.into(),
-            },
-            value: value.into(),
-        },
+        action: Action::new(target, instance, parameter, value),
         reason: "e2e".into(),
         revert_if: None,
         proposed_at: SystemTime::now(),
     }
 }
 
-fn actions(config: &Path, args: &[&str]) -> Output {
+/// `vigil actions ARGS --config CONFIG` (the real binary), run to its end.
+pub(crate) fn actions(config: &Path, args: &[&str]) -> Output {
     let mut full = vec!["actions"];
     full.extend_from_slice(args);
     full.extend(["--config", config.to_str().unwrap()]);
     run_to_end(VIGIL, &full).unwrap()
 }
 
-/// Runs `work` on a runtime of its own in another thread (for guards, which cannot await).
-fn block_on<T: Send + 'static, F: std::future::Future<Output = T>>(
-    work: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(work())
-    })
-    .join()
-    .unwrap()
-}
-
-async fn pg_auto_conf(name: &str) -> Option<String> {
-    let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
-    sqlx::query("SELECT setting FROM pg_file_settings WHERE name = $1 AND sourcefile LIKE '%postgresql.auto.conf'")
-        .bind(name)
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap()
-        .map(|row| row.get::<String, _>(0))
-}
-
-async fn pg_show(name: &str) -> String {
-    let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
-    sqlx::query("SELECT current_setting($1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get::<String, _>(0)
-}
-
-/// Puts a PostgreSQL parameter's postgresql.auto.conf entry (or its absence) back on drop.
-struct PgGuard {
-    name: &'static str,
-    entry: Option<String>,
-}
-
-impl Drop for PgGuard {
-    fn drop(&mut self) {
-        let (name, entry) = (self.name, self.entry.clone());
-        block_on(move || async move {
-            let mut conn = sqlx::PgConnection::connect(PG_URL).await.unwrap();
-            let sql = match entry {
-                Some(v) => format!("ALTER SYSTEM SET {name} = '{}'", v.replace('\'', "''")),
-                None => format!("ALTER SYSTEM RESET {name}"),
-            };
-            sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
-            sqlx::raw_sql("SELECT pg_reload_conf()")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
-    }
-}
-
-fn redis_get(name: &str) -> String {
-    let mut conn = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query(&mut conn)
-        .unwrap();
-    reply[1].clone()
-}
-
-fn redis_set(name: &str, value: &str) {
-    let mut conn = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut conn)
-        .unwrap();
-}
-
-/// Puts a Redis setting back on drop.
-struct RedisGuard(&'static str, String);
-
-impl Drop for RedisGuard {
-    fn drop(&mut self) {
-        redis_set(self.0, &self.1);
-    }
-}
-
-async fn mysql_get(name: &str) -> String {
-    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
-    let row = sqlx::query(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)"))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    row.try_get::<String, _>(0)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&row.get::<Vec<u8>, _>(0)).into_owned())
-}
-
-/// Puts a MySQL global variable back on drop.
-struct MysqlGuard(&'static str, String);
-
-impl Drop for MysqlGuard {
-    fn drop(&mut self) {
-        let (name, value) = (self.0, self.1.clone());
-        block_on(move || async move {
-            let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
-            sqlx::raw_sql(&format!("SET GLOBAL {name} = {value}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_revert_restores_postgres_exactly() {
     let name = "autovacuum_vacuum_cost_limit";
-    let _guard = PgGuard {
-        name,
-        entry: pg_auto_conf(name).await,
-    };
-    let had_entry = pg_auto_conf(name).await;
-    let before = pg_show(name).await;
+    let _guard = PgGuard::save(PG_URL, name).await;
+    let had_entry = pg_auto_conf(PG_URL, name).await;
+    let before = pg_show(PG_URL, name).await;
     let target = if before == "750" { "751" } else { "750" };
     let ws = Workspace::new().unwrap();
     let (path, config) = write_config(
@@ -212,8 +83,8 @@ async fn actions_revert_restores_postgres_exactly() {
         .decide(proposal(Target::Postgres, "pg", name, target))
         .await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
-    assert_eq!(pg_show(name).await, target);
-    assert_eq!(pg_auto_conf(name).await.as_deref(), Some(target));
+    assert_eq!(pg_show(PG_URL, name).await, target);
+    assert_eq!(pg_auto_conf(PG_URL, name).await.as_deref(), Some(target));
     let id = d.id.unwrap().to_string();
 
     let list = actions(&path, &["list"]);
@@ -230,9 +101,9 @@ async fn actions_revert_restores_postgres_exactly() {
     let text = output_text(&revert);
     assert!(revert.status.success(), "{text}");
     assert!(text.contains(&format!("reverted decision {id}")), "{text}");
-    assert_eq!(pg_show(name).await, before, "the value before");
+    assert_eq!(pg_show(PG_URL, name).await, before, "the value before");
     assert_eq!(
-        pg_auto_conf(name).await,
+        pg_auto_conf(PG_URL, name).await,
         had_entry,
         "postgresql.auto.conf as it was"
     );
@@ -259,8 +130,8 @@ async fn actions_revert_restores_postgres_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_revert_refuses_a_setting_changed_since_unless_forced() {
     let name = "hash-max-listpack-entries";
-    let before = redis_get(name);
-    let _guard = RedisGuard(name, before.clone());
+    let _guard = RedisGuard::save(REDIS_URL, name);
+    let before = redis_get(REDIS_URL, name);
     let n: u64 = before.parse().unwrap();
     let ws = Workspace::new().unwrap();
     let (path, config) = write_config(
@@ -276,7 +147,7 @@ async fn actions_revert_refuses_a_setting_changed_since_unless_forced() {
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
     let id = d.id.unwrap().to_string();
     // Someone else changes it afterwards.
-    redis_set(name, &(n + 5).to_string());
+    redis_set(REDIS_URL, name, &(n + 5).to_string());
     let refused = actions(&path, &["revert", &id]);
     let text = output_text(&refused);
     assert!(!refused.status.success(), "{text}");
@@ -284,18 +155,22 @@ async fn actions_revert_refuses_a_setting_changed_since_unless_forced() {
         text.contains("changed since") && text.contains("--force"),
         "{text}"
     );
-    assert_eq!(redis_get(name), (n + 5).to_string(), "left alone");
+    assert_eq!(
+        redis_get(REDIS_URL, name),
+        (n + 5).to_string(),
+        "left alone"
+    );
     let forced = actions(&path, &["revert", &id, "--force"]);
     let text = output_text(&forced);
     assert!(forced.status.success(), "{text}");
-    assert_eq!(redis_get(name), before);
+    assert_eq!(redis_get(REDIS_URL, name), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_revert_restores_a_mysql_variable() {
     let name = "delayed_queue_size";
-    let before = mysql_get(name).await;
-    let _guard = MysqlGuard(name, before.clone());
+    let _guard = MysqlGuard::save(MYSQL_URL, name).await;
+    let before = mysql_get(MYSQL_URL, name).await;
     let target = if before == "2000" { "2001" } else { "2000" };
     let ws = Workspace::new().unwrap();
     let (path, config) = write_config(
@@ -309,10 +184,10 @@ async fn actions_revert_restores_a_mysql_variable() {
         .decide(proposal(Target::Mysql, "db", name, target))
         .await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
-    assert_eq!(mysql_get(name).await, target);
+    assert_eq!(mysql_get(MYSQL_URL, name).await, target);
     let revert = actions(&path, &["revert", &d.id.unwrap().to_string()]);
     assert!(revert.status.success(), "{}", output_text(&revert));
-    assert_eq!(mysql_get(name).await, before);
+    assert_eq!(mysql_get(MYSQL_URL, name).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

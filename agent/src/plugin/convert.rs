@@ -228,10 +228,7 @@ fn finding_from(f: wit::Finding) -> Result<Finding, String> {
             f.labels.len()
         ));
     }
-    for label in &f.labels {
-        check_len("label key", &label.key, 1, MAX_LABEL_BYTES)?;
-        check_len("label value", &label.value, 0, MAX_LABEL_BYTES)?;
-    }
+    check_attributes("label", &f.labels)?;
     if let Some(value) = f.value
         && !value.is_finite()
     {
@@ -256,7 +253,8 @@ fn finding_from(f: wit::Finding) -> Result<Finding, String> {
     })
 }
 
-fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), String> {
+/// Checks that `text` (named `field` in the error) is `min..=max` bytes long.
+pub(super) fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), String> {
     if text.len() < min {
         return Err(format!("{field} is empty"));
     }
@@ -265,6 +263,16 @@ fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), Stri
             "{field} is {} bytes; the limit is {max}",
             text.len()
         ));
+    }
+    Ok(())
+}
+
+/// Checks each attribute's key (1 to [`MAX_LABEL_BYTES`] bytes) and value (at most that);
+/// errors name them `{what} key` and `{what} value`.
+pub(super) fn check_attributes(what: &str, attributes: &[wit::Attribute]) -> Result<(), String> {
+    for a in attributes {
+        check_len(&format!("{what} key"), &a.key, 1, MAX_LABEL_BYTES)?;
+        check_len(&format!("{what} value"), &a.value, 0, MAX_LABEL_BYTES)?;
     }
     Ok(())
 }

@@ -5,13 +5,11 @@
 use std::time::{Duration, SystemTime};
 
 use super::bindings::v0_3::vigil::plugin::types as wit;
-use super::convert::{MAX_LABEL_BYTES, unix_nanos};
+use super::convert::{check_attributes, check_len, unix_nanos};
 use crate::alert::Alert;
 use crate::model::Severity;
 use crate::tuning::action::COLLECTOR_INTERVAL;
-use crate::tuning::{
-    Action, CurrentSetting, Direction, Proposal, RevertCondition, SettingKey, Target,
-};
+use crate::tuning::{Action, CurrentSetting, Direction, Proposal, RevertCondition, Target};
 
 /// Most proposals one `propose` call may return.
 pub const MAX_PROPOSALS: usize = 100;
@@ -108,27 +106,23 @@ fn action_from(action: wit::Action) -> Result<Action, String> {
             if change.interval_ms == 0 {
                 return Err("interval-ms is 0; a collector interval must be at least 1 ms".into());
             }
-            return Ok(Action {
-                setting: SettingKey {
-                    target: Target::Collector,
-                    instance: change.collector,
-                    parameter: COLLECTOR_INTERVAL.to_owned(),
-                },
-                value: change.interval_ms.to_string(),
-            });
+            return Ok(Action::new(
+                Target::Collector,
+                change.collector,
+                COLLECTOR_INTERVAL,
+                change.interval_ms.to_string(),
+            ));
         }
     };
     check_len("instance", &change.instance, 1, MAX_NAME_BYTES)?;
     check_len("parameter", &change.parameter, 1, MAX_NAME_BYTES)?;
     check_len("value", &change.value, 0, MAX_VALUE_BYTES)?;
-    Ok(Action {
-        setting: SettingKey {
-            target,
-            instance: change.instance,
-            parameter: change.parameter,
-        },
-        value: change.value,
-    })
+    Ok(Action::new(
+        target,
+        change.instance,
+        change.parameter,
+        change.value,
+    ))
 }
 
 fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {
@@ -139,10 +133,7 @@ fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {
             r.attributes.len()
         ));
     }
-    for a in &r.attributes {
-        check_len("revert-if attribute key", &a.key, 1, MAX_LABEL_BYTES)?;
-        check_len("revert-if attribute value", &a.value, 0, MAX_LABEL_BYTES)?;
-    }
+    check_attributes("revert-if attribute", &r.attributes)?;
     if !r.limit.is_finite() {
         return Err(format!(
             "revert-if limit is {}; it must be a finite number",
@@ -167,19 +158,6 @@ fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {
         limit: r.limit,
         window,
     })
-}
-
-fn check_len(field: &str, text: &str, min: usize, max: usize) -> Result<(), String> {
-    if text.len() < min {
-        return Err(format!("{field} is empty"));
-    }
-    if text.len() > max {
-        return Err(format!(
-            "{field} is {} bytes; the limit is {max}",
-            text.len()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

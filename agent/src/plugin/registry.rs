@@ -423,6 +423,24 @@ mod tests {
     /// Findings' values by plugin, in the order they arrived.
     type Found = Arc<Mutex<Vec<(String, f64)>>>;
 
+    /// Installs a new version from `load` five times on another thread; the flag stays
+    /// true until the last one is in.
+    fn swap_in_five_times(
+        registry: &PluginRegistry,
+        runtime: &Arc<PluginRuntime>,
+        load: impl Fn(&PluginRuntime) -> PluginInstance + Send + 'static,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let swapping = Arc::new(AtomicBool::new(true));
+        let (registry, runtime, flag) = (registry.clone(), runtime.clone(), swapping.clone());
+        let swapper = std::thread::spawn(move || {
+            for _ in 0..5 {
+                registry.install(load(&runtime));
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
+        (swapping, swapper)
+    }
+
     fn recorder() -> (Found, Arc<Handler>) {
         let found = Arc::new(Mutex::new(Vec::new()));
         let sink = found.clone();
@@ -518,17 +536,9 @@ mod tests {
         let (found, handler) = recorder();
 
         // Batches flow while new versions are swapped in from another thread.
-        let swapping = Arc::new(AtomicBool::new(true));
-        let swapper = {
-            let (registry, runtime, swapping) =
-                (registry.clone(), runtime.clone(), swapping.clone());
-            std::thread::spawn(move || {
-                for _ in 0..5 {
-                    registry.install(misbehave(&runtime, "counter", "count"));
-                }
-                swapping.store(false, Ordering::SeqCst);
-            })
-        };
+        let (swapping, swapper) = swap_in_five_times(&registry, &runtime, |runtime| {
+            misbehave(runtime, "counter", "count")
+        });
         let mut sent = 0;
         while swapping.load(Ordering::SeqCst) || sent < 10 {
             registry.dispatch(&batch(), &no_inputs(), &handler);
@@ -569,17 +579,7 @@ mod tests {
 
         // Batches from distinct sources (none replaces another while waiting) are handed
         // out without waiting, while new versions are swapped in from another thread.
-        let swapping = Arc::new(AtomicBool::new(true));
-        let swapper = {
-            let (registry, runtime, swapping) =
-                (registry.clone(), runtime.clone(), swapping.clone());
-            std::thread::spawn(move || {
-                for _ in 0..5 {
-                    registry.install(counting(&runtime));
-                }
-                swapping.store(false, Ordering::SeqCst);
-            })
-        };
+        let (swapping, swapper) = swap_in_five_times(&registry, &runtime, counting);
         let mut sent = 0;
         while swapping.load(Ordering::SeqCst) || sent < 40 {
             sent += 1;

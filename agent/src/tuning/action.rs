@@ -74,6 +74,25 @@ pub struct Action {
     pub value: String,
 }
 
+impl Action {
+    /// Set `parameter` of `instance` (of `target`) to `value`.
+    pub fn new(
+        target: Target,
+        instance: impl Into<String>,
+        parameter: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Action {
+            setting: SettingKey {
+                target,
+                instance: instance.into(),
+                parameter: parameter.into(),
+            },
+            value: value.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} = {}", self.setting, self.value)

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{Connection, Row};
 
-use super::target::{BoxFuture, Reading, TargetError, within};
+use super::target::{BoxFuture, Reading, TargetError, connect, within};
 use super::units;
 use crate::config::InstanceConfig;
 use crate::tuning::action::Target;
@@ -148,9 +148,7 @@ pub fn read<'a>(
         check_name(parameter)?;
         let options = options(config)?;
         within(config.timeout, async {
-            let mut conn = MySqlConnection::connect_with(&options)
-                .await
-                .map_err(|e| TargetError::Failed(format!("cannot connect: {e}")))?;
+            let mut conn = connect::<MySqlConnection>(&options).await?;
             let reading = read_with(&mut conn, parameter).await;
             let _ = conn.close().await;
             reading
@@ -171,9 +169,7 @@ pub fn set<'a>(
         let options = options(config)?;
         let statement = format!("SET GLOBAL {parameter} = ?");
         within(config.timeout, async {
-            let mut conn = MySqlConnection::connect_with(&options)
-                .await
-                .map_err(|e| TargetError::Failed(format!("cannot connect: {e}")))?;
+            let mut conn = connect::<MySqlConnection>(&options).await?;
             let query = sqlx::query(&statement);
             let query = match units::parse(Target::Mysql, value, None) {
                 Some(n) if n.fract() == 0.0 && n >= 0.0 && n < u64::MAX as f64 => {

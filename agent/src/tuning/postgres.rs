@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
 use super::action::is_parameter_name;
-use super::target::{BoxFuture, Reading, TargetError, within};
+use super::target::{BoxFuture, Reading, TargetError, connect, within};
 use super::units;
 use crate::config::InstanceConfig;
 use crate::tuning::action::Target;
@@ -28,12 +28,6 @@ fn options(config: &InstanceConfig) -> Result<PgConnectOptions, TargetError> {
         options = options.password(secret.expose());
     }
     Ok(options.application_name("vigil-tuning"))
-}
-
-async fn connect(options: &PgConnectOptions) -> Result<PgConnection, TargetError> {
-    PgConnection::connect_with(options)
-        .await
-        .map_err(|e| TargetError::Failed(format!("cannot connect: {e}")))
 }
 
 fn check_name(parameter: &str) -> Result<(), TargetError> {
@@ -104,14 +98,16 @@ pub fn read<'a>(
     Box::pin(async move {
         check_name(parameter)?;
         let options = options(config)?;
-        within(config.timeout, async {
-            let mut conn = connect(&options).await?;
-            let reading = read_with(&mut conn, parameter).await;
-            let _ = conn.close().await;
-            reading
-        })
-        .await
+        within(config.timeout, read_new(&options, parameter)).await
     })
+}
+
+/// Reads `parameter` on a connection of its own (only new connections see a reload).
+async fn read_new(options: &PgConnectOptions, parameter: &str) -> Result<Reading, TargetError> {
+    let mut conn = connect::<PgConnection>(options).await?;
+    let reading = read_with(&mut conn, parameter).await;
+    let _ = conn.close().await;
+    reading
 }
 
 /// Runs `statement` (an ALTER SYSTEM) and `pg_reload_conf()` on a connection of its own,
@@ -122,7 +118,7 @@ async fn alter(
     statement: &str,
 ) -> Result<Option<String>, TargetError> {
     use sqlx::Executor;
-    let mut conn = connect(options).await?;
+    let mut conn = connect::<PgConnection>(options).await?;
     let reading = read_with(&mut conn, parameter).await?;
     if let Some(refusal) = reading.refusal {
         return Err(TargetError::Refused(refusal));
@@ -163,13 +159,7 @@ pub fn set<'a>(
         // The postmaster reloads asynchronously: read in new connections until it shows.
         let started = tokio::time::Instant::now();
         loop {
-            let now = within(config.timeout, async {
-                let mut conn = connect(&options).await?;
-                let reading = read_with(&mut conn, parameter).await;
-                let _ = conn.close().await;
-                reading
-            })
-            .await?;
+            let now = within(config.timeout, read_new(&options, parameter)).await?;
             if units::same_value(Target::Postgres, &now.value, expect, unit.as_deref())
                 || started.elapsed() >= RELOAD_WAIT
             {

@@ -55,6 +55,13 @@ pub(crate) async fn within<T>(
         })
 }
 
+/// A new connection (PostgreSQL or MySQL) made with `options`.
+pub(crate) async fn connect<C: sqlx::Connection>(options: &C::Options) -> Result<C, TargetError> {
+    C::connect_with(options)
+        .await
+        .map_err(|e| TargetError::Failed(format!("cannot connect: {e}")))
+}
+
 /// The agent's own collector intervals, as the running agent has them. The supervisor
 /// implements it; [`MemoryIntervals`] is an in-memory one (tests, previews).
 pub trait CollectorIntervals: Send + Sync {

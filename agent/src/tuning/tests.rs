@@ -10,10 +10,10 @@ use super::audit::{self, Status};
 use super::*;
 use crate::config::{self, Config};
 use crate::model::{BatchBuilder, MetricDesc, MetricKind, attrs};
-
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+use vigil_testkit::servers::{
+    MYSQL_URL, MysqlGuard, PG_URL, PgGuard, REDIS_URL, RedisGuard, mysql_get, pg_auto_conf,
+    pg_show, redis_get,
+};
 
 fn config(audit: &Path, extra: &str) -> Config {
     Config::parse(
@@ -51,14 +51,7 @@ fn proposal(
 ) -> Proposal {
     Proposal {
         policy: policy.into(),
-        action: Action {
-            setting: SettingKey {
-                target,
-                instance: instance.into(),
-                parameter: parameter.into(),
-            },
-            value: value.into(),
-        },
+        action: Action::new(target, instance, parameter, value),
         reason: format!("test wants {parameter} = {value}"),
         revert_if: None,
         proposed_at: SystemTime::now(),
@@ -69,6 +62,14 @@ fn redis(parameter: &str, value: &str) -> Proposal {
     proposal("p", Target::Redis, "main", parameter, value)
 }
 
+fn postgres(parameter: &str, value: &str) -> Proposal {
+    proposal("p", Target::Postgres, "pg", parameter, value)
+}
+
+fn mysql(parameter: &str, value: &str) -> Proposal {
+    proposal("p", Target::Mysql, "db", parameter, value)
+}
+
 fn audit_lines(path: &Path) -> Vec<audit::Entry> {
     audit::read_entries(path).unwrap().0
 }
@@ -77,169 +78,19 @@ fn audit_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("actions.jsonl")
 }
 
-/// Runs `work` to completion on a runtime of its own (for guards, which cannot await).
-fn block_on<T: Send + 'static, F: std::future::Future<Output = T>>(
-    work: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(work())
-    })
-    .join()
-    .unwrap()
-}
-
-/// A Redis setting, put back as it was when dropped.
-struct RedisSetting {
-    name: &'static str,
-    original: String,
-}
-
-fn redis_get(name: &str) -> String {
-    let mut conn = ::redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let reply: Vec<String> = ::redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query(&mut conn)
-        .unwrap();
-    reply[1].clone()
-}
-
-impl RedisSetting {
-    fn save(name: &'static str) -> Self {
-        RedisSetting {
-            name,
-            original: redis_get(name),
-        }
-    }
-}
-
-impl Drop for RedisSetting {
-    fn drop(&mut self) {
-        let mut conn = ::redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let _: () = ::redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(self.name)
-            .arg(&self.original)
-            .query(&mut conn)
-            .unwrap();
-    }
-}
-
-async fn pg() -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(PG_URL).await.unwrap()
-}
-
-/// The postgresql.auto.conf entry of `name`, if any.
-async fn pg_auto_conf(name: &str) -> Option<String> {
-    use sqlx::Row;
-    let mut conn = pg().await;
-    sqlx::query("SELECT setting FROM pg_file_settings WHERE name = $1 AND sourcefile LIKE '%postgresql.auto.conf'")
-        .bind(name)
-        .fetch_optional(&mut conn)
+/// Drops the last handle of a running engine and waits (up to 5 s) for its task to end.
+async fn stop(handle: TuningHandle, task: tokio::task::JoinHandle<()>) {
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(5), task)
         .await
-        .unwrap()
-        .map(|row| row.get::<String, _>(0))
-}
-
-async fn pg_show(name: &str) -> String {
-    use sqlx::Row;
-    let mut conn = pg().await;
-    sqlx::query("SELECT current_setting($1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get::<String, _>(0)
-}
-
-/// A PostgreSQL parameter whose postgresql.auto.conf entry (or its absence) is put back on drop.
-struct PgSetting {
-    name: &'static str,
-    entry: Option<String>,
-}
-
-impl PgSetting {
-    async fn save(name: &'static str) -> Self {
-        PgSetting {
-            name,
-            entry: pg_auto_conf(name).await,
-        }
-    }
-}
-
-impl Drop for PgSetting {
-    fn drop(&mut self) {
-        let (name, entry) = (self.name, self.entry.clone());
-        block_on(move || async move {
-            let mut conn = pg().await;
-            let sql = match entry {
-                Some(v) => format!("ALTER SYSTEM SET {name} = '{}'", v.replace('\'', "''")),
-                None => format!("ALTER SYSTEM RESET {name}"),
-            };
-            sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
-            sqlx::raw_sql("SELECT pg_reload_conf()")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
-    }
-}
-
-async fn mysql_get(name: &str) -> String {
-    use sqlx::{Connection, Row};
-    let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
-    let row = sqlx::query(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)"))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    row.try_get::<String, _>(0)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&row.get::<Vec<u8>, _>(0)).into_owned())
-}
-
-/// A MySQL global variable, put back on drop.
-struct MysqlSetting {
-    name: &'static str,
-    original: String,
-}
-
-impl MysqlSetting {
-    async fn save(name: &'static str) -> Self {
-        MysqlSetting {
-            name,
-            original: mysql_get(name).await,
-        }
-    }
-}
-
-impl Drop for MysqlSetting {
-    fn drop(&mut self) {
-        let (name, original) = (self.name, self.original.clone());
-        block_on(move || async move {
-            use sqlx::Connection;
-            let mut conn = sqlx::MySqlConnection::connect(MYSQL_URL).await.unwrap();
-            sqlx::raw_sql(&format!("SET GLOBAL {name} = {original}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
-    }
+        .expect("the engine stops within 5 s of its last handle")
+        .expect("the engine's task did not panic");
 }
 
 #[tokio::test]
 async fn redis_enforce_applies_reads_back_audits_and_dedups() {
-    let _guard = RedisSetting::save("lfu-log-factor");
-    let before = redis_get("lfu-log-factor");
+    let _guard = RedisGuard::save(REDIS_URL, "lfu-log-factor");
+    let before = redis_get(REDIS_URL, "lfu-log-factor");
     let target = if before == "12" { "13" } else { "12" };
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -260,7 +111,7 @@ async fn redis_enforce_applies_reads_back_audits_and_dedups() {
     assert_eq!(d.before.as_deref(), Some(before.as_str()));
     assert_eq!(d.after.as_deref(), Some(target));
     assert_eq!(
-        redis_get("lfu-log-factor"),
+        redis_get(REDIS_URL, "lfu-log-factor"),
         target,
         "read back from the server"
     );
@@ -302,8 +153,8 @@ async fn redis_enforce_applies_reads_back_audits_and_dedups() {
 
 #[tokio::test]
 async fn dry_run_changes_nothing_and_audits_what_would_have() {
-    let _guard = RedisSetting::save("lfu-decay-time");
-    let before = redis_get("lfu-decay-time");
+    let _guard = RedisGuard::save(REDIS_URL, "lfu-decay-time");
+    let before = redis_get(REDIS_URL, "lfu-decay-time");
     let target = if before == "7" { "8" } else { "7" };
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -317,7 +168,11 @@ async fn dry_run_changes_nothing_and_audits_what_would_have() {
     );
     let d = engine.decide(redis("lfu-decay-time", target)).await;
     assert_eq!(d.verdict, Verdict::DryRun);
-    assert_eq!(redis_get("lfu-decay-time"), before, "nothing changed");
+    assert_eq!(
+        redis_get(REDIS_URL, "lfu-decay-time"),
+        before,
+        "nothing changed"
+    );
     let lines = audit_lines(&path);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].status, Status::DryRun);
@@ -333,13 +188,13 @@ async fn dry_run_changes_nothing_and_audits_what_would_have() {
 
 #[tokio::test]
 async fn refusals_name_their_reasons() {
-    let _guard = RedisSetting::save("proto-max-bulk-len");
-    let bulk = redis_get("proto-max-bulk-len");
-    let _flush_guard = RedisSetting::save("lazyfree-lazy-user-flush");
-    let flush = redis_get("lazyfree-lazy-user-flush");
-    let _insert_guard = MysqlSetting::save("delayed_insert_limit").await;
-    let insert_limit = mysql_get("delayed_insert_limit").await;
-    let shared_buffers = pg_show("shared_buffers").await;
+    let _guard = RedisGuard::save(REDIS_URL, "proto-max-bulk-len");
+    let bulk = redis_get(REDIS_URL, "proto-max-bulk-len");
+    let _flush_guard = RedisGuard::save(REDIS_URL, "lazyfree-lazy-user-flush");
+    let flush = redis_get(REDIS_URL, "lazyfree-lazy-user-flush");
+    let _insert_guard = MysqlGuard::save(MYSQL_URL, "delayed_insert_limit").await;
+    let insert_limit = mysql_get(MYSQL_URL, "delayed_insert_limit").await;
+    let shared_buffers = pg_show(PG_URL, "shared_buffers").await;
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
     let mut engine = TuningEngine::new(
@@ -410,19 +265,16 @@ values = ["lots"]
             "larger step than max_step = 64mb",
         ),
         (
-            proposal("p", Target::Postgres, "pg", "shared_buffers", "256MB"),
+            postgres("shared_buffers", "256MB"),
             "needs a server restart",
         ),
-        (
-            proposal("p", Target::Mysql, "db", "innodb_page_size", "8192"),
-            "read-only",
-        ),
+        (mysql("innodb_page_size", "8192"), "read-only"),
         (
             redis("lazyfree-lazy-user-flush", "maybe"),
             "Redis refused CONFIG SET lazyfree-lazy-user-flush",
         ),
         (
-            proposal("p", Target::Mysql, "db", "delayed_insert_limit", "lots"),
+            mysql("delayed_insert_limit", "lots"),
             "the server refused it: Incorrect argument type",
         ),
     ];
@@ -442,29 +294,22 @@ values = ["lots"]
         );
         assert!(d.audited(), "{action}");
     }
-    assert_eq!(redis_get("proto-max-bulk-len"), bulk);
-    assert_eq!(pg_show("shared_buffers").await, shared_buffers);
+    assert_eq!(redis_get(REDIS_URL, "proto-max-bulk-len"), bulk);
+    assert_eq!(pg_show(PG_URL, "shared_buffers").await, shared_buffers);
     let rows = audit::fold(audit_lines(&path));
     assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|r| r.outcome == Status::Refused));
     // The servers' refusals came after `applying` was audited: two lines per decision.
     assert_eq!(audit_lines(&path).len(), 12);
-    assert_eq!(redis_get("lazyfree-lazy-user-flush"), flush);
-    assert_eq!(mysql_get("delayed_insert_limit").await, insert_limit);
+    assert_eq!(redis_get(REDIS_URL, "lazyfree-lazy-user-flush"), flush);
+    assert_eq!(
+        mysql_get(MYSQL_URL, "delayed_insert_limit").await,
+        insert_limit
+    );
 }
 
-#[tokio::test]
-async fn rate_limit_and_cooldown_hold() {
-    let _intset = RedisSetting::save("set-max-intset-entries");
-    let _zset = RedisSetting::save("zset-max-listpack-entries");
-    let intset: i64 = redis_get("set-max-intset-entries").parse().unwrap();
-    let zset: i64 = redis_get("zset-max-listpack-entries").parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = audit_path(&dir);
-    let mut engine = TuningEngine::new(
-        &config(
-            &path,
-            r#"
+/// Policy `p` enforced, and `set-max-intset-entries` allowed to change twice an hour.
+const INTSET_TWICE_AN_HOUR: &str = r#"
 [tuning.policies.p]
 mode = "enforce"
 [[tuning.allow]]
@@ -476,6 +321,25 @@ max = 100000
 max_changes = 2
 per = "1h"
 cooldown = "0s"
+"#;
+
+#[tokio::test]
+async fn rate_limit_and_cooldown_hold() {
+    let _intset = RedisGuard::save(REDIS_URL, "set-max-intset-entries");
+    let _zset = RedisGuard::save(REDIS_URL, "zset-max-listpack-entries");
+    let intset: i64 = redis_get(REDIS_URL, "set-max-intset-entries")
+        .parse()
+        .unwrap();
+    let zset: i64 = redis_get(REDIS_URL, "zset-max-listpack-entries")
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = audit_path(&dir);
+    let mut engine = TuningEngine::new(
+        &config(
+            &path,
+            &format!(
+                r#"{INTSET_TWICE_AN_HOUR}
 [[tuning.allow]]
 target = "redis"
 instance = "main"
@@ -483,7 +347,8 @@ parameter = "zset-max-listpack-entries"
 min = 1
 max = 100000
 cooldown = "2s"
-"#,
+"#
+            ),
         ),
         None,
         None,
@@ -505,11 +370,11 @@ cooldown = "2s"
         d.verdict_reason
     );
     assert_eq!(
-        redis_get("set-max-intset-entries"),
+        redis_get(REDIS_URL, "set-max-intset-entries"),
         (intset + 2).to_string()
     );
     // A restarted engine remembers the changes in the audit file.
-    let mut restarted = TuningEngine::new(&config(&path, &engine_config_tail()), None, None);
+    let mut restarted = TuningEngine::new(&config(&path, INTSET_TWICE_AN_HOUR), None, None);
     let d = restarted.decide(set(intset + 3)).await;
     assert!(
         d.verdict_reason.starts_with("rate limit"),
@@ -530,27 +395,23 @@ cooldown = "2s"
         d.verdict_reason
     );
     assert_eq!(
-        redis_get("zset-max-listpack-entries"),
+        redis_get(REDIS_URL, "zset-max-listpack-entries"),
         (zset + 1).to_string()
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let d = engine.decide(zset_to(zset + 2)).await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
     assert_eq!(
-        redis_get("zset-max-listpack-entries"),
+        redis_get(REDIS_URL, "zset-max-listpack-entries"),
         (zset + 2).to_string()
     );
 }
 
-fn engine_config_tail() -> String {
-    "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"set-max-intset-entries\"\nmin = 1\nmax = 100000\nmax_changes = 2\nper = \"1h\"\ncooldown = \"0s\"\n".into()
-}
-
 #[tokio::test]
 async fn postgres_change_and_exact_revert() {
-    let _guard = PgSetting::save("vacuum_cost_limit").await;
-    let had_entry = pg_auto_conf("vacuum_cost_limit").await;
-    let before = pg_show("vacuum_cost_limit").await;
+    let _guard = PgGuard::save(PG_URL, "vacuum_cost_limit").await;
+    let had_entry = pg_auto_conf(PG_URL, "vacuum_cost_limit").await;
+    let before = pg_show(PG_URL, "vacuum_cost_limit").await;
     let target = if before == "333" { "334" } else { "333" };
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -559,24 +420,16 @@ async fn postgres_change_and_exact_revert() {
         "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"postgres\"\ninstance = \"pg\"\nparameter = \"vacuum_cost_limit\"\nmin = 1\nmax = 10000\n",
     );
     let mut engine = TuningEngine::new(&config, None, None);
-    let d = engine
-        .decide(proposal(
-            "p",
-            Target::Postgres,
-            "pg",
-            "vacuum_cost_limit",
-            target,
-        ))
-        .await;
+    let d = engine.decide(postgres("vacuum_cost_limit", target)).await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
     assert_eq!(d.after.as_deref(), Some(target));
     assert_eq!(
-        pg_show("vacuum_cost_limit").await,
+        pg_show(PG_URL, "vacuum_cost_limit").await,
         target,
         "a new connection sees it"
     );
     assert_eq!(
-        pg_auto_conf("vacuum_cost_limit").await.as_deref(),
+        pg_auto_conf(PG_URL, "vacuum_cost_limit").await.as_deref(),
         Some(target)
     );
     let id = d.id.unwrap();
@@ -587,9 +440,9 @@ async fn postgres_change_and_exact_revert() {
         "{}",
         revert.verdict_reason
     );
-    assert_eq!(pg_show("vacuum_cost_limit").await, before);
+    assert_eq!(pg_show(PG_URL, "vacuum_cost_limit").await, before);
     assert_eq!(
-        pg_auto_conf("vacuum_cost_limit").await,
+        pg_auto_conf(PG_URL, "vacuum_cost_limit").await,
         had_entry,
         "auto.conf as it was"
     );
@@ -599,8 +452,8 @@ async fn postgres_change_and_exact_revert() {
 
 #[tokio::test]
 async fn mysql_set_global_and_read_back() {
-    let _guard = MysqlSetting::save("max_error_count").await;
-    let before = mysql_get("max_error_count").await;
+    let _guard = MysqlGuard::save(MYSQL_URL, "max_error_count").await;
+    let before = mysql_get(MYSQL_URL, "max_error_count").await;
     let target = if before == "100" { "101" } else { "100" };
     let dir = tempfile::tempdir().unwrap();
     let path = audit_path(&dir);
@@ -609,17 +462,9 @@ async fn mysql_set_global_and_read_back() {
         "[tuning.policies.p]\nmode = \"enforce\"\n[[tuning.allow]]\ntarget = \"mysql\"\ninstance = \"db\"\nparameter = \"max_error_count\"\nmin = 0\nmax = 1000\n",
     );
     let mut engine = TuningEngine::new(&config, None, None);
-    let d = engine
-        .decide(proposal(
-            "p",
-            Target::Mysql,
-            "db",
-            "max_error_count",
-            target,
-        ))
-        .await;
+    let d = engine.decide(mysql("max_error_count", target)).await;
     assert_eq!(d.verdict, Verdict::Applied, "{}", d.verdict_reason);
-    assert_eq!(mysql_get("max_error_count").await, target);
+    assert_eq!(mysql_get(MYSQL_URL, "max_error_count").await, target);
     let revert = cli::revert_decision(&config, d.id.unwrap(), false)
         .await
         .unwrap();
@@ -629,13 +474,13 @@ async fn mysql_set_global_and_read_back() {
         "{}",
         revert.verdict_reason
     );
-    assert_eq!(mysql_get("max_error_count").await, before);
+    assert_eq!(mysql_get(MYSQL_URL, "max_error_count").await, before);
 }
 
 #[tokio::test]
 async fn an_unwritable_audit_file_stops_every_change() {
-    let _guard = RedisSetting::save("stream-node-max-entries");
-    let before = redis_get("stream-node-max-entries");
+    let _guard = RedisGuard::save(REDIS_URL, "stream-node-max-entries");
+    let before = redis_get(REDIS_URL, "stream-node-max-entries");
     let dir = tempfile::tempdir().unwrap();
     // The audit "file" is a directory.
     let mut engine = TuningEngine::new(
@@ -661,7 +506,7 @@ async fn an_unwritable_audit_file_stops_every_change() {
         "{}",
         d.verdict_reason
     );
-    assert_eq!(redis_get("stream-node-max-entries"), before);
+    assert_eq!(redis_get(REDIS_URL, "stream-node-max-entries"), before);
 }
 
 #[tokio::test]
@@ -741,11 +586,7 @@ cooldown = "0s"
         "{reason}"
     );
     assert_eq!(handle.stats().watching, 0);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -819,11 +660,7 @@ async fn a_watch_that_ends_quietly_keeps_the_change() {
     assert!(kept.contains("did not get worse"), "{kept}");
     assert_eq!(intervals.current("system"), Some(Duration::from_secs(20)));
     assert_eq!(handle.stats().watching, 0);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -876,11 +713,7 @@ async fn garbage_floods_are_counted_not_audited() {
     assert_eq!(stats.decisions["p"]["refused"], 20);
     let lines = audit_lines(&path);
     assert_eq!(lines.len(), 20 + 20 + 1);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }
 
 #[tokio::test]
@@ -902,7 +735,7 @@ async fn a_reloaded_config_applies_to_the_next_decision() {
         "[[tuning.allow]]\ntarget = \"redis\"\ninstance = \"main\"\nparameter = \"hz\"\nmin = 1\nmax = 500\n",
     ));
     let d = handle.decide(redis("hz", "11")).await.unwrap();
-    let hz = redis_get("hz");
+    let hz = redis_get(REDIS_URL, "hz");
     if hz == "11" {
         assert_eq!(d.verdict, Verdict::Unchanged);
     } else {
@@ -913,9 +746,5 @@ async fn a_reloaded_config_applies_to_the_next_decision() {
     assert_eq!(settings.len(), 1);
     assert_eq!(settings[0].setting.parameter, "hz");
     assert_eq!(settings[0].value, hz);
-    drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(handle, task).await;
 }

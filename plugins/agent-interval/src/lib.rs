@@ -41,8 +41,7 @@ pub mod decide;
 use std::sync::OnceLock;
 
 use vigil_plugin_kit::Frame;
-use vigil_plugin_kit::bindings::vigil::plugin::host;
-use vigil_plugin_kit::policy::{load_state, save_state};
+use vigil_plugin_kit::policy::{settings_once, step_with_state};
 use vigil_plugin_kit::policy_bindings::{
     Batch, CurrentSetting, FiringAlert, Guest, PluginInfo, Proposal,
 };
@@ -52,10 +51,7 @@ use decide::{CPU, Settings, State, busy, step};
 /// The settings, parsed once per instance (new settings start a new instance).
 fn settings() -> Result<&'static Settings, String> {
     static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
-    SETTINGS
-        .get_or_init(|| Settings::parse(&host::config()))
-        .as_ref()
-        .map_err(Clone::clone)
+    settings_once(&SETTINGS, Settings::parse)
 }
 
 /// Where the streaks are kept in the host's state.
@@ -84,10 +80,7 @@ impl Guest for AgentInterval {
         if busy.is_none() {
             return Ok(Vec::new());
         }
-        let mut state: State = load_state(STATE);
-        let outcome = step(&mut state, s, busy, &current);
-        save_state(STATE, &state)?;
-        Ok(outcome.finish())
+        step_with_state(STATE, |state: &mut State| step(state, s, busy, &current))
     }
 }
 

@@ -4,6 +4,8 @@
 //! A policy implements [`crate::policy_bindings::Guest`] and exports it with
 //! `vigil_plugin_kit::export_policy!(MyPolicy);`.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -152,6 +154,36 @@ pub fn proposal(action: Action, reason: String, revert: Option<RevertCondition>)
         reason,
         revert_if: revert,
     }
+}
+
+/// The policy's settings, parsed by `parse` from `host::config()` the first time and kept
+/// in `cell` (new settings start a new instance). Each policy keeps its own cell:
+///
+/// ```ignore
+/// fn settings() -> Result<&'static Settings, String> {
+///     static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
+///     settings_once(&SETTINGS, Settings::parse)
+/// }
+/// ```
+pub fn settings_once<T>(
+    cell: &'static OnceLock<Result<T, String>>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<&'static T, String> {
+    cell.get_or_init(|| parse(&host::config()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Runs one step of a policy on the state kept under `key` ([`load_state`]), saves the state
+/// ([`save_state`]) and returns the step's proposals ([`Outcome::finish`] logs its warnings).
+pub fn step_with_state<S: Serialize + DeserializeOwned + Default>(
+    key: &str,
+    step: impl FnOnce(&mut S) -> Outcome,
+) -> Result<Vec<Proposal>, String> {
+    let mut state: S = load_state(key);
+    let outcome = step(&mut state);
+    save_state(key, &state)?;
+    Ok(outcome.finish())
 }
 
 /// The JSON value kept under `key` in the host's key/value state (kept across calls,

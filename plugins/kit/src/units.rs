@@ -96,6 +96,21 @@ pub fn human_millis(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// The longest revert window the host accepts: one day, in milliseconds.
+pub const MAX_REVERT_WINDOW_MS: u64 = 86_400_000;
+
+/// Parses a policy's `revert_window` setting (`10m`) into milliseconds: above 0 and at most
+/// a day (the host refuses longer ones). Errors name the setting `revert_window`.
+pub fn parse_revert_window(text: &str) -> Result<u64, String> {
+    let ms = parse_millis(text).map_err(|e| format!("revert_window: {e}"))?;
+    if ms == 0 || ms > MAX_REVERT_WINDOW_MS {
+        return Err(format!(
+            "revert_window ({text}) must be above 0 and at most a day"
+        ));
+    }
+    Ok(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +185,21 @@ mod tests {
         assert_eq!(parse_millis("250ms"), Ok(250));
         assert!(parse_millis("soon").unwrap_err().contains("write e.g. 10s"));
         assert_eq!(human_millis(20_000), "20s");
+    }
+
+    #[test]
+    fn revert_windows_are_above_zero_and_at_most_a_day() {
+        assert_eq!(parse_revert_window("10m"), Ok(600_000));
+        assert_eq!(parse_revert_window("24h"), Ok(MAX_REVERT_WINDOW_MS));
+        assert_eq!(
+            parse_revert_window("25h"),
+            Err("revert_window (25h) must be above 0 and at most a day".into())
+        );
+        assert!(parse_revert_window("0s").is_err());
+        assert!(
+            parse_revert_window("soon")
+                .unwrap_err()
+                .starts_with("revert_window: ")
+        );
     }
 }

@@ -7,7 +7,7 @@ use vigil_plugin_kit::bindings::vigil::plugin::types::{
 };
 use vigil_plugin_kit::counter::{Counters, Streak};
 use vigil_plugin_kit::policy::{Outcome, current_parsed, postgres_set, proposal, revert_if};
-use vigil_plugin_kit::units::{parse_millis, parse_size, pg_size};
+use vigil_plugin_kit::units::{parse_revert_window, parse_size, pg_size};
 
 /// The metric watched.
 pub const TEMP_FILES: &str = "postgresql.temp_files";
@@ -92,14 +92,7 @@ impl Settings {
                 "revert_memory_utilization ({share}) is a share of memory: above 0, at most 1"
             ));
         }
-        let revert_window_ms =
-            parse_millis(&raw.revert_window).or_else(|e| invalid(format!("revert_window: {e}")))?;
-        if revert_window_ms == 0 || revert_window_ms > 86_400_000 {
-            return invalid(format!(
-                "revert_window ({}) must be above 0 and at most a day",
-                raw.revert_window
-            ));
-        }
+        let revert_window_ms = parse_revert_window(&raw.revert_window).or_else(invalid)?;
         Ok(Settings {
             instance: raw.instance,
             temp_files_per_min: raw.temp_files_per_min,

@@ -43,8 +43,7 @@ pub mod decide;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use vigil_plugin_kit::bindings::vigil::plugin::host;
-use vigil_plugin_kit::policy::{load_state, save_state};
+use vigil_plugin_kit::policy::{settings_once, step_with_state};
 use vigil_plugin_kit::policy_bindings::{
     Batch, CurrentSetting, FiringAlert, Guest, PluginInfo, Proposal,
 };
@@ -55,10 +54,7 @@ use decide::{Settings, State, TEMP_FILES, step};
 /// The settings, parsed once per instance (new settings start a new instance).
 fn settings() -> Result<&'static Settings, String> {
     static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
-    SETTINGS
-        .get_or_init(|| Settings::parse(&host::config()))
-        .as_ref()
-        .map_err(Clone::clone)
+    settings_once(&SETTINGS, Settings::parse)
 }
 
 struct WorkMem;
@@ -93,18 +89,19 @@ impl Guest for WorkMem {
         }
         let mut proposals = Vec::new();
         for (name, temp_files) in by_instance {
-            let key = format!("instance:{name}");
-            let mut state: State = load_state(&key);
-            let outcome = step(
-                &mut state,
-                s,
-                name,
-                frame.batch.timestamp_ns,
-                &temp_files,
-                &current,
-            );
-            save_state(&key, &state)?;
-            proposals.extend(outcome.finish());
+            proposals.extend(step_with_state(
+                &format!("instance:{name}"),
+                |state: &mut State| {
+                    step(
+                        state,
+                        s,
+                        name,
+                        frame.batch.timestamp_ns,
+                        &temp_files,
+                        &current,
+                    )
+                },
+            )?);
         }
         Ok(proposals)
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use vigil_plugin_kit::bindings::vigil::plugin::types::{CurrentSetting, Direction, SettingTarget};
 use vigil_plugin_kit::counter::{Counters, Streak};
 use vigil_plugin_kit::policy::{Outcome, current_parsed, proposal, redis_config_set, revert_if};
-use vigil_plugin_kit::units::{human_size, parse_millis, parse_size};
+use vigil_plugin_kit::units::{human_size, parse_revert_window, parse_size};
 use vigil_plugin_kit::{Frame, instance};
 
 pub const EVICTED: &str = "redis.keys.evicted";
@@ -151,14 +151,7 @@ impl Settings {
                 raw.revert_factor
             ));
         }
-        let revert_window_ms =
-            parse_millis(&raw.revert_window).or_else(|e| invalid(format!("revert_window: {e}")))?;
-        if revert_window_ms == 0 || revert_window_ms > 86_400_000 {
-            return invalid(format!(
-                "revert_window ({}) must be above 0 and at most a day",
-                raw.revert_window
-            ));
-        }
+        let revert_window_ms = parse_revert_window(&raw.revert_window).or_else(invalid)?;
         Ok(Settings {
             instance: raw.instance,
             evictions_per_s: raw.evictions_per_s,

@@ -53,8 +53,7 @@ pub mod decide;
 use std::sync::OnceLock;
 
 use vigil_plugin_kit::Frame;
-use vigil_plugin_kit::bindings::vigil::plugin::host;
-use vigil_plugin_kit::policy::{load_state, save_state};
+use vigil_plugin_kit::policy::{settings_once, step_with_state};
 use vigil_plugin_kit::policy_bindings::{
     Batch, CurrentSetting, FiringAlert, Guest, PluginInfo, Proposal,
 };
@@ -64,10 +63,7 @@ use decide::{INTERESTS, Settings, State, readings, step};
 /// The settings, parsed once per instance (new settings start a new instance).
 fn settings() -> Result<&'static Settings, String> {
     static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
-    SETTINGS
-        .get_or_init(|| Settings::parse(&host::config()))
-        .as_ref()
-        .map_err(Clone::clone)
+    settings_once(&SETTINGS, Settings::parse)
 }
 
 struct RedisMemory;
@@ -94,18 +90,19 @@ impl Guest for RedisMemory {
             if !s.watches(&name) {
                 continue;
             }
-            let key = format!("instance:{name}");
-            let mut state: State = load_state(&key);
-            let outcome = step(
-                &mut state,
-                s,
-                &name,
-                frame.batch.timestamp_ns,
-                &reading,
-                &current,
-            );
-            save_state(&key, &state)?;
-            proposals.extend(outcome.finish());
+            proposals.extend(step_with_state(
+                &format!("instance:{name}"),
+                |state: &mut State| {
+                    step(
+                        state,
+                        s,
+                        &name,
+                        frame.batch.timestamp_ns,
+                        &reading,
+                        &current,
+                    )
+                },
+            )?);
         }
         Ok(proposals)
     }

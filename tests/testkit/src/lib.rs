@@ -8,6 +8,8 @@
 //! - [`http`]: requests to the agent's status endpoint.
 //! - [`host`]: facts about this machine and processes from `/proc`.
 //! - [`python`]: Python plugins built with componentize-py by `plugins/build-python.sh`.
+//! - [`servers`]: the machine's Redis, PostgreSQL and MariaDB: settings read, and guards
+//!   that put a changed setting back on drop.
 //! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
 
 pub mod agent;
@@ -17,6 +19,7 @@ pub mod http;
 pub mod otlp;
 pub mod python;
 pub mod redis;
+pub mod servers;
 pub mod silent;
 
 /// Plugin components built from source.
