@@ -24,6 +24,7 @@
 #   VIGIL_LANGS    languages to build (default "rust python js c");
 #   VIGIL_WIT      the WIT directory to build Python/JS plugins against (default: wit/);
 #   VIGIL_RUST_PACKAGES  only these Rust packages (space separated; default: all);
+#   VIGIL_RUST_TARGET_DIR  cargo target dir of the Rust plugins (default: TARGET/wasm-plugins);
 #   VIGIL_REBUILD=1      rebuild Python/JS components even when their inputs are unchanged.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -59,7 +60,7 @@ build_rust() {
     say "error: the wasm32-wasip2 target is missing; run: rustup target add wasm32-wasip2"
     exit 1
   fi
-  local rust_target="$target/wasm-plugins" packages=()
+  local rust_target="${VIGIL_RUST_TARGET_DIR:-$target/wasm-plugins}" packages=()
   for p in ${VIGIL_RUST_PACKAGES:-}; do packages+=(-p "$p"); done
   local cargo_home="${CARGO_HOME:-$HOME/.cargo}"
   # Paths into the checkout and the registry are remapped: the bytes do not depend on where they are.

@@ -128,6 +128,35 @@ enum PluginCommand {
     /// Print the plugin contract versions (`vigil:plugin@VERSION`) this agent loads, each
     /// with the worlds it loads of it.
     Versions,
+    /// Create a plugin project NAME (in DIR/NAME) that builds as is: sources, the contract's
+    /// WIT files, build.sh, a batch fixture with expected findings, test.sh and a README.
+    New {
+        /// The plugin's name (lower-case letters, digits and `-`).
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: NewLang,
+        /// The kind of plugin.
+        #[arg(long, value_enum, default_value_t = NewWorld::AlertRule)]
+        world: NewWorld,
+        /// Where to create the project directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NewLang {
+    Rust,
+    Python,
+    Js,
+    C,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NewWorld {
+    AlertRule,
+    TuningPolicy,
 }
 
 fn init_logging(format: LogFormat) {
@@ -189,6 +218,15 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    world,
+                    dir,
+                },
+        } => plugin_new(&name, lang, world, &dir),
         Command::Actions {
             command:
                 ActionsCommand::List {
@@ -404,6 +442,24 @@ fn read_fixture<T>(
     let json = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} fixture {}", path.display()))?;
     parse(&json, &path.display().to_string()).map_err(anyhow::Error::msg)
+}
+
+fn plugin_new(name: &str, lang: NewLang, world: NewWorld, dir: &Path) -> anyhow::Result<ExitCode> {
+    use vigil::scaffold::{Lang, World};
+    let lang = match lang {
+        NewLang::Rust => Lang::Rust,
+        NewLang::Python => Lang::Python,
+        NewLang::Js => Lang::Js,
+        NewLang::C => Lang::C,
+    };
+    let world = match world {
+        NewWorld::AlertRule => World::AlertRule,
+        NewWorld::TuningPolicy => World::TuningPolicy,
+    };
+    let root = vigil::scaffold::create(dir, name, lang, world)?;
+    println!("created {} ({} {})", root.display(), lang.name(), world.name());
+    println!("next: cd {} && ./build.sh && ./test.sh   (see its README.md)", root.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plugin_test(

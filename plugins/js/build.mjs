@@ -19,7 +19,7 @@ const { component } = await componentize({
   worldName: world,
   // No WASI randomness, clocks or HTTP: the host gives none (stdout/stderr stay: the
   // host captures them).
-  disableFeatures: ['random', 'clocks', 'http'],
+  disableFeatures: ['random', 'clocks', 'http', 'fetch-event'],
 });
 const tmp = `${resolve(out)}.tmp${process.pid}`;
 await writeFile(tmp, component);

@@ -7,13 +7,15 @@
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 //! - [`http`]: requests to the agent's status endpoint.
 //! - [`host`]: facts about this machine and processes from `/proc`.
-//! - [`python`]: Python plugins built with componentize-py by `plugins/build-python.sh`.
+//! - [`guest`]: Python, JavaScript and C plugins built from `plugins/` by `plugins/build.sh`
+//!   (one function for every language: [`guest::plugin`]); [`python`] is its Python shorthand.
 //! - [`servers`]: the machine's Redis, PostgreSQL and MariaDB: settings read, and guards
 //!   that put a changed setting back on drop.
 //! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
 
 pub mod agent;
 pub mod alertmanager;
+pub mod guest;
 pub mod host;
 pub mod http;
 pub mod otlp;
