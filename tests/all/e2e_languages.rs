@@ -324,3 +324,64 @@ fn the_plugin_build_gives_the_same_bytes_from_the_same_source() {
     let log = build(&checkout, &second, &here.path().join("rust-target"));
     assert!(log.contains("py-ewma-anomaly.wasm"), "a changed app.py was not rebuilt:\n{log}");
 }
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// Runs `program args` in `dir` with `env`; panics with its output when it fails.
+fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).current_dir(dir);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let output = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{program} {args:?} in {}:\n{text}", dir.display());
+    text
+}
+
+/// `vigil plugin new` makes a project per language that builds with the pinned tools and
+/// passes its own test (`test.sh`: `vigil plugin test` on its fixture, compared with its
+/// expected findings).
+#[test]
+fn a_new_plugin_project_builds_and_passes_its_test_in_every_language() {
+    let here = tempfile::tempdir().unwrap();
+    let target = guest::target_dir();
+    for lang in ["rust", "python", "js"] {
+        let name = format!("hot-{lang}");
+        let out = run_in(
+            here.path(),
+            VIGIL,
+            &["plugin", "new", &name, "--lang", lang, "--dir", "."],
+            &[],
+        );
+        assert!(out.contains("created"), "{out}");
+        let project = here.path().join(&name);
+        for file in ["README.md", "build.sh", "test.sh", "fixtures/batch.json", "test/expected.json", "wit/worlds.wit"] {
+            assert!(project.join(file).is_file(), "{lang}: {file} is missing");
+        }
+        // The same pinned tools the plugin build uses, kept under the target dir.
+        let rust_target = target.join("scaffold-rust");
+        let venv = target.join("python/venv");
+        let env: Vec<(&str, &Path)> = vec![("CARGO_TARGET_DIR", &rust_target), ("VENV", &venv)];
+        run_in(&project, "bash", &["build.sh"], &env);
+        assert!(project.join(format!("{name}.wasm")).is_file(), "{lang}: no {name}.wasm");
+        let out = run_in(&project, "bash", &["test.sh"], &[("VIGIL", Path::new(VIGIL))]);
+        assert!(out.contains("ok:"), "{lang}: {out}");
+    }
+    // Asking again for the same project is refused, and an unknown pair is explained.
+    let out = std::process::Command::new(VIGIL)
+        .args(["plugin", "new", "hot-rust", "--lang", "rust", "--dir"])
+        .arg(here.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
