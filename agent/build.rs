@@ -23,15 +23,23 @@ fn main() {
 
     let entry = |name: &str, path: &Path| {
         let path = path.canonicalize().expect("a template file exists");
-        format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string())
+        format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        )
     };
-    let mut out = String::from("/// Template files: (path under agent/templates, bytes).\npub static TEMPLATES: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from(
+        "/// Template files: (path under agent/templates, bytes).\npub static TEMPLATES: &[(&str, &[u8])] = &[\n",
+    );
     for (name, path) in &files {
         out.push_str(&entry(name, path));
     }
     out.push_str("];\n/// The contract's WIT files: (file name, bytes).\npub static WIT: &[(&str, &[u8])] = &[\n");
     for path in &wit_files {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 file name");
         out.push_str(&entry(name, path));
     }
     out.push_str("];\n");

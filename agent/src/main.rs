@@ -457,8 +457,16 @@ fn plugin_new(name: &str, lang: NewLang, world: NewWorld, dir: &Path) -> anyhow:
         NewWorld::TuningPolicy => World::TuningPolicy,
     };
     let root = vigil::scaffold::create(dir, name, lang, world)?;
-    println!("created {} ({} {})", root.display(), lang.name(), world.name());
-    println!("next: cd {} && ./build.sh && ./test.sh   (see its README.md)", root.display());
+    println!(
+        "created {} ({} {})",
+        root.display(),
+        lang.name(),
+        world.name()
+    );
+    println!(
+        "next: cd {} && ./build.sh && ./test.sh   (see its README.md)",
+        root.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

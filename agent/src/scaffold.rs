@@ -198,15 +198,30 @@ mod tests {
         for good in ["a", "cpu-hot", "r2d2"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "Cpu", "1st", "cpu-", "cpu_hot", "cpu hot", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Cpu",
+            "1st",
+            "cpu-",
+            "cpu_hot",
+            "cpu hot",
+            &"a".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn a_project_has_its_sources_wit_fixture_expectations_and_readme_filled_in() {
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
-            let files = render("cpu-hot", lang, World::AlertRule).unwrap();
+        let pairs = [Lang::Rust, Lang::Python, Lang::Js]
+            .into_iter()
+            .flat_map(|lang| [(lang, World::AlertRule), (lang, World::TuningPolicy)]);
+        for (lang, world) in pairs {
+            let expected = match world {
+                World::AlertRule => "test/expected.json",
+                World::TuningPolicy => "test/expected.jsonl",
+            };
+            let files = render("cpu-hot", lang, world).unwrap();
             let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
             for needed in [
                 "README.md",
@@ -214,16 +229,23 @@ mod tests {
                 "test.sh",
                 "fixtures/batch.json",
                 "test/vigil.toml",
-                "test/expected.json",
+                expected,
                 "wit/worlds.wit",
                 "wit/types.wit",
                 "wit/host.wit",
             ] {
-                assert!(paths.contains(&needed), "{lang:?} lacks {needed}: {paths:?}");
+                assert!(
+                    paths.contains(&needed),
+                    "{lang:?} lacks {needed}: {paths:?}"
+                );
             }
             for file in &files {
                 let text = String::from_utf8_lossy(&file.contents);
-                assert!(!text.contains("{{"), "{lang:?} {}: a placeholder is left", file.path);
+                assert!(
+                    !text.contains("{{"),
+                    "{lang:?} {}: a placeholder is left",
+                    file.path
+                );
             }
             let readme = files.iter().find(|f| f.path == "README.md").unwrap();
             assert!(String::from_utf8_lossy(&readme.contents).starts_with("# cpu-hot\n"));
@@ -232,7 +254,9 @@ mod tests {
 
     #[test]
     fn a_missing_template_says_what_is_available() {
-        let err = render("x", Lang::C, World::TuningPolicy).unwrap_err().to_string();
+        let err = render("x", Lang::C, World::TuningPolicy)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rust/alert-rule"), "{err}");
         assert!(matches!(
             render("Bad", Lang::Rust, World::AlertRule),
@@ -246,7 +270,9 @@ mod tests {
         let root = create(dir.path(), "cpu-hot", Lang::Python, World::AlertRule).unwrap();
         assert!(root.join("app.py").is_file());
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(root.join("build.sh")).unwrap().permissions(),
+            &std::fs::metadata(root.join("build.sh"))
+                .unwrap()
+                .permissions(),
         );
         assert_eq!(mode & 0o111, 0o111);
         assert!(matches!(

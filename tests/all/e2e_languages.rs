@@ -63,10 +63,18 @@ fn fixture() -> Vec<Batch> {
         let a = 10.0 + wobble(app, 0) + if app == 1 { 90.0 } else { 0.0 };
         b.point(&latency, attrs([("host", "a"), ("route", "/x")]), a);
         let spike_b = if app == 6 { -50.0 } else { 0.0 };
-        b.point(&latency, attrs([("host", "b"), ("route", "/x")]), 20.0 + wobble(app, 1) + spike_b);
+        b.point(
+            &latency,
+            attrs([("host", "b"), ("route", "/x")]),
+            20.0 + wobble(app, 1) + spike_b,
+        );
         if app >= 3 {
             let spike_c = if app == 7 { 30.0 } else { 0.0 };
-            b.point(&latency, attrs([("host", "c")]), 5.0 + wobble(app, 2) + spike_c);
+            b.point(
+                &latency,
+                attrs([("host", "c")]),
+                5.0 + wobble(app, 2) + spike_c,
+            );
         }
         app += 1;
         batches.push(b.build());
@@ -168,7 +176,9 @@ fn every_language_reports_what_the_rust_reference_reports() {
         });
     }
     assert!(costs.len() >= 3, "Rust, Python and JavaScript all ran");
-    println!("| language | component | cold compile+load | cached load | evaluate 10k series | linear memory |");
+    println!(
+        "| language | component | cold compile+load | cached load | evaluate 10k series | linear memory |"
+    );
     println!("|---|---|---|---|---|---|");
     for c in &costs {
         println!(
@@ -217,7 +227,10 @@ fn invalid_settings_are_refused_naming_the_setting_in_every_language() {
     for lang in languages() {
         let wasm = guest::plugin(lang, "ewma-anomaly").unwrap();
         let runtime = runtime(Path::new(""));
-        for (settings, name) in [(r#"{"alpha":0.5}"#, "metric"), (r#"{"metric":"m","k":-1}"#, "k")] {
+        for (settings, name) in [
+            (r#"{"alpha":0.5}"#, "metric"),
+            (r#"{"metric":"m","k":-1}"#, "k"),
+        ] {
             let err = match PluginInstance::load(&runtime, &wasm, "ewma-anomaly", settings.into()) {
                 Ok(_) => panic!("{lang:?} accepted {settings}"),
                 Err(e) => e.to_string(),
@@ -253,7 +266,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -282,12 +298,20 @@ fn the_plugin_build_gives_the_same_bytes_from_the_same_source() {
                 "VIGIL_LANGS",
                 langs.iter().map(|l| l.name()).collect::<Vec<_>>().join(" "),
             );
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+        ] {
             cmd.env_remove(var);
         }
         let output = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "plugins/build.sh failed:\n{stderr}");
+        assert!(
+            output.status.success(),
+            "plugins/build.sh failed:\n{stderr}"
+        );
         stderr
     };
     let shared_rust_target = guest::target_dir().join("wasm-plugins");
@@ -322,7 +346,10 @@ fn the_plugin_build_gives_the_same_bytes_from_the_same_source() {
     let text = std::fs::read_to_string(&app).unwrap();
     std::fs::write(&app, format!("{text}\n# changed\n")).unwrap();
     let log = build(&checkout, &second, &here.path().join("rust-target"));
-    assert!(log.contains("py-ewma-anomaly.wasm"), "a changed app.py was not rebuilt:\n{log}");
+    assert!(
+        log.contains("py-ewma-anomaly.wasm"),
+        "a changed app.py was not rebuilt:\n{log}"
+    );
 }
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -334,7 +361,12 @@ fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &Path)]) -> St
     for (key, value) in env {
         cmd.env(key, value);
     }
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     let output = cmd.output().unwrap();
@@ -343,7 +375,11 @@ fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &Path)]) -> St
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{program} {args:?} in {}:\n{text}", dir.display());
+    assert!(
+        output.status.success(),
+        "{program} {args:?} in {}:\n{text}",
+        dir.display()
+    );
     text
 }
 
@@ -354,31 +390,61 @@ fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &Path)]) -> St
 fn a_new_plugin_project_builds_and_passes_its_test_in_every_language() {
     let here = tempfile::tempdir().unwrap();
     let target = guest::target_dir();
-    for lang in ["rust", "python", "js"] {
-        let name = format!("hot-{lang}");
+    for (lang, world) in [
+        ("rust", "alert-rule"),
+        ("python", "alert-rule"),
+        ("js", "alert-rule"),
+        ("rust", "tuning-policy"),
+        ("python", "tuning-policy"),
+        ("js", "tuning-policy"),
+    ] {
+        let name = format!("{lang}-{world}");
         let out = run_in(
             here.path(),
             VIGIL,
-            &["plugin", "new", &name, "--lang", lang, "--dir", "."],
+            &[
+                "plugin", "new", &name, "--lang", lang, "--world", world, "--dir", ".",
+            ],
             &[],
         );
         assert!(out.contains("created"), "{out}");
         let project = here.path().join(&name);
-        for file in ["README.md", "build.sh", "test.sh", "fixtures/batch.json", "test/expected.json", "wit/worlds.wit"] {
-            assert!(project.join(file).is_file(), "{lang}: {file} is missing");
+        for file in [
+            "README.md",
+            "build.sh",
+            "test.sh",
+            "fixtures/batch.json",
+            "wit/worlds.wit",
+        ] {
+            assert!(project.join(file).is_file(), "{name}: {file} is missing");
         }
         // The same pinned tools the plugin build uses, kept under the target dir.
         let rust_target = target.join("scaffold-rust");
         let venv = target.join("python/venv");
         let env: Vec<(&str, &Path)> = vec![("CARGO_TARGET_DIR", &rust_target), ("VENV", &venv)];
         run_in(&project, "bash", &["build.sh"], &env);
-        assert!(project.join(format!("{name}.wasm")).is_file(), "{lang}: no {name}.wasm");
-        let out = run_in(&project, "bash", &["test.sh"], &[("VIGIL", Path::new(VIGIL))]);
-        assert!(out.contains("ok:"), "{lang}: {out}");
+        assert!(
+            project.join(format!("{name}.wasm")).is_file(),
+            "{name}: no {name}.wasm"
+        );
+        let out = run_in(
+            &project,
+            "bash",
+            &["test.sh"],
+            &[("VIGIL", Path::new(VIGIL))],
+        );
+        assert!(out.contains("ok:"), "{name}: {out}");
     }
     // Asking again for the same project is refused, and an unknown pair is explained.
     let out = std::process::Command::new(VIGIL)
-        .args(["plugin", "new", "hot-rust", "--lang", "rust", "--dir"])
+        .args([
+            "plugin",
+            "new",
+            "rust-alert-rule",
+            "--lang",
+            "rust",
+            "--dir",
+        ])
         .arg(here.path())
         .output()
         .unwrap();

@@ -79,7 +79,11 @@ pub fn exists(lang: Lang, name: &str) -> bool {
 }
 
 /// Runs `plugins/build.sh` for `langs` into `out`, with the test target dir; returns its stderr.
-pub fn run_build(langs: &[Lang], out: &std::path::Path, extra_env: &[(&str, &str)]) -> anyhow::Result<String> {
+pub fn run_build(
+    langs: &[Lang],
+    out: &std::path::Path,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let names: Vec<&str> = langs.iter().map(|l| l.name()).collect();
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("plugins/build.sh"))
@@ -91,7 +95,12 @@ pub fn run_build(langs: &[Lang], out: &std::path::Path, extra_env: &[(&str, &str
         cmd.env(key, value);
     }
     // Settings meant for the outer (host) build must not leak into the guest build.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     let output = cmd.output()?;
