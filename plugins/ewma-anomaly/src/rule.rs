@@ -30,7 +30,7 @@ impl Settings {
             return Err("setting alpha must be > 0 and <= 1".into());
         }
         let k = number(&map, "k", 3.0)?;
-        if !(k > 0.0) {
+        if k <= 0.0 {
             return Err("setting k must be > 0".into());
         }
         let warmup = number(&map, "warmup", 5.0)?;
