@@ -111,8 +111,9 @@ enum PluginCommand {
     /// (`--batch`) and print its findings as JSON, or, for a tuning policy, its proposals
     /// as JSON, one per line (what the plugin wrote to stdout/stderr goes to stderr).
     Test {
-        /// The plugin component (.wasm) for `--batch`, or a test file (.toml).
-        plugin: Option<PathBuf>,
+        /// The plugin component (.wasm) for `--batch`, or test files (.toml).
+        #[arg(value_name = "PLUGIN|FILE.toml")]
+        plugin: Vec<PathBuf>,
         /// Test files (TOML; see `examples/tests/`).
         #[arg(long, num_args = 1.., conflicts_with = "batch")]
         tests: Vec<PathBuf>,
@@ -183,34 +184,32 @@ fn main() -> ExitCode {
                     firing,
                     settings,
                 },
-        } => match (plugin, batch) {
-            (Some(plugin), Some(batch)) => plugin_test(
-                &plugin,
-                TestInputs {
-                    batch: &batch,
-                    firing: firing.as_deref(),
-                    settings: settings.as_deref(),
-                },
-                config.as_deref(),
-            ),
-            (plugin, None) => {
-                let mut files = tests;
-                match plugin {
-                    Some(file) if vigil::rule_test::is_test_file(&file) => files.insert(0, file),
-                    Some(other) => {
-                        eprintln!(
-                            "error: {} is not a test file (.toml): give --batch FIXTURE to evaluate a plugin on one batch",
-                            other.display()
-                        );
-                        return ExitCode::from(2);
-                    }
-                    None => {}
+        } => match batch {
+            Some(batch) => match plugin.as_slice() {
+                [plugin] => plugin_test(
+                    plugin,
+                    TestInputs {
+                        batch: &batch,
+                        firing: firing.as_deref(),
+                        settings: settings.as_deref(),
+                    },
+                    config.as_deref(),
+                ),
+                _ => Err(anyhow::anyhow!(
+                    "--batch evaluates one plugin: vigil plugin test PLUGIN.wasm --batch FIXTURE"
+                )),
+            },
+            None => {
+                if let Some(other) = plugin.iter().find(|p| !vigil::rule_test::is_test_file(p)) {
+                    eprintln!(
+                        "error: {} is not a test file (.toml): give --batch FIXTURE to evaluate a plugin on one batch",
+                        other.display()
+                    );
+                    return ExitCode::from(2);
                 }
+                let files: Vec<PathBuf> = plugin.into_iter().chain(tests).collect();
                 rule_tests(&files, watch, config.as_deref())
             }
-            (None, Some(_)) => Err(anyhow::anyhow!(
-                "--batch needs the plugin to evaluate: vigil plugin test PLUGIN.wasm --batch FIXTURE"
-            )),
         },
         Command::Plugin {
             command: PluginCommand::Versions,

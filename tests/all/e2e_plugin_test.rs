@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use vigil_testkit::agent::{Workspace, output_text, vigil};
-use vigil_testkit::plugins::{ECHO_POLICY, THRESHOLD};
+use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -445,16 +445,29 @@ fn watch_runs_again_once_after_each_edit() {
 }
 
 #[test]
-fn the_example_test_file_passes() {
+fn the_example_test_files_pass() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let text = std::fs::read_to_string(format!("{examples}/tests/threshold.toml")).unwrap();
-    let text = text
-        .replace(
-            "\"../../target/plugins/threshold.wasm\"",
-            &format!("{THRESHOLD:?}"),
-        )
-        .replace("\"../fixtures/", &format!("\"{examples}/fixtures/"));
-    let (_ws, config, file) = workspace_with("example.toml", &text);
-    let output = plugin_test(&[&file], &config);
+    let (ws, config, _) = workspace_with("unused.toml", "");
+    let mut files = Vec::new();
+    for (name, built, plugin) in [
+        ("threshold", "threshold.wasm", THRESHOLD),
+        ("agent-interval", "agent_interval.wasm", AGENT_INTERVAL),
+    ] {
+        let text = std::fs::read_to_string(format!("{examples}/tests/{name}.toml")).unwrap();
+        let relative = format!("\"../../target/plugins/{built}\"");
+        assert!(text.contains(&relative), "{name}: {relative}");
+        let text = text
+            .replace(&relative, &format!("{plugin:?}"))
+            .replace("\"../fixtures/", &format!("\"{examples}/fixtures/"));
+        let file = ws.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        files.push(file);
+    }
+    let output = plugin_test(&[&files[0], &files[1]], &config);
     assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert!(
+        stdout(&output).contains("4 passed, 0 failed"),
+        "{}",
+        output_text(&output)
+    );
 }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::fixture::BatchFixture;
 use crate::model::{Finding, Severity};
 use crate::plugin::{Output, PluginInstance, PluginKind, PluginRuntime, PolicyInputs};
-use crate::tuning::{CurrentSetting, SettingKey, TuningEngine};
+use crate::tuning::{CurrentSetting, Proposal, SettingKey, TuningEngine};
 
 /// Default tolerance of an expected value.
 const TOLERANCE: f64 = 1e-9;
@@ -194,13 +194,10 @@ impl<'a> Runner<'a> {
     ) -> Vec<StepFailure> {
         let mut book = AlertBook::default();
         let mut pending: BTreeMap<AlertKey, Alert> = BTreeMap::new();
-        let mut gate = TuningEngine::offline(self.config);
+        let mut judge: Option<Judge> = None;
         let mut inputs = PolicyInputs::default();
         let mut settings: Vec<CurrentSetting> = Vec::new();
         let mut failures = Vec::new();
-        let async_runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
         for (index, step) in steps.iter().enumerate() {
             let now = start + step.at;
             let mut fail = |what: &'static str, detail: String| {
@@ -292,28 +289,21 @@ impl<'a> Runner<'a> {
                     let Some(expected) = &step.spec.proposals else {
                         continue;
                     };
-                    let runtime = match &async_runtime {
-                        Ok(runtime) => runtime,
-                        Err(e) => {
-                            fail(
-                                "proposals",
-                                format!("cannot start the async runtime to judge proposals: {e}"),
-                            );
-                            continue;
+                    if judge.is_none() {
+                        match Judge::new(self.config) {
+                            Ok(new) => judge = Some(new),
+                            Err(e) => {
+                                fail("proposals", e);
+                                continue;
+                            }
                         }
+                    }
+                    let Some(judge) = judge.as_mut() else {
+                        continue;
                     };
                     let actual: Vec<Value> = proposals
                         .into_iter()
-                        .map(|p| {
-                            let decision = runtime.block_on(gate.preview(p.clone(), &settings));
-                            json!({
-                                "setting": p.action.setting.to_string(),
-                                "value": p.action.value,
-                                "verdict": decision.verdict.as_str(),
-                                "reason": p.reason,
-                                "verdict_reason": decision.verdict_reason,
-                            })
-                        })
+                        .map(|p| judge.judge(p, &settings))
                         .collect();
                     compare(
                         "proposals differ",
@@ -355,6 +345,39 @@ impl<'a> Runner<'a> {
             actual_alerts(expected, &alerts),
             fail,
         );
+    }
+}
+
+/// The tuning gate of the config, previewing verdicts (no server asked, nothing audited).
+struct Judge {
+    gate: TuningEngine,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Judge {
+    fn new(config: &Config) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime to judge proposals: {e}"))?;
+        Ok(Judge {
+            gate: TuningEngine::offline(config),
+            runtime,
+        })
+    }
+
+    /// `proposal` and the gate's verdict on it, as compared with expectations.
+    fn judge(&mut self, proposal: Proposal, settings: &[CurrentSetting]) -> Value {
+        let decision = self
+            .runtime
+            .block_on(self.gate.preview(proposal.clone(), settings));
+        json!({
+            "setting": proposal.action.setting.to_string(),
+            "value": proposal.action.value,
+            "verdict": decision.verdict.as_str(),
+            "reason": proposal.reason,
+            "verdict_reason": decision.verdict_reason,
+        })
     }
 }
 
@@ -703,4 +726,75 @@ fn project_proposals(expected: &[ProposalExpect], actual: &[Value]) -> Vec<Value
             Value::Object(m)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(value: f64) -> Finding {
+        Finding {
+            rule: "r".into(),
+            key: "k".into(),
+            severity: Severity::Critical,
+            summary: "s".into(),
+            value: Some(value),
+            labels: vec![("a".into(), "b".into())],
+            hold_for: Duration::from_secs(60),
+        }
+    }
+
+    fn expect(value: f64, tolerance: Option<f64>) -> FindingExpect {
+        FindingExpect {
+            rule: "r".into(),
+            key: "k".into(),
+            severity: None,
+            summary: None,
+            value: Some(value),
+            tolerance,
+            labels: None,
+            hold_for: Some("60s".into()),
+        }
+    }
+
+    #[test]
+    fn findings_are_shown_with_the_fields_expected_and_values_within_tolerance_match() {
+        let expected = [expect(0.95, Some(0.01))];
+        let actual = actual_findings(&expected, &[finding(0.951)]);
+        assert_eq!(expected_findings(&expected), actual);
+        assert_eq!(
+            actual[0],
+            json!({"rule": "r", "key": "k", "value": 0.95, "for": "1m"})
+        );
+        let far = actual_findings(&[expect(0.95, None)], &[finding(0.951)]);
+        assert_eq!(far[0]["value"], json!(0.951));
+        // A finding nobody expected is shown whole.
+        let unexpected = actual_findings(&[], &[finding(1.0)]);
+        assert_eq!(unexpected[0]["severity"], "critical");
+        assert_eq!(unexpected[0]["labels"], json!({"a": "b"}));
+    }
+
+    #[test]
+    fn a_difference_is_reported_as_a_diff() {
+        let mut failures = Vec::new();
+        let mut fail = |what: &'static str, detail: String| failures.push((what, detail));
+        compare(
+            "findings differ",
+            vec![json!({"a": 1})],
+            vec![json!({"a": 2})],
+            &mut fail,
+        );
+        compare(
+            "findings differ",
+            vec![json!({"a": 1})],
+            vec![json!({"a": 1})],
+            &mut fail,
+        );
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0].1.contains("-    \"a\": 1\n+    \"a\": 2\n"),
+            "{}",
+            failures[0].1
+        );
+    }
 }

@@ -249,3 +249,81 @@ impl StepSpec {
         self.batch_file.as_ref().map(|f| dir.join(f.get_ref()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"plugin = "p.wasm"
+
+[settings]
+metric = "m"
+
+[[cases]]
+name = "one"
+
+[[cases.steps]]
+at = "30s"
+points = [{ metric = "m", value = 1.0 }]
+findings = [{ rule = "r", value = 1.0, tolerance = 0.1 }]
+alerts = [{ rule = "r", state = "firing" }]
+"#;
+
+    #[test]
+    fn a_file_parses_with_the_lines_of_its_steps() {
+        let parsed = parse(Path::new("t.toml"), FILE).unwrap();
+        assert_eq!(parsed.plugin.get_ref(), "p.wasm");
+        let step = &parsed.cases[0].get_ref().steps[0];
+        assert_eq!(
+            line_of(FILE, step.span().start),
+            9,
+            "the [[cases.steps]] line"
+        );
+        assert_eq!(
+            duration(step.get_ref().at.get_ref()),
+            Ok(Duration::from_secs(30))
+        );
+        let batch = step.get_ref().batch(Path::new(".")).unwrap();
+        assert_eq!(batch.points.len(), 1);
+        assert_eq!(
+            step.get_ref().alerts.as_ref().unwrap()[0].state,
+            ExpectedState::Firing
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let broken = FILE.replace("state = \"firing\"", "state = \"resolved\"");
+        let error = parse(Path::new("t.toml"), &broken).unwrap_err().to_string();
+        assert!(error.starts_with("t.toml:13: "), "{error}");
+        assert!(error.contains("resolved"), "{error}");
+        let error = parse(Path::new("t.toml"), "plugin = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("t.toml:1: "), "{error}");
+        assert!(duration("30 parsecs").unwrap_err().contains("30 parsecs"));
+    }
+
+    #[test]
+    fn a_step_has_exactly_one_batch() {
+        let both = FILE.replace("points =", "batch_file = \"b.json\"\npoints =");
+        let parsed = parse(Path::new("t.toml"), &both).unwrap();
+        let step = parsed.cases[0].get_ref().steps[0].get_ref();
+        assert!(step.batch(Path::new(".")).unwrap_err().contains("not both"));
+        let none = FILE.replace("points = [{ metric = \"m\", value = 1.0 }]\n", "");
+        let parsed = parse(Path::new("t.toml"), &none).unwrap();
+        let step = parsed.cases[0].get_ref().steps[0].get_ref();
+        assert!(step.batch(Path::new(".")).unwrap_err().contains("no batch"));
+        let missing = FILE.replace(
+            "points = [{ metric = \"m\", value = 1.0 }]",
+            "batch_file = \"nope.json\"",
+        );
+        let parsed = parse(Path::new("t.toml"), &missing).unwrap();
+        let step = parsed.cases[0].get_ref().steps[0].get_ref();
+        assert!(
+            step.batch(Path::new("/nonexistent"))
+                .unwrap_err()
+                .contains("nope.json")
+        );
+    }
+}
