@@ -151,6 +151,38 @@ fn a_passing_file_walks_an_alert_through_pending_firing_and_resolved() {
 }
 
 #[test]
+fn without_a_config_compiled_plugins_are_cached_in_the_users_cache() {
+    let text = format!("{THRESHOLD_HEADER}{}", pending_firing_resolved("firing"));
+    let (ws, _config, file) = workspace_with("memory.toml", &text);
+    let xdg = ws.dir.path().join("xdg");
+    let run = || {
+        vigil(VIGIL)
+            .args(["plugin", "test"])
+            .arg(&file)
+            .env("XDG_CACHE_HOME", &xdg)
+            .env("RUST_LOG", "info,vigil=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", output_text(&first));
+    let entries: Vec<_> = std::fs::read_dir(xdg.join("vigil/plugins"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{}", output_text(&first));
+    let again = run();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("cache=Hit") && !err.contains("cache=Miss"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_failed_expectation_exits_1_with_a_diff_naming_the_step_and_the_field() {
     // At 60s the alert fires, but this file expects it still pending; the second file
     // (given with --tests) expects the wrong severity.

@@ -6,8 +6,8 @@
 //! plugin's state are exercised, and then checks what the step expects:
 //!
 //! ```toml
-//! plugin = "../../plugins/target/wasm32-wasip2/release/threshold.wasm"  # relative to this file
-//! # name = "threshold"          # the plugin's name in the agent (default: the file stem)
+//! plugin = "../../target/plugins/threshold.wasm"  # relative to this file
+//! # name = "threshold"              # the plugin's name in the agent (default: the file stem)
 //! # start = "2026-01-01T00:00:00Z"  # the time of at = "0s" (this is the default)
 //!
 //! # What the plugin sees as host.config(): these keys replace the same keys of
@@ -24,22 +24,25 @@
 //!
 //! [[cases.steps]]
 //! at = "0s"
-//! source = "system"              # inline batch: source, host and points as in a batch fixture
+//! source = "system"    # an inline batch: source, host and points as in a batch fixture
 //! points = [{ metric = "system.memory.utilization", value = 0.95 }]
 //! findings = [{ rule = "high-memory", key = "", severity = "warning", value = 0.95, for = "1m" }]
 //! alerts = [{ rule = "high-memory", state = "pending" }]
 //!
 //! [[cases.steps]]
 //! at = "60s"
-//! batch_file = "batches/memory-high.json"  # or a batch fixture (JSON), relative to this file
-//! alerts = [{ rule = "high-memory", key = "system.memory.state=used", state = "firing" }]
+//! batch_file = "batches/still-high.json"  # or a batch fixture (JSON), relative to this file
+//! alerts = [{ rule = "high-memory", state = "firing" }]
 //!
 //! [[cases.steps]]
 //! at = "90s"
+//! source = "system"
 //! points = [{ metric = "system.memory.utilization", value = 0.5 }]
 //! findings = []
-//! alerts = []                    # resolved: no longer listed
+//! alerts = []          # resolved: no longer listed
 //! ```
+//!
+//! `examples/tests/` holds commented examples (an alert rule and a tuning policy).
 //!
 //! Expectations, each checked only when the step gives it:
 //! - `findings = [...]`: exactly these findings (any order). `rule` and `key` (default `""`)
@@ -49,7 +52,7 @@
 //!   (`rule`, `key`, `state` = `pending` | `firing`, optional `severity`, `value`,
 //!   `tolerance`); a resolved or cancelled alert is absent.
 //! - `proposals = [...]` (tuning policies): exactly these proposals, in order, each with
-//!   optional `setting` (`"redis cache maxmemory"`), `value`, `reason`, `verdict` (the gate's
+//!   optional `setting` (or `action`: `"redis cache maxmemory"`), `value`, `reason`, `verdict` (the gate's
 //!   verdict under the `--config` file's `[tuning]`: `would-apply`, `dry-run`, `refused`,
 //!   `unchanged`) and `verdict_reason_contains`.
 //! - `error = "text"`: the call must fail with an error containing the text.
@@ -58,6 +61,11 @@
 //! (`for`: how long it has been firing) and `current_settings = [{ target, instance,
 //! parameter, value }]`; both stay in force for the later steps of the case until a step
 //! sets them again.
+//!
+//! As in the agent, a batch with nothing the plugin is interested in is not handed to it
+//! (its alerts stay as they are), and a failed call changes no alert. The plugin is
+//! compiled once per content into the compile cache (the config's `[plugins] cache_dir`,
+//! or `~/.cache/vigil/plugins` without `--config`), so re-runs start at once.
 
 mod diff;
 mod run;

@@ -151,8 +151,8 @@ pub struct AlertExpect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProposalExpect {
-    /// `TARGET INSTANCE PARAMETER`, e.g. `"redis cache maxmemory"`.
-    #[serde(default)]
+    /// `TARGET INSTANCE PARAMETER`, e.g. `"redis cache maxmemory"` (or `action = ...`).
+    #[serde(default, alias = "action")]
     pub setting: Option<String>,
     #[serde(default)]
     pub value: Option<String>,
