@@ -134,6 +134,12 @@ impl<'a> Runner<'a> {
             )
             .map_err(|e| broken(parsed.plugin.span(), e.to_string()))
         };
+        if parsed.cases.is_empty() {
+            return Err(broken(
+                parsed.plugin.span(),
+                "no cases: add [[cases]] with name = \"...\" and [[cases.steps]]".into(),
+            ));
+        }
         let first = load()?;
         let kind = first.kind();
         let mut cases = Vec::new();
