@@ -22,6 +22,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;
+pub mod rule_test;
 pub mod scaffold;
 pub mod secret;
 pub mod service;

@@ -105,15 +105,25 @@ enum ActionsCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Evaluate a plugin on a batch fixture and print its findings as JSON, or, for a
-    /// tuning policy, its proposals as JSON, one per line (what the plugin wrote to
-    /// stdout/stderr goes to stderr).
+    /// Run test files (`vigil plugin test FILE.toml...` or `--tests FILE...`): print
+    /// PASS/FAIL per case, with a diff per failed step; exit 0 when all pass, 1 when one
+    /// fails, 2 when a file cannot be run. Or evaluate a plugin on one batch fixture
+    /// (`--batch`) and print its findings as JSON, or, for a tuning policy, its proposals
+    /// as JSON, one per line (what the plugin wrote to stdout/stderr goes to stderr).
     Test {
-        /// The plugin component (.wasm).
-        plugin: PathBuf,
+        /// The plugin component (.wasm) for `--batch`, or test files (.toml).
+        #[arg(value_name = "PLUGIN|FILE.toml")]
+        plugin: Vec<PathBuf>,
+        /// Test files (TOML; see `examples/tests/`).
+        #[arg(long, num_args = 1.., conflicts_with = "batch")]
+        tests: Vec<PathBuf>,
+        /// With test files: run them again whenever they, their batch files or their
+        /// plugin change, until Ctrl-C.
+        #[arg(long, conflicts_with = "batch")]
+        watch: bool,
         /// The batch fixture (JSON; see the README).
         #[arg(long)]
-        batch: PathBuf,
+        batch: Option<PathBuf>,
         /// Config whose [plugins.settings.NAME] and limits apply (and, for a tuning
         /// policy, whose [tuning] gate judges its proposals).
         #[arg(long, short)]
@@ -196,20 +206,40 @@ fn main() -> ExitCode {
             command:
                 PluginCommand::Test {
                     plugin,
+                    tests,
+                    watch,
                     batch,
                     config,
                     firing,
                     settings,
                 },
-        } => plugin_test(
-            &plugin,
-            TestInputs {
-                batch: &batch,
-                firing: firing.as_deref(),
-                settings: settings.as_deref(),
+        } => match batch {
+            Some(batch) => match plugin.as_slice() {
+                [plugin] => plugin_test(
+                    plugin,
+                    TestInputs {
+                        batch: &batch,
+                        firing: firing.as_deref(),
+                        settings: settings.as_deref(),
+                    },
+                    config.as_deref(),
+                ),
+                _ => Err(anyhow::anyhow!(
+                    "--batch evaluates one plugin: vigil plugin test PLUGIN.wasm --batch FIXTURE"
+                )),
             },
-            config.as_deref(),
-        ),
+            None => {
+                if let Some(other) = plugin.iter().find(|p| !vigil::rule_test::is_test_file(p)) {
+                    eprintln!(
+                        "error: {} is not a test file (.toml): give --batch FIXTURE to evaluate a plugin on one batch",
+                        other.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                let files: Vec<PathBuf> = plugin.into_iter().chain(tests).collect();
+                rule_tests(&files, watch, config.as_deref())
+            }
+        },
         Command::Plugin {
             command: PluginCommand::Versions,
         } => {
@@ -424,6 +454,59 @@ fn run_check(config_path: Option<&Path>) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `vigil plugin test FILE.toml...`: runs the test files (again on every change with
+/// `watch`); exit 0 when all pass, 1 when a case fails, 2 when a file cannot be run.
+fn rule_tests(
+    files: &[PathBuf],
+    watch: bool,
+    config_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use vigil::rule_test::{Runner, Verdict, run_files};
+    if files.is_empty() {
+        eprintln!("error: no test file: vigil plugin test FILE.toml (or --tests FILE...)");
+        return Ok(ExitCode::from(2));
+    }
+    let mut config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if config_path.is_none() {
+        // No config: cache compiled plugins in the user's cache, so a re-run is fast.
+        config.plugins.cache_dir = vigil::rule_test::default_cache_dir().unwrap_or_default();
+    }
+    let runtime = PluginRuntime::from_config(&config.plugins)
+        .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?
+        .with_compiler(child_compiler(&config)?);
+    let runner = Runner::new(&runtime, &config);
+    let run_once = || {
+        let verdict = run_files(
+            &runner,
+            files,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        );
+        runtime.cache().finish_writes();
+        verdict
+    };
+    if watch {
+        vigil::rule_test::watch_and_rerun(files, || {
+            if let Err(e) = run_once() {
+                eprintln!("error: cannot print the report: {e}");
+            }
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verdict = run_once().context("cannot print the report")?;
+    Ok(ExitCode::from(match verdict {
+        Verdict::Passed => 0,
+        Verdict::Failed => 1,
+        Verdict::Broken => 2,
+    }))
 }
 
 /// What `vigil plugin test` runs a plugin on.
