@@ -139,7 +139,7 @@ enum PluginCommand {
     /// with the worlds it loads of it.
     Versions,
     /// Create a plugin project NAME (in DIR/NAME) that builds as is: sources, the contract's
-    /// WIT files, build.sh, a batch fixture with expected findings, test.sh and a README.
+    /// WIT files, build.sh, a batch fixture, a test file run by test.sh, and a README.
     New {
         /// The plugin's name (lower-case letters, digits and `-`).
         name: String,

@@ -1,7 +1,7 @@
 //! `vigil plugin new`: creates a plugin project from the templates embedded in the binary
 //! (agent/templates/LANG/WORLD/..., see agent/templates/README.md) and the contract's WIT
-//! files. The project builds as is (`./build.sh`), with a fixture, expected findings and
-//! `./test.sh` (runs `vigil plugin test` and compares), and a README.
+//! files. The project builds as is (`./build.sh`), with a fixture, a test file
+//! (`test/NAME.toml`, run by `./test.sh` with `vigil plugin test`), and a README.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -116,7 +116,8 @@ impl fmt::Debug for ProjectFile {
 }
 
 /// The files of a new `lang` project for plugin `name` implementing `world`: the template
-/// files with `{{name}}`, `{{crate}}` and `{{world}}` filled in, and `wit/*.wit`.
+/// files with `{{name}}`, `{{crate}}` and `{{world}}` filled in (`{{name}}` in their paths
+/// too), and `wit/*.wit`.
 pub fn render(name: &str, lang: Lang, world: World) -> Result<Vec<ProjectFile>, ScaffoldError> {
     check_name(name)?;
     let prefix = format!("{}/{}/", lang.name(), world.name());
@@ -128,7 +129,7 @@ pub fn render(name: &str, lang: Lang, world: World) -> Result<Vec<ProjectFile>, 
                 .strip_prefix(&prefix)
                 .or_else(|| path.strip_prefix(&common))?;
             Some(ProjectFile {
-                path: relative.to_owned(),
+                path: relative.replace("{{name}}", name),
                 contents: fill(bytes, name, world),
             })
         })
@@ -217,10 +218,6 @@ mod tests {
             .into_iter()
             .flat_map(|lang| [(lang, World::AlertRule), (lang, World::TuningPolicy)]);
         for (lang, world) in pairs {
-            let expected = match world {
-                World::AlertRule => "test/expected.json",
-                World::TuningPolicy => "test/expected.jsonl",
-            };
             let files = render("cpu-hot", lang, world).unwrap();
             let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
             for needed in [
@@ -229,7 +226,7 @@ mod tests {
                 "test.sh",
                 "fixtures/batch.json",
                 "test/vigil.toml",
-                expected,
+                "test/cpu-hot.toml",
                 "wit/worlds.wit",
                 "wit/types.wit",
                 "wit/host.wit",
