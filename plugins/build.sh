@@ -18,7 +18,8 @@
 # version, world) changed: the digest is kept in NAME.wasm.inputs, and an unchanged source
 # keeps the very same bytes (and the agent's compile cache, keyed by content, keeps hitting).
 #
-# Usage: plugins/build.sh [OUT_DIR]      (default OUT_DIR: TARGET/plugins)
+# Usage: plugins/build.sh [OUT_DIR]      (default OUT_DIR: target/plugins at the repo root,
+#   where examples/tests/*.toml look; the tools and the Rust build stay under TARGET)
 # Prints OUT_DIR as its last line on stdout; progress goes to stderr.
 # Environment: CARGO_TARGET_DIR (default: target/ at the repo root);
 #   VIGIL_LANGS    languages to build (default "rust python js c");
@@ -33,7 +34,7 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 mkdir -p "$target"
 target="$(cd "$target" && pwd)"
 wit="$(cd "${VIGIL_WIT:-$repo/wit}" && pwd)"
-out="${1:-$target/plugins}"
+out="${1:-$repo/target/plugins}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 langs=" ${VIGIL_LANGS:-rust python js c} "
