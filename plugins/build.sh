@@ -13,7 +13,9 @@
 # componentize-js 0.23.0 do not: they snapshot an interpreter heap after running its
 # initialisation inside wizer, and that heap holds the guest's own random hash seeds,
 # clock readings and allocation layout (upstream: componentize-py#247, ComponentizeJS#321;
-# PYTHONHASHSEED/SOURCE_DATE_EPOCH on the host do not reach the guest). So a Python or JS
+# PYTHONHASHSEED, SOURCE_DATE_EPOCH or PYTHONDONTWRITEBYTECODE on the host do not reach the
+# guest: tried, the bytes still differ, and it still writes __pycache__ into the source dir,
+# which the digest ignores). So a Python or JS
 # component is rebuilt only when the digest of its inputs (sources, lock file, WIT, tool
 # version, world) changed: the digest is kept in NAME.wasm.inputs, and an unchanged source
 # keeps the very same bytes (and the agent's compile cache, keyed by content, keeps hitting).
@@ -48,7 +50,7 @@ inputs_digest() {
   shift
   {
     printf '%s\n' "$@"
-    (cd "$dir" && find . -type f ! -path './node_modules/*' ! -name '*.wasm' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$dir" && find . -type f ! -path './node_modules/*' ! -path '*/__pycache__/*' ! -name '*.wasm' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     (cd "$wit" && find . -maxdepth 1 -type f -name '*.wit' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
@@ -104,7 +106,7 @@ build_python() {
     digest="$(inputs_digest "$dir" "componentize-py $py_version" "world $world")"
     fresh "$wasm" "$digest" && continue
     say "building $wasm from $dir ($world) against $wit"
-    (cd "$dir" && PYTHONHASHSEED=0 SOURCE_DATE_EPOCH=0 "$componentize_py" -d "$wit" -w "$world" \
+    (cd "$dir" && "$componentize_py" -d "$wit" -w "$world" \
       componentize app -o "$wasm.tmp$$" >&2)
     mv "$wasm.tmp$$" "$wasm"
     echo "$digest" >"$wasm.inputs"
