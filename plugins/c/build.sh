@@ -122,6 +122,7 @@ for dir in "$here"/*/; do
   name="$(basename "$dir")"
   sources=("$dir"/*.c)
   [ -e "${sources[0]}" ] || continue # adapter/, vendor/: no C sources
+  [ "$name" != tests ] || continue   # tests/: a native check, not a plugin
   world="alert-rule"
   if [ -f "$dir/world" ]; then world="$(tr -d '[:space:]' <"$dir/world")"; fi
   wasm="$out/c-$name.wasm"
