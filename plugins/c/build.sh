@@ -76,7 +76,8 @@ sysroot=/usr # wasi-libc: /usr/include/wasm32-wasi and /usr/lib/wasm32-wasi
 cargo_tool() {
   local bin="$1" crate="$2" version="$3" path
   for path in "$(command -v "$bin" || true)" "$tools/bin/$bin"; do
-    if [ -n "$path" ] && [ -x "$path" ] && "$path" --version 2>/dev/null | grep -qE "(^| )$version( |$)"; then
+    # `NAME VERSION` (wit-bindgen-cli 0.61.1, wasm-tools 1.263.0 (COMMIT DATE)).
+    if [ -n "$path" ] && [ -x "$path" ] && [[ " $("$path" --version 2>/dev/null) " == *" $version "* ]]; then
       echo "$path"
       return
     fi
