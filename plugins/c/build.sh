@@ -139,11 +139,15 @@ for dir in "$here"/*/; do
   if [ -f "$wasm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$inputs" ]; then
     continue
   fi
-  log "building $wasm from $dir against $wit (world $world)"
+  log "building c-$name.wasm (world $world) into $out, from $dir against $wit"
   build="$work/$name"
   rm -rf "$build"
   mkdir -p "$build/gen"
-  "$wit_bindgen" c "$wit" --world "$world" --out-dir "$build/gen" >/dev/null
+  # wit-bindgen names every file it writes on stderr: shown only when it fails.
+  if ! "$wit_bindgen" c "$wit" --world "$world" --out-dir "$build/gen" >"$build/wit-bindgen.log" 2>&1; then
+    cat "$build/wit-bindgen.log" >&2
+    die "wit-bindgen c failed for $dir (world $world)"
+  fi
   # Compile from inside the build dir with relative paths: nothing absolute ends up in the module.
   (
     cd "$build"
