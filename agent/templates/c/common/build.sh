@@ -71,7 +71,10 @@ adapter="$(dirname "$adapter_manifest")/artefacts/wasi_snapshot_preview1.reactor
 
 rm -rf build
 mkdir -p build/gen
-"$wit_bindgen" c wit --world {{world}} --out-dir build/gen >/dev/null 2>&1
+if ! "$wit_bindgen" c wit --world {{world}} --out-dir build/gen >build/wit-bindgen.log 2>&1; then
+  cat build/wit-bindgen.log >&2
+  die "wit-bindgen c failed (is wit/ the contract's WIT with a world {{world}}?)"
+fi
 cflags=(--target=wasm32-wasi --sysroot=/usr -O2 -std=c11 -ffp-contract=off -Wall -Wextra
   -Wno-unused-parameter -ffile-prefix-map="$here"=. -DNDEBUG -Ibuild/gen -Ivendor)
 objects=()
