@@ -393,9 +393,11 @@ fn a_new_plugin_project_builds_and_passes_its_test_in_every_language() {
         ("rust", "alert-rule"),
         ("python", "alert-rule"),
         ("js", "alert-rule"),
+        ("c", "alert-rule"),
         ("rust", "tuning-policy"),
         ("python", "tuning-policy"),
         ("js", "tuning-policy"),
+        ("c", "tuning-policy"),
     ] {
         let name = format!("{lang}-{world}");
         let out = run_in(
@@ -420,7 +422,13 @@ fn a_new_plugin_project_builds_and_passes_its_test_in_every_language() {
         // The same pinned tools the plugin build uses, kept under the target dir.
         let rust_target = target.join("scaffold-rust");
         let venv = target.join("python/venv");
-        let env: Vec<(&str, &Path)> = vec![("CARGO_TARGET_DIR", &rust_target), ("VENV", &venv)];
+        // C: the clang chain and the cargo-installed tools plugins/c/build.sh put there.
+        let tools = target.join("tools");
+        let env: Vec<(&str, &Path)> = vec![
+            ("CARGO_TARGET_DIR", &rust_target),
+            ("VENV", &venv),
+            ("TOOLS", &tools),
+        ];
         run_in(&project, "bash", &["build.sh"], &env);
         assert!(
             project.join(format!("{name}.wasm")).is_file(),
