@@ -250,11 +250,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_template_says_what_is_available() {
-        let err = render("x", Lang::C, World::TuningPolicy)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rust/alert-rule"), "{err}");
+    fn every_language_has_both_worlds_and_names_are_checked() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
+            for world in [World::AlertRule, World::TuningPolicy] {
+                let files = render("x", lang, world).unwrap();
+                assert!(files.iter().any(|f| f.path == "README.md"), "{lang:?} {world:?}");
+            }
+        }
         assert!(matches!(
             render("Bad", Lang::Rust, World::AlertRule),
             Err(ScaffoldError::InvalidName(_))
