@@ -254,7 +254,10 @@ mod tests {
         for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             for world in [World::AlertRule, World::TuningPolicy] {
                 let files = render("x", lang, world).unwrap();
-                assert!(files.iter().any(|f| f.path == "README.md"), "{lang:?} {world:?}");
+                assert!(
+                    files.iter().any(|f| f.path == "README.md"),
+                    "{lang:?} {world:?}"
+                );
             }
         }
         assert!(matches!(

@@ -461,3 +461,11 @@ fn a_new_plugin_project_builds_and_passes_its_test_in_every_language() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+#[test]
+fn the_rust_reference_is_the_component_the_testkit_built() {
+    assert_eq!(
+        guest::plugin(Lang::Rust, "ewma-anomaly").unwrap(),
+        std::path::PathBuf::from(vigil_testkit::plugins::EWMA_ANOMALY)
+    );
+}
