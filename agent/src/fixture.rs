@@ -158,8 +158,9 @@ pub fn firing_alerts(json: &str, origin: &str) -> Result<Vec<Alert>, String> {
 }
 
 /// A setting's current value as written in a `--settings` fixture (a JSON list of these):
-/// `{"target": "redis", "instance": "main", "parameter": "maxmemory", "value": "268435456"}`.
-#[derive(Debug, Deserialize)]
+/// `{"target": "redis", "instance": "main", "parameter": "maxmemory", "value": "268435456"}`
+/// (also the `current_settings` of a `vigil plugin test` file's step).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingFixture {
     pub target: Target,
@@ -173,17 +174,20 @@ pub struct SettingFixture {
 pub fn current_settings(json: &str, origin: &str) -> Result<Vec<CurrentSetting>, String> {
     let fixtures: Vec<SettingFixture> = serde_json::from_str(json)
         .map_err(|e| format!("invalid settings fixture {origin}: {e}"))?;
-    Ok(fixtures
-        .into_iter()
-        .map(|f| CurrentSetting {
+    Ok(fixtures.into_iter().map(CurrentSetting::from).collect())
+}
+
+impl From<SettingFixture> for CurrentSetting {
+    fn from(f: SettingFixture) -> Self {
+        CurrentSetting {
             setting: SettingKey {
                 target: f.target,
                 instance: f.instance,
                 parameter: f.parameter,
             },
             value: f.value,
-        })
-        .collect())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::fixture::BatchFixture;
 use crate::model::{Finding, Severity};
 use crate::plugin::{Output, PluginInstance, PluginKind, PluginRuntime, PolicyInputs};
-use crate::tuning::{CurrentSetting, Proposal, SettingKey, TuningEngine};
+use crate::tuning::{CurrentSetting, Proposal, TuningEngine};
 
 /// Default tolerance of an expected value.
 const TOLERANCE: f64 = 1e-9;
@@ -452,18 +452,10 @@ fn prepare<'s>(
                 .collect::<Result<Vec<_>, String>>()?,
         ),
     };
-    let settings = step.current_settings.as_ref().map(|list| {
-        list.iter()
-            .map(|s| CurrentSetting {
-                setting: SettingKey {
-                    target: s.target,
-                    instance: s.instance.clone(),
-                    parameter: s.parameter.clone(),
-                },
-                value: s.value.clone(),
-            })
-            .collect()
-    });
+    let settings = step
+        .current_settings
+        .as_ref()
+        .map(|list| list.iter().cloned().map(CurrentSetting::from).collect());
     Ok(Step {
         spec: step,
         at,

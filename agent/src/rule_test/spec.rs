@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::fixture::{BatchFixture, PointFixture};
+use crate::fixture::{BatchFixture, PointFixture, SettingFixture};
 use crate::model::Severity;
-use crate::tuning::Target;
 
 /// A whole test file.
 #[derive(Debug, Deserialize)]
@@ -59,7 +58,7 @@ pub struct StepSpec {
     pub firing: Option<Vec<FiringSpec>>,
     /// Tuning policies: the settings' current values (kept for the next steps until set again).
     #[serde(default)]
-    pub current_settings: Option<Vec<SettingSpec>>,
+    pub current_settings: Option<Vec<SettingFixture>>,
     /// The evaluation must fail with an error containing this text.
     #[serde(default)]
     pub error: Option<String>,
@@ -88,16 +87,6 @@ pub struct FiringSpec {
     /// How long it has been firing at the step's time (default `"0s"`).
     #[serde(default, rename = "for")]
     pub firing_for: Option<String>,
-}
-
-/// A setting's current value a tuning policy is shown.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingSpec {
-    pub target: Target,
-    pub instance: String,
-    pub parameter: String,
-    pub value: String,
 }
 
 /// An expected finding; `rule` and `key` identify it, the other fields are checked when given.

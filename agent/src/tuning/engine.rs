@@ -71,13 +71,13 @@ impl TuningEngine {
         intervals: Option<Arc<dyn CollectorIntervals>>,
         sink: Option<DecisionSink>,
     ) -> Self {
-        let audit = AuditLog::new(&config.tuning.audit_file);
-        let gate = match audit::read_entries(audit.path()) {
+        let path = &config.tuning.audit_file;
+        let gate = match audit::read_entries(path) {
             Ok((entries, _)) => GateState::from_rows(&audit::fold(entries)),
             Err(e) => {
                 tracing::warn!(
                     "cannot read the audit file {}: {e}; rate limits and cool-downs start empty",
-                    audit.path().display()
+                    path.display()
                 );
                 GateState::default()
             }
