@@ -395,26 +395,30 @@ fn lines_of(child: &mut Child) -> Receiver<String> {
     rx
 }
 
-/// Collects lines until one contains `needle` (within `timeout`); returns them all.
-fn until(rx: &Receiver<String>, needle: &str, timeout: Duration) -> Vec<String> {
+/// Collects one `--watch` report: lines until both its summary (`N passed, M failed`, on
+/// stdout) and the `watching` line (stderr) came; the two streams are read by separate
+/// threads, so either may arrive first.
+fn until_report(rx: &Receiver<String>, timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+    let mut seen: Vec<String> = Vec::new();
+    let done = |seen: &[String]| {
+        seen.iter().any(|l| l.ends_with(" failed")) && seen.iter().any(|l| l.contains("watching"))
+    };
+    while !done(&seen) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
         match rx.recv_timeout(left) {
-            Ok(line) => {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return seen;
-                }
-            }
+            Ok(line) => seen.push(line),
             Err(_) => break,
         }
     }
-    panic!(
-        "no line with {needle:?} within {timeout:?}; saw:\n{}",
+    assert!(
+        done(&seen),
+        "no whole report within {timeout:?}; saw:\n{}",
         seen.join("\n")
     );
+    seen
 }
 
 /// Kills the watching child when the test ends, even when it fails.
@@ -443,7 +447,7 @@ fn watch_runs_again_once_after_each_edit() {
         .unwrap();
     let rx = lines_of(&mut child);
     let _child = Killed(child);
-    let first = until(&rx, "watching", Duration::from_secs(60));
+    let first = until_report(&rx, Duration::from_secs(60));
     assert!(first.iter().any(|l| l == "1 passed, 0 failed"), "{first:?}");
 
     // An edit that breaks an expectation: one new report, failing.
@@ -452,7 +456,7 @@ fn watch_runs_again_once_after_each_edit() {
         text.replace("state = \"firing\"", "state = \"pending\""),
     )
     .unwrap();
-    let second = until(&rx, "watching", Duration::from_secs(30));
+    let second = until_report(&rx, Duration::from_secs(30));
     assert!(
         second.iter().any(|l| l == "0 passed, 1 failed"),
         "{second:?}"
@@ -472,7 +476,7 @@ fn watch_runs_again_once_after_each_edit() {
 
     // Fixed again: passes.
     std::fs::write(&file, &text).unwrap();
-    let third = until(&rx, "watching", Duration::from_secs(30));
+    let third = until_report(&rx, Duration::from_secs(30));
     assert!(third.iter().any(|l| l == "1 passed, 0 failed"), "{third:?}");
 }
 
