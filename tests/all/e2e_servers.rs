@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::{Connection, Row};
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr, plugin_test, vigil};
 use vigil_testkit::http::get_until;
-use vigil_testkit::otlp::{OtlpReceiver, Point, Received, Record};
+use vigil_testkit::otlp::{OtlpReceiver, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
 };
@@ -32,14 +32,22 @@ fn redis_info() -> HashMap<String, f64> {
         .collect()
 }
 
-fn point_for<'a>(points: &'a [Point], instance: &str) -> Option<&'a Point> {
-    points
-        .iter()
-        .find(|p| p.attributes.get("vigil.instance").map(String::as_str) == Some(instance))
-}
-
+/// The newest value of `metric` for `instance`, from the most recent request that carries
+/// that instance (under load one request may hold only another instance's batch).
 fn value(received: &Received, metric: &str, instance: &str) -> Option<f64> {
-    point_for(&received.latest_points(metric), instance).map(|p| p.value)
+    received
+        .points_per_request(metric)
+        .iter()
+        .rev()
+        .find_map(|points| {
+            points
+                .iter()
+                .filter(|p| {
+                    p.attributes.get("vigil.instance").map(String::as_str) == Some(instance)
+                })
+                .max_by_key(|p| p.time_unix_nano)
+        })
+        .map(|p| p.value)
 }
 
 fn firing<'a>(records: &'a [Record], rule: &str) -> Vec<&'a Record> {
