@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::config::TuningConfig;
-use crate::config::{Config, PluginsConfig};
+use crate::config::{Config, Origin, PluginsConfig};
 use crate::plugin::registry::plugin_files;
 use crate::plugin::{Compiler, PluginInstance, PluginKind, PluginRuntime};
 
@@ -46,6 +46,7 @@ pub fn check(
     }
     let origin = path.map_or("(embedded default)".to_owned(), |p| p.display().to_string());
     report.ok.push(format!("config {origin} is valid"));
+    report.ok.extend(export_settings_lines(&config));
     // Building the server collectors reads their passwords (no connection is made).
     for (kind, instance) in config.collect.servers() {
         if let Err(e) = crate::collect::build_server(kind, instance, String::new()) {
@@ -115,6 +116,69 @@ pub fn check(
         }
     }
     report
+}
+
+/// The effective OTLP export settings of each signal, one line per value with where it
+/// came from (environment variable, config key or default); header values masked.
+fn export_settings_lines(config: &Config) -> Vec<String> {
+    if !config.export.otlp.enabled {
+        return vec!["export: OTLP export is off (export.otlp.enabled = false)".to_owned()];
+    }
+    let settings = &config.export.settings;
+    let row =
+        |name: &str, value: &str, origin: &Origin| format!("\n  {name:<19}{value}  ({origin})");
+    let path = |file: &Option<std::path::PathBuf>, unset: &str| {
+        file.as_ref()
+            .map_or(unset.to_owned(), |f| f.display().to_string())
+    };
+    let mut lines: Vec<String> = settings
+        .signals()
+        .into_iter()
+        .map(|s| {
+            let o = &s.origins;
+            let mut text = format!("export {}:", s.signal.as_str());
+            text += &row("protocol", s.protocol.as_str(), &o.protocol);
+            text += &row("endpoint", &s.url, &o.endpoint);
+            text += &row("headers", &s.headers.masked(), &o.headers);
+            text += &row(
+                "timeout",
+                &humantime::format_duration(s.timeout).to_string(),
+                &o.timeout,
+            );
+            text += &row("compression", s.compression.as_str(), &o.compression);
+            text += &row(
+                "certificate",
+                &path(&s.tls.ca_file, "(system roots)"),
+                &o.ca_file,
+            );
+            text += &row(
+                "client certificate",
+                &path(&s.tls.cert_file, "(none)"),
+                &o.cert_file,
+            );
+            text += &row("client key", &path(&s.tls.key_file, "(none)"), &o.key_file);
+            if s.tls.insecure_skip_verify {
+                text += &row(
+                    "insecure_skip_verify",
+                    "true",
+                    &Origin::File("export.otlp.tls.insecure_skip_verify"),
+                );
+            }
+            text
+        })
+        .collect();
+    lines.push(format!(
+        "export interval {} ({})",
+        humantime::format_duration(settings.interval),
+        settings.interval_origin
+    ));
+    let resource: Vec<String> = settings
+        .resource_attributes(&crate::pipeline::host_name(config))
+        .iter()
+        .map(|a| format!("{}={} ({})", a.key, a.value, a.origin))
+        .collect();
+    lines.push(format!("export resource: {}", resource.join(", ")));
+    lines
 }
 
 /// `[tuning]`: a summary, and a warning when allowed changes could never be applied

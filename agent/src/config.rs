@@ -373,8 +373,17 @@ impl PluginsConfig {
     }
 }
 
+mod headers;
+mod kv_list;
+mod otel_env;
+mod tls;
 mod tuning;
 
+pub use headers::Headers;
+pub use otel_env::{
+    EnvError, ExportSettings, Origin, ResourceAttribute, Signal, SignalOrigins, SignalSettings,
+};
+pub use tls::TlsClientConfig;
 pub use tuning::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
 /// `[export]`: where data goes.
@@ -388,6 +397,10 @@ pub struct ExportConfig {
     /// `[export.alertmanager]`: also deliver alerts to Prometheus Alertmanager (absent = off).
     #[serde(default)]
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// What OTLP export uses: `[export.otlp]` with the OpenTelemetry environment
+    /// variables applied ([`Config::apply_otel_env`]), per signal.
+    #[serde(skip)]
+    pub settings: ExportSettings,
 }
 
 /// `[export.queue]`: what is kept while the collector cannot be reached.
@@ -458,15 +471,25 @@ pub enum Compression {
     Gzip,
 }
 
+impl Compression {
+    /// The name the config and `OTEL_EXPORTER_OTLP_COMPRESSION` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
 /// `[export.otlp]`: the OTLP exporter.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
     pub enabled: bool,
-    /// `grpc` or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` overrides.
+    /// `grpc` or `http/protobuf`. This and every key below is overridden by the
+    /// OpenTelemetry variables (see [`ExportSettings`]): use `export.settings`.
     pub protocol: OtlpProtocol,
-    /// Base endpoint (for HTTP, `/v1/metrics` and `/v1/logs` are appended);
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides.
+    /// Base endpoint (for HTTP, `/v1/metrics` and `/v1/logs` are appended).
     pub endpoint: Option<String>,
     /// How often metrics are sent.
     #[serde(with = "humantime_serde")]
@@ -475,8 +498,11 @@ pub struct OtlpConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub compression: Compression,
-    /// Extra request headers (e.g. an API key).
-    pub headers: BTreeMap<String, String>,
+    /// Extra request headers (e.g. an API key); never logged.
+    pub headers: Headers,
+    /// `[export.otlp.tls]`: how the collector's certificate is checked.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
 }
 
 /// `[export.alertmanager]`: firing and resolved alerts posted to Alertmanager's v2 API.
@@ -528,17 +554,9 @@ impl Default for OtlpConfig {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
             compression: Compression::Gzip,
-            headers: BTreeMap::new(),
+            headers: Headers::default(),
+            tls: TlsClientConfig::default(),
         }
-    }
-}
-
-impl OtlpConfig {
-    /// The endpoint to use: the configured one, or the protocol's default.
-    pub fn effective_endpoint(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| self.protocol.default_endpoint().to_owned())
     }
 }
 
@@ -605,11 +623,12 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
         config.validate(origin)?;
+        config.apply_otel_env(|_| None)?;
         Ok(config)
     }
 
@@ -721,6 +740,9 @@ impl Config {
                 "must be an http:// or https:// URL, e.g. \"http://localhost:4317\"",
             ));
         }
+        if let Err(problem) = self.export.otlp.headers.check() {
+            return Err(invalid("export.otlp.headers", &problem));
+        }
         if let Some(am) = &self.export.alertmanager {
             am.validate().map_err(|(field, problem)| {
                 invalid(&format!("export.alertmanager.{field}"), &problem)
@@ -732,26 +754,18 @@ impl Config {
         Ok(())
     }
 
-    /// Applies the standard OpenTelemetry variables, which override the file:
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    /// Resolves `export.settings` from `[export.otlp]` and the OpenTelemetry variables
+    /// `env` returns (see [`ExportSettings`]); a bad value is an error naming its variable.
     pub fn apply_otel_env(
         &mut self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        let otlp = &mut self.export.otlp;
-        if let Some(protocol) = env("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|v| !v.is_empty()) {
-            otlp.protocol = OtlpProtocol::parse(&protocol).ok_or_else(|| ConfigError::Invalid {
+        self.export.settings =
+            ExportSettings::resolve(&self.export.otlp, env).map_err(|e| ConfigError::Invalid {
                 origin: "(environment)".to_owned(),
-                field: "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
-                problem: format!(
-                    "is {protocol:?}; supported values are \"grpc\" and \"http/protobuf\""
-                ),
+                field: e.variable,
+                problem: e.problem,
             })?;
-        }
-        if let Some(endpoint) = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
-            otlp.endpoint = Some(endpoint);
-            self.validate("(environment)")?;
-        }
         Ok(())
     }
 }
@@ -890,10 +904,8 @@ mod tests {
         assert!(config.collect.system.enabled);
         assert_eq!(config.collect.system.interval, Duration::from_secs(10));
         assert_eq!(config.export.otlp.protocol, OtlpProtocol::Grpc);
-        assert_eq!(
-            config.export.otlp.effective_endpoint(),
-            "http://localhost:4317"
-        );
+        assert_eq!(config.export.settings.metrics.url, "http://localhost:4317");
+        assert_eq!(config.export.settings.logs.url, "http://localhost:4317");
     }
 
     #[test]
@@ -913,7 +925,7 @@ mod tests {
     }
 
     #[test]
-    fn otel_env_overrides_the_file() {
+    fn otel_env_overrides_the_file_and_a_bad_value_names_its_variable() {
         let mut config = Config::parse(
             "[export.otlp]\nprotocol = \"grpc\"\nendpoint = \"http://a:4317\"\n",
             "x",
@@ -926,12 +938,26 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(config.export.otlp.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(config.export.otlp.effective_endpoint(), "http://b:4318");
+        let metrics = &config.export.settings.metrics;
+        assert_eq!(metrics.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(metrics.url, "http://b:4318/v1/metrics");
+        assert_eq!(
+            config.export.otlp.protocol,
+            OtlpProtocol::Grpc,
+            "the file stays"
+        );
         let err = config
             .apply_otel_env(|k| (k == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| "http/json".into()))
-            .unwrap_err();
-        assert!(err.to_string().contains("http/json"), "{err}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`OTEL_EXPORTER_OTLP_PROTOCOL`") && err.contains("http/json"),
+            "{err}"
+        );
+        let err = Config::parse("[export.otlp]\nheaders = { \"a b\" = \"v\" }\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`export.otlp.headers`"), "{err}");
     }
 
     #[test]

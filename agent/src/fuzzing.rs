@@ -39,7 +39,7 @@ pub fn config_parse(data: &[u8]) {
     if let Ok(mut config) = Config::parse(text, "fuzz.toml") {
         let _ = config.apply_otel_env(|_| None);
         let _ = config.plugins.settings_json("threshold");
-        let _ = config.export.otlp.effective_endpoint();
+        let _ = config.export.settings.resource_attributes("fuzz");
     }
 }
 

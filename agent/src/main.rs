@@ -292,8 +292,8 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         let compiler = child_compiler(&config)?;
         let (agent, mut collectors) = Supervisor::start(&config, config_path, compiler).await?;
         tracing::info!(
-            endpoint = %config.export.otlp.effective_endpoint(),
-            protocol = ?config.export.otlp.protocol,
+            metrics = %config.export.settings.metrics.url,
+            logs = %config.export.settings.logs.url,
             collectors = collectors.len(),
             "vigil started"
         );

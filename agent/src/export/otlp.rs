@@ -94,7 +94,8 @@ impl MetricQueue {
 /// Sends metrics and alert events to an OTLP endpoint, and keeps the latest value of
 /// every series for `/metrics` and the status page.
 pub struct OtlpExporter {
-    endpoint: String,
+    /// Where each signal goes, for messages.
+    endpoints: Endpoints,
     resource: Resource,
     latest: LatestValues,
     transport: Option<Transport>,
@@ -104,35 +105,45 @@ pub struct OtlpExporter {
     last_rejection: Mutex<Option<String>>,
 }
 
+/// The URL of each signal.
+struct Endpoints {
+    metrics: String,
+    logs: String,
+}
+
 impl OtlpExporter {
-    /// Sets up the OTLP clients for `config`; `host` goes into the resource. Must be
-    /// called inside a Tokio runtime (the gRPC client needs one). Nothing is connected
-    /// yet: an unreachable endpoint shows up as export warnings, not here.
+    /// Sets up the OTLP clients of both signals from `config.settings`; `host` and the
+    /// environment's resource attributes go into the resource. Must be called inside a
+    /// Tokio runtime (the gRPC client needs one). Nothing is connected yet: an
+    /// unreachable endpoint shows up as export warnings, not here.
     pub fn new(config: &ExportConfig, host: &str) -> Result<Self, ExportError> {
-        let transport = Transport::new(&config.otlp)?;
-        Ok(Self::build(
-            config.otlp.effective_endpoint(),
-            host,
-            config,
-            Some(transport),
-        ))
+        let transport = Transport::new(&config.settings)?;
+        let endpoints = Endpoints {
+            metrics: config.settings.metrics.url.clone(),
+            logs: config.settings.logs.url.clone(),
+        };
+        Ok(Self::build(endpoints, host, config, Some(transport)))
     }
 
     /// An exporter that sends nothing (`export.otlp.enabled = false`); it still keeps
     /// the latest values.
     pub fn disabled(config: &ExportConfig, host: &str) -> Self {
-        Self::build("(export disabled)".to_owned(), host, config, None)
+        let endpoints = Endpoints {
+            metrics: "(export disabled)".to_owned(),
+            logs: "(export disabled)".to_owned(),
+        };
+        Self::build(endpoints, host, config, None)
     }
 
     fn build(
-        endpoint: String,
+        endpoints: Endpoints,
         host: &str,
         config: &ExportConfig,
         transport: Option<Transport>,
     ) -> Self {
         OtlpExporter {
-            endpoint,
-            resource: proto::resource(host),
+            endpoints,
+            resource: proto::resource(&config.settings.resource_attributes(host)),
             latest: LatestValues::default(),
             transport,
             metrics: Mutex::new(MetricQueue::new(config.queue.max_metric_points)),
@@ -204,11 +215,11 @@ impl OtlpExporter {
             match transport.send_metrics(request).await {
                 Ok(rejection) => {
                     taken.sent();
-                    self.report_rejection(rejection);
+                    self.report_rejection(&self.endpoints.metrics, rejection);
                 }
                 Err(reason) => {
                     taken.failed();
-                    return Err(self.failure("metrics", reason));
+                    return Err(self.failure("metrics", &self.endpoints.metrics, reason));
                 }
             }
         }
@@ -224,11 +235,11 @@ impl OtlpExporter {
             {
                 Ok(rejection) => {
                     taken.sent();
-                    self.report_rejection(rejection);
+                    self.report_rejection(&self.endpoints.logs, rejection);
                 }
                 Err(reason) => {
                     taken.failed();
-                    return Err(self.failure("logs", reason));
+                    return Err(self.failure("logs", &self.endpoints.logs, reason));
                 }
             }
         }
@@ -237,26 +248,25 @@ impl OtlpExporter {
 
     /// Logs a partial rejection once per distinct message: the receiver took the request
     /// and will not take the rejected part again, so it is not retried.
-    fn report_rejection(&self, rejection: Rejection) {
+    fn report_rejection(&self, endpoint: &str, rejection: Rejection) {
         let Some(message) = rejection else {
             return;
         };
         let mut last = self.last_rejection.locked();
         if last.as_deref() == Some(message.as_str()) {
-            tracing::debug!("OTLP receiver {}: {message}", self.endpoint);
+            tracing::debug!("OTLP receiver {endpoint}: {message}");
         } else {
             tracing::warn!(
-                "the OTLP receiver at {} accepted a request but rejected part of it: {message} (logged once per distinct message)",
-                self.endpoint
+                "the OTLP receiver at {endpoint} accepted a request but rejected part of it: {message} (logged once per distinct message)"
             );
             *last = Some(message);
         }
     }
 
-    fn failure(&self, signal: &'static str, reason: String) -> ExportError {
+    fn failure(&self, signal: &'static str, endpoint: &str, reason: String) -> ExportError {
         ExportError::Send {
             signal,
-            endpoint: self.endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             reason,
         }
     }

@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::alert::{AlertEvent, Transition};
+use crate::config::ResourceAttribute;
 use crate::model::{Attributes, Batch, MetricKind, Severity};
 use crate::tuning::decision::{Decision, Verdict};
 
@@ -61,15 +62,14 @@ fn attributes(attributes: &Attributes) -> Vec<KeyValue> {
         .collect()
 }
 
-/// The resource every request describes: `service.name = vigil`, `service.version`
-/// and `host.name`.
-pub fn resource(host: &str) -> Resource {
+/// The resource every request describes, from its attributes
+/// ([`crate::config::ExportSettings::resource_attributes`]).
+pub fn resource(attributes: &[ResourceAttribute]) -> Resource {
     Resource {
-        attributes: vec![
-            string("service.name", "vigil"),
-            string("service.version", env!("CARGO_PKG_VERSION")),
-            string("host.name", host),
-        ],
+        attributes: attributes
+            .iter()
+            .map(|a| string(&a.key, a.value.clone()))
+            .collect(),
         ..Default::default()
     }
 }
@@ -274,7 +274,7 @@ mod tests {
             }
         };
         let batches = [stamped(0, 1.0), stamped(2, 2.0)];
-        let request = metrics_request(&resource("h"), &batches);
+        let request = metrics_request(&resource(&[]), &batches);
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
         assert_eq!(metrics.len(), 2);
         let Some(metric::Data::Gauge(gauge)) = &metrics[0].data else {

@@ -1,6 +1,6 @@
 //! Sending OTLP requests: gRPC with the generated tonic clients of `opentelemetry-proto`,
-//! HTTP/protobuf with `reqwest`. Both signals share the endpoint, timeout, headers
-//! (gRPC metadata) and gzip compression of `[export.otlp]`.
+//! HTTP/protobuf with `reqwest`. Each signal has its own client, built from its own
+//! [`SignalSettings`] (protocol, URL, timeout, headers as gRPC metadata, gzip, TLS).
 
 use std::io::Write;
 
@@ -20,120 +20,66 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
 use super::ExportError;
-use crate::config::{Compression, OtlpConfig, OtlpProtocol};
+use crate::config::{Compression, ExportSettings, OtlpProtocol, SignalSettings};
 
 /// What the receiver said about a request it accepted: `None` when it took everything,
 /// else why it rejected part of it (the OTLP partial success).
 pub type Rejection = Option<String>;
 
 /// The OTLP clients of both signals.
-pub enum Transport {
-    /// Boxed: the tonic clients are much larger than the HTTP side.
+pub struct Transport {
+    metrics: Client,
+    logs: Client,
+}
+
+/// The client of one signal.
+enum Client {
+    /// Boxed: the gRPC side is much larger than the HTTP side.
     Grpc(Box<Grpc>),
     Http(Http),
 }
 
-/// gRPC clients over one lazily connected channel. After a failed connection the channel
-/// reports that failure once more on the next call, even if the receiver is up by then,
-/// so a request failing with `Unavailable` is tried once more at once.
-pub struct Grpc {
-    metrics: MetricsServiceClient<Channel>,
-    logs: LogsServiceClient<Channel>,
+/// A lazily connected gRPC channel. After a failed connection the channel reports that
+/// failure once more on the next call, even if the receiver is up by then, so a request
+/// failing with `Unavailable` is tried once more at once.
+struct Grpc {
+    channel: Channel,
     metadata: MetadataMap,
+    gzip: bool,
 }
 
-/// HTTP/protobuf: a POST of the encoded request to `/v1/metrics` or `/v1/logs`.
-pub struct Http {
+/// HTTP/protobuf: a POST of the encoded request to the signal's URL.
+struct Http {
     client: reqwest::Client,
-    metrics_url: String,
-    logs_url: String,
+    url: String,
     headers: reqwest::header::HeaderMap,
     gzip: bool,
 }
 
-/// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
-fn signal_url(config: &OtlpConfig, signal: &str) -> String {
-    let base = config.effective_endpoint();
-    match config.protocol {
-        OtlpProtocol::Grpc => base,
-        OtlpProtocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
-    }
-}
-
-fn setup_error(config: &OtlpConfig, reason: String) -> ExportError {
+fn setup_error(settings: &SignalSettings, reason: String) -> ExportError {
     ExportError::Setup {
-        signal: "metrics and logs",
-        endpoint: config.effective_endpoint(),
+        signal: settings.signal.as_str(),
+        endpoint: settings.url.clone(),
         reason,
     }
 }
 
-fn bad_header(key: &str, error: impl std::fmt::Display) -> String {
-    format!("export.otlp.headers has {key:?}, which is not a valid header: {error}")
+/// Names the header and where the headers came from, never the value.
+fn bad_header(settings: &SignalSettings, key: &str, error: impl std::fmt::Display) -> String {
+    format!(
+        "the headers from {} have {key:?}, which is not a valid header: {error}",
+        settings.origins.headers
+    )
 }
 
 impl Transport {
-    /// The clients for `config`. Nothing is connected yet (an unreachable endpoint shows
-    /// up as failed requests, not here); gRPC needs a Tokio runtime.
-    pub fn new(config: &OtlpConfig) -> Result<Self, ExportError> {
-        let gzip = matches!(config.compression, Compression::Gzip);
-        match config.protocol {
-            OtlpProtocol::Grpc => {
-                let mut metadata = MetadataMap::new();
-                for (key, value) in &config.headers {
-                    let name = MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
-                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
-                    let value = MetadataValue::try_from(value.as_str())
-                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
-                    metadata.insert(name, value);
-                }
-                let channel = Channel::from_shared(signal_url(config, "metrics"))
-                    .map_err(|e| setup_error(config, format!("not a usable gRPC URL: {e}")))?
-                    .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
-                let mut metrics = MetricsServiceClient::new(channel.clone());
-                let mut logs = LogsServiceClient::new(channel);
-                if gzip {
-                    metrics = metrics
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                    logs = logs
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                }
-                Ok(Transport::Grpc(Box::new(Grpc {
-                    metrics,
-                    logs,
-                    metadata,
-                })))
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (key, value) in &config.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
-                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
-                    let value = reqwest::header::HeaderValue::from_str(value)
-                        .map_err(|e| setup_error(config, bad_header(key, e)))?;
-                    headers.insert(name, value);
-                }
-                let client = reqwest::Client::builder()
-                    .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| {
-                        setup_error(config, format!("cannot build the HTTP client: {e}"))
-                    })?;
-                Ok(Transport::Http(Http {
-                    client,
-                    metrics_url: signal_url(config, "metrics"),
-                    logs_url: signal_url(config, "logs"),
-                    headers,
-                    gzip,
-                }))
-            }
-        }
+    /// The clients for `settings`. Nothing is connected yet (an unreachable endpoint
+    /// shows up as failed requests, not here); gRPC needs a Tokio runtime.
+    pub fn new(settings: &ExportSettings) -> Result<Self, ExportError> {
+        Ok(Transport {
+            metrics: Client::new(&settings.metrics)?,
+            logs: Client::new(&settings.logs)?,
+        })
     }
 
     /// Sends one metrics request; an error says why it was not accepted.
@@ -141,14 +87,20 @@ impl Transport {
         &self,
         request: ExportMetricsServiceRequest,
     ) -> Result<Rejection, String> {
-        let response: ExportMetricsServiceResponse = match self {
-            Transport::Grpc(grpc) => retry_unavailable(|| {
-                let (mut client, request) = (grpc.metrics.clone(), grpc.request(request.clone()));
+        let response: ExportMetricsServiceResponse = match &self.metrics {
+            Client::Grpc(grpc) => retry_unavailable(|| {
+                let mut client = MetricsServiceClient::new(grpc.channel.clone());
+                if grpc.gzip {
+                    client = client
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                }
+                let request = grpc.request(request.clone());
                 async move { client.export(request).await }
             })
             .await?
             .into_inner(),
-            Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
+            Client::Http(http) => http.post(&request).await?,
         };
         Ok(response
             .partial_success
@@ -163,14 +115,20 @@ impl Transport {
 
     /// Sends one logs request; an error says why it was not accepted.
     pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<Rejection, String> {
-        let response: ExportLogsServiceResponse = match self {
-            Transport::Grpc(grpc) => retry_unavailable(|| {
-                let (mut client, request) = (grpc.logs.clone(), grpc.request(request.clone()));
+        let response: ExportLogsServiceResponse = match &self.logs {
+            Client::Grpc(grpc) => retry_unavailable(|| {
+                let mut client = LogsServiceClient::new(grpc.channel.clone());
+                if grpc.gzip {
+                    client = client
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                }
+                let request = grpc.request(request.clone());
                 async move { client.export(request).await }
             })
             .await?
             .into_inner(),
-            Transport::Http(http) => http.post(&http.logs_url, &request).await?,
+            Client::Http(http) => http.post(&request).await?,
         };
         Ok(response
             .partial_success
@@ -191,6 +149,59 @@ fn status_text(status: tonic::Status) -> String {
     format!("gRPC {:?}: {}{source}", status.code(), status.message())
 }
 
+impl Client {
+    /// The client of one signal, as its settings say.
+    fn new(settings: &SignalSettings) -> Result<Self, ExportError> {
+        let gzip = matches!(settings.compression, Compression::Gzip);
+        match settings.protocol {
+            OtlpProtocol::Grpc => {
+                let mut metadata = MetadataMap::new();
+                for (key, value) in settings.headers.iter() {
+                    let name = MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                        .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
+                    let value = MetadataValue::try_from(value)
+                        .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
+                    metadata.insert(name, value);
+                }
+                let channel = Channel::from_shared(settings.url.clone())
+                    .map_err(|e| setup_error(settings, format!("not a usable gRPC URL: {e}")))?
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout)
+                    .connect_lazy();
+                Ok(Client::Grpc(Box::new(Grpc {
+                    channel,
+                    metadata,
+                    gzip,
+                })))
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (key, value) in settings.headers.iter() {
+                    let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                        .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
+                    headers.insert(name, value);
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout)
+                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| {
+                        setup_error(settings, format!("cannot build the HTTP client: {e}"))
+                    })?;
+                Ok(Client::Http(Http {
+                    client,
+                    url: settings.url.clone(),
+                    headers,
+                    gzip,
+                }))
+            }
+        }
+    }
+}
+
 impl Grpc {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -201,15 +212,11 @@ impl Grpc {
 
 impl Http {
     /// POSTs `message` as protobuf (gzipped if configured) and decodes the answer.
-    async fn post<R: Message + Default>(
-        &self,
-        url: &str,
-        message: &impl Message,
-    ) -> Result<R, String> {
+    async fn post<R: Message + Default>(&self, message: &impl Message) -> Result<R, String> {
         let mut body = message.encode_to_vec();
         let mut request = self
             .client
-            .post(url)
+            .post(&self.url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
         if self.gzip {

@@ -150,7 +150,7 @@ impl Supervisor {
         let (interval, max_backoff, watching, plugin_dir) = {
             let c = self.config.locked();
             (
-                c.export.otlp.interval,
+                c.export.settings.interval,
                 c.export.queue.max_backoff,
                 c.plugins.watch,
                 c.plugins.dir.clone(),
@@ -337,8 +337,8 @@ impl StatusSource for Supervisor {
         let (endpoint, protocol, tuning_config) = {
             let c = self.config.locked();
             (
-                c.export.otlp.effective_endpoint(),
-                c.export.otlp.protocol.as_str().to_owned(),
+                c.export.settings.metrics.url.clone(),
+                c.export.settings.metrics.protocol.as_str().to_owned(),
                 c.tuning.clone(),
             )
         };

@@ -100,16 +100,14 @@ pub fn free_local_addr() -> anyhow::Result<std::net::SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// The `vigil` command with a clean environment for OTLP variables.
+/// The `vigil` command without the OpenTelemetry variables (`OTEL_*`) of the test's
+/// own environment.
 pub fn vigil(binary: &str) -> Command {
     let mut cmd = Command::new(binary);
-    for var in [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(var);
+        }
     }
     cmd.env("RUST_LOG", "info");
     cmd

@@ -170,6 +170,16 @@ impl Received {
             .unwrap_or_default()
     }
 
+    /// Resource attributes of the first logs request.
+    pub fn log_resource_attributes(&self) -> BTreeMap<String, String> {
+        self.logs
+            .first()
+            .and_then(|r| r.resource_logs.first())
+            .and_then(|rl| rl.resource.as_ref())
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default()
+    }
+
     /// One entry per metrics request: its datapoint count, the earliest datapoint
     /// time and when it arrived (Unix nanoseconds), in arrival order.
     pub fn snapshots(&self) -> Vec<Snapshot> {
