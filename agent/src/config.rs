@@ -72,6 +72,8 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Largest request body accepted; larger ones are answered `413`.
     pub max_body_bytes: u64,
+    /// `[http.tls]`: serve https instead of http (absent = plain http).
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl HttpConfig {
@@ -96,6 +98,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -373,8 +376,10 @@ impl PluginsConfig {
     }
 }
 
+mod tls;
 mod tuning;
 
+pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use tuning::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
 /// `[export]`: where data goes.
@@ -477,6 +482,9 @@ pub struct OtlpConfig {
     pub compression: Compression,
     /// Extra request headers (e.g. an API key).
     pub headers: BTreeMap<String, String>,
+    /// `[export.otlp.tls]`: how the receiver is checked when the endpoint is `https://`.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
 }
 
 /// `[export.alertmanager]`: firing and resolved alerts posted to Alertmanager's v2 API.
@@ -505,6 +513,9 @@ pub struct AlertmanagerConfig {
     pub bearer_token_file: Option<PathBuf>,
     /// HTTP basic authentication.
     pub basic_auth: Option<BasicAuthConfig>,
+    /// `[export.alertmanager.tls]`: how `https://` Alertmanagers are checked.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
 }
 
 /// `basic_auth = { username = "...", password_env = "..." }`: the password comes from the
@@ -529,6 +540,7 @@ impl Default for OtlpConfig {
             timeout: Duration::from_secs(10),
             compression: Compression::Gzip,
             headers: BTreeMap::new(),
+            tls: TlsClientConfig::default(),
         }
     }
 }
@@ -582,10 +594,20 @@ impl Config {
                         .as_mut()
                         .and_then(|b| b.password_file.as_mut()),
                 ]
-            });
-            for file in std::iter::once(config.http.token_file.as_mut())
-                .chain(am_files)
+                .into_iter()
                 .flatten()
+                .chain(am.tls.files_mut())
+            });
+            let http_files = config.http.token_file.iter_mut().chain(
+                config
+                    .http
+                    .tls
+                    .iter_mut()
+                    .flat_map(TlsServerConfig::files_mut),
+            );
+            for file in http_files
+                .chain(am_files)
+                .chain(config.export.otlp.tls.files_mut())
             {
                 if file.is_relative() {
                     *file = base.join(&*file);
@@ -721,7 +743,15 @@ impl Config {
                 "must be an http:// or https:// URL, e.g. \"http://localhost:4317\"",
             ));
         }
+        self.export
+            .otlp
+            .tls
+            .validate()
+            .map_err(|(field, problem)| invalid(&format!("export.otlp.tls.{field}"), &problem))?;
         if let Some(am) = &self.export.alertmanager {
+            am.tls.validate().map_err(|(field, problem)| {
+                invalid(&format!("export.alertmanager.tls.{field}"), &problem)
+            })?;
             am.validate().map_err(|(field, problem)| {
                 invalid(&format!("export.alertmanager.{field}"), &problem)
             })?;

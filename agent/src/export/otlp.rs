@@ -10,8 +10,9 @@
 //! export interval far longer than the collection interval) drops its oldest batches
 //! and counts their datapoints.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -22,7 +23,7 @@ use super::start_time::StartTimes;
 use super::store::LatestValues;
 use super::transport::{Rejection, Transport};
 use crate::alert::AlertEvent;
-use crate::config::ExportConfig;
+use crate::config::{ExportConfig, OtlpConfig, TlsClientConfig};
 use crate::model::Batch;
 use crate::sync::LockExt;
 
@@ -97,7 +98,10 @@ pub struct OtlpExporter {
     endpoint: String,
     resource: Resource,
     latest: LatestValues,
-    transport: Option<Transport>,
+    /// The clients; swapped when a reload finds other TLS files ([`Self::reload_tls`]).
+    transport: Option<ArcSwap<Transport>>,
+    /// `[export.otlp]` as the exporter was built with (TLS aside, a change needs a restart).
+    otlp: OtlpConfig,
     metrics: Mutex<MetricQueue>,
     logs: Mutex<BoundedQueue<LogRecord>>,
     /// The last partial rejection reported, so each distinct one is logged once.
@@ -134,7 +138,8 @@ impl OtlpExporter {
             endpoint,
             resource: proto::resource(host),
             latest: LatestValues::default(),
-            transport,
+            transport: transport.map(ArcSwap::from_pointee),
+            otlp: config.otlp.clone(),
             metrics: Mutex::new(MetricQueue::new(config.queue.max_metric_points)),
             logs: Mutex::new(BoundedQueue::new(config.queue.max_log_records)),
             last_rejection: Mutex::new(None),
@@ -190,6 +195,7 @@ impl OtlpExporter {
         let Some(transport) = &self.transport else {
             return Ok(());
         };
+        let transport = transport.load_full();
         // What is taken out goes back into its queue if this future is dropped mid-request.
         loop {
             let entries = self.metrics.locked().take_request();
@@ -233,6 +239,28 @@ impl OtlpExporter {
             }
         }
         Ok(())
+    }
+
+    /// Reads the TLS files of `tls` (the `[export.otlp.tls]` of a reloaded config) and,
+    /// if they or the settings differ from those in use, switches to new clients built
+    /// with them; the next request uses them. True if it switched. Nothing changes for a
+    /// plain `http://` endpoint or when the files are unusable (the error says why).
+    pub fn reload_tls(&self, tls: &TlsClientConfig) -> Result<bool, ExportError> {
+        let Some(transport) = &self.transport else {
+            return Ok(false);
+        };
+        let otlp = OtlpConfig {
+            tls: tls.clone(),
+            ..self.otlp.clone()
+        };
+        let Some(loaded) = Transport::load_tls(&otlp)? else {
+            return Ok(false);
+        };
+        if transport.load().tls_fingerprint() == Some(loaded.fingerprint) {
+            return Ok(false);
+        }
+        transport.store(Arc::new(Transport::with_tls(&otlp, Some(loaded))?));
+        Ok(true)
     }
 
     /// Logs a partial rejection once per distinct message: the receiver took the request

@@ -1,6 +1,7 @@
 //! Sending OTLP requests: gRPC with the generated tonic clients of `opentelemetry-proto`,
 //! HTTP/protobuf with `reqwest`. Both signals share the endpoint, timeout, headers
-//! (gRPC metadata) and gzip compression of `[export.otlp]`.
+//! (gRPC metadata) and gzip compression of `[export.otlp]`. An `https://` endpoint is
+//! reached over TLS set up by `crate::tls` from `[export.otlp.tls]`.
 
 use std::io::Write;
 
@@ -21,6 +22,7 @@ use tonic::transport::Channel;
 
 use super::ExportError;
 use crate::config::{Compression, OtlpConfig, OtlpProtocol};
+use crate::tls::{Fingerprint, Loaded};
 
 /// What the receiver said about a request it accepted: `None` when it took everything,
 /// else why it rejected part of it (the OTLP partial success).
@@ -40,6 +42,7 @@ pub struct Grpc {
     metrics: MetricsServiceClient<Channel>,
     logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
+    tls: Option<Fingerprint>,
 }
 
 /// HTTP/protobuf: a POST of the encoded request to `/v1/metrics` or `/v1/logs`.
@@ -49,6 +52,7 @@ pub struct Http {
     logs_url: String,
     headers: reqwest::header::HeaderMap,
     gzip: bool,
+    tls: Option<Fingerprint>,
 }
 
 /// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
@@ -72,10 +76,52 @@ fn bad_header(key: &str, error: impl std::fmt::Display) -> String {
     format!("export.otlp.headers has {key:?}, which is not a valid header: {error}")
 }
 
+/// Whether the endpoint is reached over TLS.
+fn is_https(config: &OtlpConfig) -> bool {
+    config
+        .effective_endpoint()
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 impl Transport {
     /// The clients for `config`. Nothing is connected yet (an unreachable endpoint shows
     /// up as failed requests, not here); gRPC needs a Tokio runtime.
     pub fn new(config: &OtlpConfig) -> Result<Self, ExportError> {
+        Self::with_tls(config, Self::load_tls(config)?)
+    }
+
+    /// The TLS client config of `config` (its files read now), if the endpoint is `https://`.
+    pub fn load_tls(
+        config: &OtlpConfig,
+    ) -> Result<Option<Loaded<rustls::ClientConfig>>, ExportError> {
+        if !is_https(config) {
+            return Ok(None);
+        }
+        let alpn: &[&[u8]] = match config.protocol {
+            // The gRPC connector offers h2 itself.
+            OtlpProtocol::Grpc => &[],
+            OtlpProtocol::HttpProtobuf => &[b"http/1.1"],
+        };
+        crate::tls::client_config("export.otlp.tls", &config.tls, alpn)
+            .map(Some)
+            .map_err(|e| setup_error(config, e.to_string()))
+    }
+
+    /// What the TLS client was built from (None: plain http).
+    pub fn tls_fingerprint(&self) -> Option<Fingerprint> {
+        match self {
+            Transport::Grpc(grpc) => grpc.tls,
+            Transport::Http(http) => http.tls,
+        }
+    }
+
+    /// The clients for `config` with `tls` from [`Transport::load_tls`].
+    pub fn with_tls(
+        config: &OtlpConfig,
+        tls: Option<Loaded<rustls::ClientConfig>>,
+    ) -> Result<Self, ExportError> {
+        let fingerprint = tls.as_ref().map(|t| t.fingerprint);
         let gzip = matches!(config.compression, Compression::Gzip);
         match config.protocol {
             OtlpProtocol::Grpc => {
@@ -87,11 +133,18 @@ impl Transport {
                         .map_err(|e| setup_error(config, bad_header(key, e)))?;
                     metadata.insert(name, value);
                 }
-                let channel = Channel::from_shared(signal_url(config, "metrics"))
+                let endpoint = Channel::from_shared(signal_url(config, "metrics"))
                     .map_err(|e| setup_error(config, format!("not a usable gRPC URL: {e}")))?
                     .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
+                    .connect_timeout(config.timeout);
+                // tonic's own TLS features stay off: TLS is the connector's job.
+                let channel = match tls {
+                    Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::grpc_connector(
+                        tls.config,
+                        config.timeout,
+                    )),
+                    None => endpoint.connect_lazy(),
+                };
                 let mut metrics = MetricsServiceClient::new(channel.clone());
                 let mut logs = LogsServiceClient::new(channel);
                 if gzip {
@@ -106,6 +159,7 @@ impl Transport {
                     metrics,
                     logs,
                     metadata,
+                    tls: fingerprint,
                 })))
             }
             OtlpProtocol::HttpProtobuf => {
@@ -117,7 +171,13 @@ impl Transport {
                         .map_err(|e| setup_error(config, bad_header(key, e)))?;
                     headers.insert(name, value);
                 }
+                let tls_config = match tls {
+                    Some(tls) => tls.config,
+                    None => crate::tls::plain_client_config()
+                        .map_err(|e| setup_error(config, e.to_string()))?,
+                };
                 let client = reqwest::Client::builder()
+                    .tls_backend_preconfigured(tls_config)
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout)
                     .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
@@ -131,6 +191,7 @@ impl Transport {
                     logs_url: signal_url(config, "logs"),
                     headers,
                     gzip,
+                    tls: fingerprint,
                 }))
             }
         }
@@ -185,10 +246,22 @@ impl Transport {
 }
 
 fn status_text(status: tonic::Status) -> String {
-    let source = std::error::Error::source(&status)
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    format!("gRPC {:?}: {}{source}", status.code(), status.message())
+    let mut text = format!("gRPC {:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(&status) {
+        let causes = super::error_chain(source);
+        if !text.contains(&causes) {
+            text.push_str(&format!(" ({causes})"));
+        }
+    }
+    with_tls_hint(text)
+}
+
+/// `text`, and what to do when it is a failed TLS check.
+fn with_tls_hint(text: String) -> String {
+    match crate::tls::hint("export.otlp.tls", &text) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
 }
 
 impl Grpc {
@@ -223,15 +296,11 @@ impl Http {
                 .map_err(|e| format!("cannot gzip the request: {e}"))?;
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        let response = request.body(body).send().await.map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        })?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| with_tls_hint(super::error_chain(&e)))?;
         let status = response.status();
         let bytes = response.bytes().await.unwrap_or_default();
         if !status.is_success() {
