@@ -8,9 +8,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -37,6 +39,40 @@ pub struct Fingerprint([u8; 32]);
 pub struct Loaded<C> {
     pub config: C,
     pub fingerprint: Fingerprint,
+    /// Client configs without a client certificate: set when a server asks for one.
+    pub cert_asked: ClientCertAsked,
+}
+
+/// Whether a server asked for a client certificate none is configured for. A TLS 1.3
+/// server refuses the missing certificate only after the handshake, which the client sees
+/// as a closed connection; this says what really happened.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCertAsked(Arc<AtomicBool>);
+
+impl ClientCertAsked {
+    /// Whether a server asked since the last call.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// No client certificate, remembering when a server asks for one.
+#[derive(Debug)]
+struct NoClientCert(ClientCertAsked);
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
 }
 
 /// The crypto provider of every TLS connection vigil makes or accepts.
@@ -170,6 +206,7 @@ pub fn client_config(
         .map_err(|e| TlsError(format!("{section}: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
+    let cert_asked = ClientCertAsked::default();
     let mut config = match (&settings.cert_file, &settings.key_file) {
         (Some(cert_file), Some(key_file)) => {
             let certs = files.certs("cert_file", cert_file)?;
@@ -178,12 +215,13 @@ pub fn client_config(
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| key_mismatch(section, cert_file, key_file, e))?
         }
-        _ => builder.with_no_client_auth(),
+        _ => builder.with_client_cert_resolver(Arc::new(NoClientCert(cert_asked.clone()))),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Loaded {
         config,
         fingerprint: files.fingerprint(),
+        cert_asked,
     })
 }
 
@@ -264,6 +302,7 @@ pub fn server_config(settings: &TlsServerConfig) -> Result<Loaded<ServerConfig>,
     Ok(Loaded {
         config,
         fingerprint: files.fingerprint(),
+        cert_asked: ClientCertAsked::default(),
     })
 }
 
@@ -334,16 +373,21 @@ impl ServerCertVerifier for AnyServerCertificate {
 }
 
 /// What to do about a failed request whose error text (with its causes) shows a failed
-/// TLS check, naming the `section` to fix; None when it is no TLS problem.
-pub fn hint(section: &str, error_text: &str) -> Option<String> {
+/// TLS check, naming the `section` to fix; None when it is no TLS problem. `cert_asked`
+/// (of the client's config) tells a refused missing client certificate from a closed
+/// connection.
+pub fn hint(section: &str, error_text: &str, cert_asked: &ClientCertAsked) -> Option<String> {
     let has = |needle: &str| error_text.contains(needle);
-    if has("CertificateRequired") || has("certificate required") {
-        Some(format!(
-            "the server requires a client certificate: set {section}.cert_file and {section}.key_file"
-        ))
-    } else if has("invalid peer certificate") {
+    // A TLS 1.3 server asks for the client certificate before the client checks the
+    // server's: a refused server certificate comes first.
+    let asked = cert_asked.take();
+    if has("invalid peer certificate") {
         Some(format!(
             "the server's certificate was refused: if it is issued by a private CA, set {section}.ca_file to that CA's PEM file; check also that the URL's host is named in the certificate and that it has not expired"
+        ))
+    } else if asked || has("CertificateRequired") || has("certificate required") {
+        Some(format!(
+            "the server asked for a client certificate and none was presented: set {section}.cert_file and {section}.key_file"
         ))
     } else if has("received fatal alert") {
         Some(format!(
@@ -531,18 +575,25 @@ mod tests {
 
     #[test]
     fn hints_name_the_setting_to_fix() {
+        let none = ClientCertAsked::default();
         let unknown = "error sending request: invalid peer certificate: UnknownIssuer";
-        assert!(
-            hint("export.otlp.tls", unknown)
-                .unwrap()
-                .contains("export.otlp.tls.ca_file")
-        );
+        let text = hint("export.otlp.tls", unknown, &none).unwrap();
+        assert!(text.contains("export.otlp.tls.ca_file"), "{text}");
         let no_client_cert = "connection error: received fatal alert: CertificateRequired";
+        let text = hint("export.otlp.tls", no_client_cert, &none).unwrap();
+        assert!(text.contains("export.otlp.tls.cert_file"), "{text}");
+        assert_eq!(hint("export.otlp.tls", "connection refused", &none), None);
+        let asked = ClientCertAsked::default();
+        asked.0.store(true, Ordering::Relaxed);
+        let closed = "gRPC Unknown: transport error: broken pipe";
+        let text = hint("export.otlp.tls", closed, &asked).unwrap();
+        assert!(text.contains("asked for a client certificate"), "{text}");
+        asked.0.store(true, Ordering::Relaxed);
+        let text = hint("export.otlp.tls", unknown, &asked).unwrap();
         assert!(
-            hint("export.otlp.tls", no_client_cert)
-                .unwrap()
-                .contains("export.otlp.tls.cert_file")
+            text.contains("export.otlp.tls.ca_file"),
+            "the server check failed first: {text}"
         );
-        assert_eq!(hint("export.otlp.tls", "connection refused"), None);
+        assert_eq!(hint("export.otlp.tls", closed, &asked), None, "told once");
     }
 }

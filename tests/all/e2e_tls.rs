@@ -254,7 +254,15 @@ async fn a_reload_reads_rotated_certificate_files() {
         .unwrap()
         .server_config(None, &[])
         .unwrap();
-    let receiver = OtlpReceiver::grpc_tls_on(addr, tls).await.unwrap();
+    // The old receiver closes its listener in the background.
+    let started = Instant::now();
+    let receiver = loop {
+        match OtlpReceiver::grpc_tls_on(addr, tls.clone()).await {
+            Ok(receiver) => break receiver,
+            Err(e) if started.elapsed() > WAIT => panic!("cannot listen on {addr} again: {e:#}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
     assert!(
         wait_until(WAIT, || problem_lines(&agent.log(), "UnknownIssuer") > 0).await,
         "the old CA should not trust the new receiver:\n{}",

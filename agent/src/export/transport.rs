@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 use super::ExportError;
 use crate::config::{Compression, OtlpConfig, OtlpProtocol};
-use crate::tls::{Fingerprint, Loaded};
+use crate::tls::{ClientCertAsked, Fingerprint, Loaded};
 
 /// What the receiver said about a request it accepted: `None` when it took everything,
 /// else why it rejected part of it (the OTLP partial success).
@@ -43,6 +43,8 @@ pub struct Grpc {
     logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
     tls: Option<Fingerprint>,
+    /// Set when the receiver asks for a client certificate none is configured for.
+    cert_asked: ClientCertAsked,
 }
 
 /// HTTP/protobuf: a POST of the encoded request to `/v1/metrics` or `/v1/logs`.
@@ -53,6 +55,8 @@ pub struct Http {
     headers: reqwest::header::HeaderMap,
     gzip: bool,
     tls: Option<Fingerprint>,
+    /// Set when the receiver asks for a client certificate none is configured for.
+    cert_asked: ClientCertAsked,
 }
 
 /// The URL of one signal: gRPC uses the endpoint as is; HTTP appends `/v1/{signal}`.
@@ -122,6 +126,10 @@ impl Transport {
         tls: Option<Loaded<rustls::ClientConfig>>,
     ) -> Result<Self, ExportError> {
         let fingerprint = tls.as_ref().map(|t| t.fingerprint);
+        let cert_asked = tls
+            .as_ref()
+            .map(|t| t.cert_asked.clone())
+            .unwrap_or_default();
         let gzip = matches!(config.compression, Compression::Gzip);
         match config.protocol {
             OtlpProtocol::Grpc => {
@@ -160,6 +168,7 @@ impl Transport {
                     logs,
                     metadata,
                     tls: fingerprint,
+                    cert_asked,
                 })))
             }
             OtlpProtocol::HttpProtobuf => {
@@ -192,6 +201,7 @@ impl Transport {
                     headers,
                     gzip,
                     tls: fingerprint,
+                    cert_asked,
                 }))
             }
         }
@@ -207,7 +217,8 @@ impl Transport {
                 let (mut client, request) = (grpc.metrics.clone(), grpc.request(request.clone()));
                 async move { client.export(request).await }
             })
-            .await?
+            .await
+            .map_err(|status| grpc.describe(status))?
             .into_inner(),
             Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
         };
@@ -229,7 +240,8 @@ impl Transport {
                 let (mut client, request) = (grpc.logs.clone(), grpc.request(request.clone()));
                 async move { client.export(request).await }
             })
-            .await?
+            .await
+            .map_err(|status| grpc.describe(status))?
             .into_inner(),
             Transport::Http(http) => http.post(&http.logs_url, &request).await?,
         };
@@ -245,26 +257,31 @@ impl Transport {
     }
 }
 
-fn status_text(status: tonic::Status) -> String {
+fn status_text(status: &tonic::Status) -> String {
     let mut text = format!("gRPC {:?}: {}", status.code(), status.message());
-    if let Some(source) = std::error::Error::source(&status) {
+    if let Some(source) = std::error::Error::source(status) {
         let causes = super::error_chain(source);
         if !text.contains(&causes) {
             text.push_str(&format!(" ({causes})"));
         }
     }
-    with_tls_hint(text)
+    text
 }
 
 /// `text`, and what to do when it is a failed TLS check.
-fn with_tls_hint(text: String) -> String {
-    match crate::tls::hint("export.otlp.tls", &text) {
+fn with_tls_hint(text: String, cert_asked: &ClientCertAsked) -> String {
+    match crate::tls::hint("export.otlp.tls", &text, cert_asked) {
         Some(hint) => format!("{text} ({hint})"),
         None => text,
     }
 }
 
 impl Grpc {
+    /// Why a call failed, and what to do about a TLS problem.
+    fn describe(&self, status: tonic::Status) -> String {
+        with_tls_hint(status_text(&status), &self.cert_asked)
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
@@ -300,7 +317,7 @@ impl Http {
             .body(body)
             .send()
             .await
-            .map_err(|e| with_tls_hint(super::error_chain(&e)))?;
+            .map_err(|e| with_tls_hint(super::error_chain(&e), &self.cert_asked))?;
         let status = response.status();
         let bytes = response.bytes().await.unwrap_or_default();
         if !status.is_success() {
@@ -315,17 +332,17 @@ impl Http {
 
 /// Makes a gRPC call, and once more at once if it fails as `Unavailable`: a lazily
 /// connected channel reports an old connection failure one more time after the receiver
-/// is back. The error says why the call was not accepted.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, String>
+/// is back.
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     match call().await {
         Err(status) if status.code() == tonic::Code::Unavailable => {
-            tracing::debug!("retrying at once: {}", status_text(status));
-            call().await.map_err(status_text)
+            tracing::debug!("retrying at once: {}", status_text(&status));
+            call().await
         }
-        other => other.map_err(status_text),
+        other => other,
     }
 }

@@ -378,21 +378,31 @@ impl OtlpReceiver {
         let router = tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
             .add_service(LogsServiceServer::new(sink).accept_compressed(gzip));
-        let shutdown = async {
-            let _ = stopped.await;
-        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         match tls {
             None => {
-                tokio::spawn(
-                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown),
-                );
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
             }
             Some(acceptor) => {
+                // The accept loop owns the listener and closes it at once when stopped
+                // (a test may start another receiver on the same address right away);
+                // then the server shuts down.
                 let (streams, incoming) = tokio::sync::mpsc::channel(16);
+                let (closed, on_closed) = oneshot::channel::<()>();
                 let failures = received.clone();
-                let accept = tokio::spawn(async move {
-                    while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut stopped = stopped;
+                    loop {
+                        let accepted = tokio::select! {
+                            accepted = listener.accept() => accepted,
+                            _ = &mut stopped => break,
+                        };
+                        let Ok((stream, _)) = accepted else { continue };
                         let (acceptor, streams, failures) =
                             (acceptor.clone(), streams.clone(), failures.clone());
                         tokio::spawn(async move {
@@ -404,16 +414,15 @@ impl OtlpReceiver {
                             }
                         });
                     }
+                    drop(listener);
+                    let _ = closed.send(());
                 });
-                tokio::spawn(async move {
-                    let _ = router
-                        .serve_with_incoming_shutdown(
-                            tokio_stream::wrappers::ReceiverStream::new(incoming),
-                            shutdown,
-                        )
-                        .await;
-                    accept.abort();
-                });
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(incoming),
+                    async {
+                        let _ = on_closed.await;
+                    },
+                ));
             }
         }
         Ok(OtlpReceiver {

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::HttpClient;
 use super::auth::Auth;
 use super::payload::PostableAlert;
 use crate::alert::AlertKey;
@@ -54,7 +55,7 @@ pub(super) struct Target {
     url: String,
     endpoint: reqwest::Url,
     /// Shared by the sink's tasks; the sink swaps it when the TLS files change.
-    client: Arc<ArcSwap<reqwest::Client>>,
+    client: Arc<ArcSwap<HttpClient>>,
     auth: Auth,
     stats: Arc<Mutex<DeliveryStats>>,
     resend_interval: Duration,
@@ -185,11 +186,12 @@ impl Target {
         if alerts.is_empty() {
             return Ok(());
         }
-        let request = self.client.load().post(self.endpoint.clone()).json(alerts);
+        let http = self.client.load_full();
+        let request = http.client.post(self.endpoint.clone()).json(alerts);
         let response = self.auth.apply(request).send().await.map_err(|e| {
             let cause = if e.is_timeout() { "timeout" } else { "connect" };
             let text = crate::export::error_chain(&e);
-            let hint = crate::tls::hint("export.alertmanager.tls", &text)
+            let hint = crate::tls::hint("export.alertmanager.tls", &text, &http.cert_asked)
                 .unwrap_or_else(|| "is Alertmanager running and reachable there?".to_owned());
             Failure {
                 cause,
@@ -232,7 +234,7 @@ impl Target {
     pub(super) fn new(
         url: String,
         endpoint: reqwest::Url,
-        client: Arc<ArcSwap<reqwest::Client>>,
+        client: Arc<ArcSwap<HttpClient>>,
         auth: Auth,
         stats: Arc<Mutex<DeliveryStats>>,
         resend_interval: Duration,
@@ -285,12 +287,13 @@ mod tests {
         let mut target = Target::new(
             url.clone(),
             reqwest::Url::parse(&format!("{url}/api/v2/alerts")).unwrap(),
-            Arc::new(ArcSwap::from_pointee(
-                reqwest::Client::builder()
+            Arc::new(ArcSwap::from_pointee(HttpClient {
+                client: reqwest::Client::builder()
                     .tls_backend_preconfigured(crate::tls::plain_client_config().unwrap())
                     .build()
                     .unwrap(),
-            )),
+                cert_asked: Default::default(),
+            })),
             Auth::None,
             telemetry.clone(),
             Duration::from_secs(1),

@@ -48,7 +48,7 @@ pub struct AlertmanagerSink {
     targets: Vec<(String, mpsc::UnboundedSender<Message>)>,
     stats: Vec<(String, Arc<Mutex<DeliveryStats>>)>,
     /// The client every delivery task posts with; replaced when the TLS files change.
-    client: Arc<ArcSwap<reqwest::Client>>,
+    client: Arc<ArcSwap<HttpClient>>,
     /// What the client's TLS was built from (None: no `https://` URL).
     tls: Mutex<Option<Fingerprint>>,
     /// The settings the client is built with (TLS aside, a change needs a restart).
@@ -168,6 +168,14 @@ impl AlertmanagerSink {
     }
 }
 
+/// The HTTP client of the delivery tasks.
+#[derive(Debug)]
+struct HttpClient {
+    client: reqwest::Client,
+    /// Set when an Alertmanager asks for a client certificate none is configured for.
+    cert_asked: crate::tls::ClientCertAsked,
+}
+
 /// The TLS client config for `config`, if one of its URLs is `https://` (files read now).
 fn load_tls(
     config: &AlertmanagerConfig,
@@ -190,18 +198,19 @@ fn load_tls(
 fn http_client(
     config: &AlertmanagerConfig,
     tls: Option<Loaded<rustls::ClientConfig>>,
-) -> Result<reqwest::Client, AlertmanagerError> {
-    let tls = match tls {
-        Some(tls) => tls.config,
-        None => crate::tls::plain_client_config()?,
+) -> Result<HttpClient, AlertmanagerError> {
+    let (tls, cert_asked) = match tls {
+        Some(tls) => (tls.config, tls.cert_asked),
+        None => (crate::tls::plain_client_config()?, Default::default()),
     };
-    reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
         .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| AlertmanagerError::Client(crate::export::error_chain(&e)))
+        .map_err(|e| AlertmanagerError::Client(crate::export::error_chain(&e)))?;
+    Ok(HttpClient { client, cert_asked })
 }
 
 /// `BASE/api/v2/alerts`, keeping any path prefix of `base` (e.g. behind a proxy).
