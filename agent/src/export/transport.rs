@@ -207,6 +207,15 @@ impl Transport {
         }
     }
 
+    /// After an accepted request: a client certificate a receiver asked for before was
+    /// optional, so it explains no later failure.
+    fn accepted(&self) {
+        match self {
+            Transport::Grpc(grpc) => grpc.cert_asked.take(),
+            Transport::Http(http) => http.cert_asked.take(),
+        };
+    }
+
     /// Sends one metrics request; an error says why it was not accepted.
     pub async fn send_metrics(
         &self,
@@ -222,6 +231,7 @@ impl Transport {
             .into_inner(),
             Transport::Http(http) => http.post(&http.metrics_url, &request).await?,
         };
+        self.accepted();
         Ok(response
             .partial_success
             .filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty())
@@ -245,6 +255,7 @@ impl Transport {
             .into_inner(),
             Transport::Http(http) => http.post(&http.logs_url, &request).await?,
         };
+        self.accepted();
         Ok(response
             .partial_success
             .filter(|p| p.rejected_log_records > 0 || !p.error_message.is_empty())

@@ -200,6 +200,8 @@ impl Target {
         })?;
         let status = response.status();
         if status.is_success() {
+            // A client certificate asked for before was optional.
+            http.cert_asked.take();
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
