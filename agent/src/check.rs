@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::config::TuningConfig;
 use crate::config::{Config, Origin, PluginsConfig};
+use crate::config::{TlsClientConfig, TuningConfig};
 use crate::plugin::registry::plugin_files;
 use crate::plugin::{Compiler, PluginInstance, PluginKind, PluginRuntime};
 
@@ -54,6 +54,7 @@ pub fn check(
         }
     }
 
+    check_tls(&config, &mut report);
     check_tuning(&config.tuning, &mut report);
 
     let files = match plugin_files(&config.plugins.dir) {
@@ -179,6 +180,63 @@ fn export_settings_lines(config: &Config) -> Vec<String> {
         .collect();
     lines.push(format!("export resource: {}", resource.join(", ")));
     lines
+}
+
+/// The TLS sections: their files are read and checked as a start would; a warning for
+/// `insecure_skip_verify` and for settings that no `https://` URL uses.
+fn check_tls(config: &Config, report: &mut CheckReport) {
+    let is_https = |url: &str| {
+        url.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    };
+    let mut clients = Vec::new();
+    if config.export.otlp.enabled {
+        // Per signal: the OTEL_* certificate variables may differ between them.
+        for signal in config.export.settings.signals() {
+            let client = ("export.otlp.tls", &signal.tls, is_https(&signal.url));
+            if !clients.contains(&client) {
+                clients.push(client);
+            }
+        }
+    }
+    if let Some(am) = &config.export.alertmanager {
+        clients.push((
+            "export.alertmanager.tls",
+            &am.tls,
+            am.urls.iter().any(|u| is_https(u)),
+        ));
+    }
+    for (section, tls, used) in clients {
+        if !used {
+            if *tls != TlsClientConfig::default() {
+                report.warnings.push(format!(
+                    "[{section}] is set but no URL of its section is https://, so it is not used"
+                ));
+            }
+            continue;
+        }
+        if tls.insecure_skip_verify {
+            report.warnings.push(format!(
+                "[{section}] insecure_skip_verify = true: the server's certificate is NOT checked; anyone on the network path can read and change the data (set ca_file instead)"
+            ));
+        }
+        match crate::tls::client_config(section, tls, &[]) {
+            Ok(_) => report
+                .ok
+                .push(format!("[{section}] TLS settings and files are usable")),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    if config.http.enabled
+        && let Some(tls) = &config.http.tls
+    {
+        match crate::tls::server_config(tls) {
+            Ok(_) => report
+                .ok
+                .push("[http.tls] certificate and key are usable".to_owned()),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
 }
 
 /// `[tuning]`: a summary, and a warning when allowed changes could never be applied

@@ -72,6 +72,8 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Largest request body accepted; larger ones are answered `413`.
     pub max_body_bytes: u64,
+    /// `[http.tls]`: serve https instead of http (absent = plain http).
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl HttpConfig {
@@ -96,6 +98,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -383,7 +386,7 @@ pub use headers::Headers;
 pub use otel_env::{
     EnvError, ExportSettings, Origin, ResourceAttribute, Signal, SignalOrigins, SignalSettings,
 };
-pub use tls::TlsClientConfig;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use tuning::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
 /// `[export]`: where data goes.
@@ -500,7 +503,7 @@ pub struct OtlpConfig {
     pub compression: Compression,
     /// Extra request headers (e.g. an API key); never logged.
     pub headers: Headers,
-    /// `[export.otlp.tls]`: how the collector's certificate is checked.
+    /// `[export.otlp.tls]`: how the receiver is checked when the endpoint is `https://`.
     #[serde(default)]
     pub tls: TlsClientConfig,
 }
@@ -531,6 +534,9 @@ pub struct AlertmanagerConfig {
     pub bearer_token_file: Option<PathBuf>,
     /// HTTP basic authentication.
     pub basic_auth: Option<BasicAuthConfig>,
+    /// `[export.alertmanager.tls]`: how `https://` Alertmanagers are checked.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
 }
 
 /// `basic_auth = { username = "...", password_env = "..." }`: the password comes from the
@@ -600,10 +606,20 @@ impl Config {
                         .as_mut()
                         .and_then(|b| b.password_file.as_mut()),
                 ]
-            });
-            for file in std::iter::once(config.http.token_file.as_mut())
-                .chain(am_files)
+                .into_iter()
                 .flatten()
+                .chain(am.tls.files_mut())
+            });
+            let http_files = config.http.token_file.iter_mut().chain(
+                config
+                    .http
+                    .tls
+                    .iter_mut()
+                    .flat_map(TlsServerConfig::files_mut),
+            );
+            for file in http_files
+                .chain(am_files)
+                .chain(config.export.otlp.tls.files_mut())
             {
                 if file.is_relative() {
                     *file = base.join(&*file);
@@ -743,7 +759,15 @@ impl Config {
         if let Err(problem) = self.export.otlp.headers.check() {
             return Err(invalid("export.otlp.headers", &problem));
         }
+        self.export
+            .otlp
+            .tls
+            .validate()
+            .map_err(|(field, problem)| invalid(&format!("export.otlp.tls.{field}"), &problem))?;
         if let Some(am) = &self.export.alertmanager {
+            am.tls.validate().map_err(|(field, problem)| {
+                invalid(&format!("export.alertmanager.tls.{field}"), &problem)
+            })?;
             am.validate().map_err(|(field, problem)| {
                 invalid(&format!("export.alertmanager.{field}"), &problem)
             })?;

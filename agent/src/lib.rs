@@ -30,5 +30,6 @@ pub mod status;
 pub mod supervisor;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod tuning;
 pub mod watch;

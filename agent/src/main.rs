@@ -305,7 +305,14 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
             forward_sighup(reload_tx.clone());
             if config.http.enabled {
                 match vigil::http::serve(&config.http, agent.clone(), reload_tx).await {
-                    Ok(addr) => tracing::info!("status endpoint on http://{addr}/"),
+                    Ok(served) => {
+                        tracing::info!("status endpoint on {}", served.url());
+                        if let Some(tls) = served.tls {
+                            agent.on_config_read(Box::new(move |config: &Config| {
+                                reload_status_tls(&tls, config)
+                            }));
+                        }
+                    }
                     Err(e) => tracing::warn!("{e}; running without it"),
                 }
             }
@@ -316,6 +323,23 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// At a reload: the status endpoint's certificate files read again, used if they changed.
+fn reload_status_tls(tls: &vigil::tls::ServerTls, config: &Config) {
+    // Turning [http.tls] on or off needs a restart (the reload says so).
+    let Some(settings) = &config.http.tls else {
+        return;
+    };
+    match tls.reload(settings) {
+        Ok(true) => tracing::info!(
+            "[http.tls] files changed: the status endpoint uses them for new connections"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::error!(
+            "{e}; the status endpoint keeps its current certificate (fix the file and reload)"
+        ),
+    }
 }
 
 /// Sends a reload request per SIGHUP: reload the config and rescan the plugin directory.
@@ -349,13 +373,19 @@ fn request_reload(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         addr,
         "/reload",
         token.as_ref().map(|t| t.expose()),
+        config.http.tls.as_ref(),
     ))?;
+    let scheme = if config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if status == 202 {
-        println!("reload requested from the agent at http://{addr}");
+        println!("reload requested from the agent at {scheme}://{addr}");
         Ok(ExitCode::SUCCESS)
     } else {
         anyhow::bail!(
-            "the agent at http://{addr} answered {status}: {}",
+            "the agent at {scheme}://{addr} answered {status}: {}",
             body.trim()
         )
     }

@@ -36,16 +36,47 @@ pub fn changed_collectors(old: &Config, new: &Config) -> Vec<String> {
 }
 
 /// Whether `new` changes settings that take effect only after a restart of the agent
-/// (`[agent]`, `[export]`, `[http]` and the plugin limits).
+/// (`[agent]`, `[export]`, `[http]` and the plugin limits; the TLS sections apply at
+/// once, only turning `[http.tls]` on or off needs a restart).
 pub fn needs_restart(old: &Config, new: &Config) -> bool {
-    old.export != new.export
-        || old.http != new.http
+    let (old_export, new_export) = (export_without_tls(old), export_without_tls(new));
+    old_export != new_export
+        || http_without_tls(old) != http_without_tls(new)
         || old.plugins.deadline != new.plugins.deadline
         || old.plugins.memory_limit_mib != new.plugins.memory_limit_mib
         || old.plugins.max_findings != new.plugins.max_findings
         || old.plugins.compile_memory_mib != new.plugins.compile_memory_mib
         || old.plugins.compile_timeout != new.plugins.compile_timeout
         || old.agent != new.agent
+}
+
+/// `[export]` without its TLS sections (a reload applies those at once).
+fn export_without_tls(config: &Config) -> crate::config::ExportConfig {
+    let mut export = config.export.clone();
+    export.otlp.tls = Default::default();
+    // The per-signal settings carry the TLS settings too (file or OTEL_* variables).
+    for signal in [&mut export.settings.metrics, &mut export.settings.logs] {
+        signal.tls = Default::default();
+        let origins = &mut signal.origins;
+        origins.ca_file = crate::config::Origin::Default;
+        origins.cert_file = crate::config::Origin::Default;
+        origins.key_file = crate::config::Origin::Default;
+    }
+    if let Some(am) = &mut export.alertmanager {
+        am.tls = Default::default();
+    }
+    export
+}
+
+/// `[http]` with only whether `[http.tls]` is set (its files and paths apply at once).
+fn http_without_tls(config: &Config) -> crate::config::HttpConfig {
+    let mut http = config.http.clone();
+    http.tls = http.tls.map(|_| crate::config::TlsServerConfig {
+        cert_file: Default::default(),
+        key_file: Default::default(),
+        client_ca_file: None,
+    });
+    http
 }
 
 /// Reads and validates the config file at `path`, once (the watcher reports a file
@@ -121,5 +152,20 @@ mod tests {
         assert!(!needs_restart(&old, &new));
         let http = config("[http]\nenabled = false\n");
         assert!(needs_restart(&old, &http));
+    }
+
+    #[test]
+    fn tls_settings_apply_at_once_but_turning_https_on_needs_a_restart() {
+        let plain = config("[export.otlp]\nendpoint = \"https://c:4317\"\n");
+        let with_ca = config(
+            "[export.otlp]\nendpoint = \"https://c:4317\"\n[export.otlp.tls]\nca_file = \"/ca.pem\"\n",
+        );
+        assert!(!needs_restart(&plain, &with_ca));
+        let https = config("[http.tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a.key\"\n");
+        let rotated = config(
+            "[http.tls]\ncert_file = \"/b.pem\"\nkey_file = \"/b.key\"\nclient_ca_file = \"/c.pem\"\n",
+        );
+        assert!(!needs_restart(&https, &rotated));
+        assert!(needs_restart(&plain, &https));
     }
 }

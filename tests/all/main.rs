@@ -18,5 +18,6 @@ mod e2e_reload;
 mod e2e_sandbox;
 mod e2e_servers;
 mod e2e_status;
+mod e2e_tls;
 mod e2e_tuning;
 mod fuzz_replay;

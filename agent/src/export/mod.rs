@@ -29,3 +29,19 @@ pub enum ExportError {
         reason: String,
     },
 }
+
+/// `error` and its causes, `: `-separated (reqwest and tonic put the TLS or connection
+/// problem in a cause, not in the top error's text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

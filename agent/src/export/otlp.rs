@@ -10,8 +10,9 @@
 //! export interval far longer than the collection interval) drops its oldest batches
 //! and counts their datapoints.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -22,7 +23,7 @@ use super::start_time::StartTimes;
 use super::store::LatestValues;
 use super::transport::{Rejection, Transport};
 use crate::alert::AlertEvent;
-use crate::config::ExportConfig;
+use crate::config::{ExportConfig, ExportSettings};
 use crate::model::Batch;
 use crate::sync::LockExt;
 
@@ -98,7 +99,10 @@ pub struct OtlpExporter {
     endpoints: Endpoints,
     resource: Resource,
     latest: LatestValues,
-    transport: Option<Transport>,
+    /// The clients; swapped when a reload finds other TLS files ([`Self::reload_tls`]).
+    transport: Option<ArcSwap<Transport>>,
+    /// The export settings the exporter was built with (TLS aside, a change needs a restart).
+    settings: ExportSettings,
     metrics: Mutex<MetricQueue>,
     logs: Mutex<BoundedQueue<LogRecord>>,
     /// The last partial rejection reported, so each distinct one is logged once.
@@ -145,7 +149,8 @@ impl OtlpExporter {
             endpoints,
             resource: proto::resource(&config.settings.resource_attributes(host)),
             latest: LatestValues::default(),
-            transport,
+            transport: transport.map(ArcSwap::from_pointee),
+            settings: config.settings.clone(),
             metrics: Mutex::new(MetricQueue::new(config.queue.max_metric_points)),
             logs: Mutex::new(BoundedQueue::new(config.queue.max_log_records)),
             last_rejection: Mutex::new(None),
@@ -201,6 +206,7 @@ impl OtlpExporter {
         let Some(transport) = &self.transport else {
             return Ok(());
         };
+        let transport = transport.load_full();
         // What is taken out goes back into its queue if this future is dropped mid-request.
         loop {
             let entries = self.metrics.locked().take_request();
@@ -244,6 +250,27 @@ impl OtlpExporter {
             }
         }
         Ok(())
+    }
+
+    /// Reads the TLS files of each signal's TLS settings in `new` (the export settings of a
+    /// reloaded config) and, if they or the settings differ from those in use, switches to
+    /// new clients built with them; the next request uses them. True if it switched.
+    /// Nothing changes for plain `http://` endpoints or when the files are unusable (the
+    /// error says why).
+    pub fn reload_tls(&self, new: &ExportSettings) -> Result<bool, ExportError> {
+        let Some(transport) = &self.transport else {
+            return Ok(false);
+        };
+        let mut settings = self.settings.clone();
+        settings.metrics.tls = new.metrics.tls.clone();
+        settings.logs.tls = new.logs.tls.clone();
+        let loaded = Transport::load_tls(&settings)?;
+        let fingerprints = [0, 1].map(|i| loaded[i].as_ref().map(|l| l.fingerprint));
+        if fingerprints == transport.load().tls_fingerprints() {
+            return Ok(false);
+        }
+        transport.store(Arc::new(Transport::with_tls(&settings, loaded)?));
+        Ok(true)
     }
 
     /// Logs a partial rejection once per distinct message: the receiver took the request

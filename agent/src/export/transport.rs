@@ -1,6 +1,7 @@
 //! Sending OTLP requests: gRPC with the generated tonic clients of `opentelemetry-proto`,
 //! HTTP/protobuf with `reqwest`. Each signal has its own client, built from its own
-//! [`SignalSettings`] (protocol, URL, timeout, headers as gRPC metadata, gzip, TLS).
+//! [`SignalSettings`] (protocol, URL, timeout, headers as gRPC metadata, gzip, TLS). An
+//! `https://` URL is reached over TLS set up by `crate::tls` from the signal's TLS settings.
 
 use std::io::Write;
 
@@ -21,6 +22,7 @@ use tonic::transport::Channel;
 
 use super::ExportError;
 use crate::config::{Compression, ExportSettings, OtlpProtocol, SignalSettings};
+use crate::tls::{ClientCertAsked, Fingerprint, Loaded};
 
 /// What the receiver said about a request it accepted: `None` when it took everything,
 /// else why it rejected part of it (the OTLP partial success).
@@ -46,6 +48,9 @@ struct Grpc {
     channel: Channel,
     metadata: MetadataMap,
     gzip: bool,
+    tls: Option<Fingerprint>,
+    /// Set when the receiver asks for a client certificate none is configured for.
+    cert_asked: ClientCertAsked,
 }
 
 /// HTTP/protobuf: a POST of the encoded request to the signal's URL.
@@ -54,6 +59,9 @@ struct Http {
     url: String,
     headers: reqwest::header::HeaderMap,
     gzip: bool,
+    tls: Option<Fingerprint>,
+    /// Set when the receiver asks for a client certificate none is configured for.
+    cert_asked: ClientCertAsked,
 }
 
 fn setup_error(settings: &SignalSettings, reason: String) -> ExportError {
@@ -72,13 +80,52 @@ fn bad_header(settings: &SignalSettings, key: &str, error: impl std::fmt::Displa
     )
 }
 
+/// Whether the signal's URL is reached over TLS.
+fn is_https(settings: &SignalSettings) -> bool {
+    settings
+        .url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 impl Transport {
-    /// The clients for `settings`. Nothing is connected yet (an unreachable endpoint
-    /// shows up as failed requests, not here); gRPC needs a Tokio runtime.
+    /// The clients for `settings` (TLS files read now). Nothing is connected yet (an
+    /// unreachable endpoint shows up as failed requests, not here); gRPC needs a Tokio
+    /// runtime.
     pub fn new(settings: &ExportSettings) -> Result<Self, ExportError> {
+        Self::with_tls(settings, Self::load_tls(settings)?)
+    }
+
+    /// The TLS client configs of both signals (their files read now); `None` for a
+    /// signal whose URL is plain `http://`.
+    pub fn load_tls(settings: &ExportSettings) -> Result<SignalTls, ExportError> {
+        let (m, l) = (&settings.metrics, &settings.logs);
+        let metrics = Client::load_tls(m)?;
+        // Both signals usually share one TLS setup: its files are read (and an
+        // `insecure_skip_verify` warned about) once.
+        let shared = m.tls == l.tls && m.protocol == l.protocol && is_https(m) == is_https(l);
+        let logs = match &metrics {
+            Some(loaded) if shared => Some(Loaded {
+                config: loaded.config.clone(),
+                fingerprint: loaded.fingerprint,
+                cert_asked: loaded.cert_asked.clone(),
+            }),
+            _ => Client::load_tls(l)?,
+        };
+        Ok([metrics, logs])
+    }
+
+    /// What the TLS clients were built from (None: plain http), metrics then logs.
+    pub fn tls_fingerprints(&self) -> [Option<Fingerprint>; 2] {
+        [self.metrics.tls_fingerprint(), self.logs.tls_fingerprint()]
+    }
+
+    /// The clients for `settings` with `tls` from [`Transport::load_tls`].
+    pub fn with_tls(settings: &ExportSettings, tls: SignalTls) -> Result<Self, ExportError> {
+        let [metrics, logs] = tls;
         Ok(Transport {
-            metrics: Client::new(&settings.metrics)?,
-            logs: Client::new(&settings.logs)?,
+            metrics: Client::with_tls(&settings.metrics, metrics)?,
+            logs: Client::with_tls(&settings.logs, logs)?,
         })
     }
 
@@ -98,10 +145,12 @@ impl Transport {
                 let request = grpc.request(request.clone());
                 async move { client.export(request).await }
             })
-            .await?
+            .await
+            .map_err(|status| grpc.describe(status))?
             .into_inner(),
             Client::Http(http) => http.post(&request).await?,
         };
+        self.metrics.accepted();
         Ok(response
             .partial_success
             .filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty())
@@ -126,10 +175,12 @@ impl Transport {
                 let request = grpc.request(request.clone());
                 async move { client.export(request).await }
             })
-            .await?
+            .await
+            .map_err(|status| grpc.describe(status))?
             .into_inner(),
             Client::Http(http) => http.post(&request).await?,
         };
+        self.logs.accepted();
         Ok(response
             .partial_success
             .filter(|p| p.rejected_log_records > 0 || !p.error_message.is_empty())
@@ -142,16 +193,37 @@ impl Transport {
     }
 }
 
-fn status_text(status: tonic::Status) -> String {
-    let source = std::error::Error::source(&status)
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    format!("gRPC {:?}: {}{source}", status.code(), status.message())
-}
+/// The loaded TLS client config of each signal (metrics, logs); `None` for plain http.
+pub type SignalTls = [Option<Loaded<rustls::ClientConfig>>; 2];
 
 impl Client {
-    /// The client of one signal, as its settings say.
-    fn new(settings: &SignalSettings) -> Result<Self, ExportError> {
+    /// The TLS client config of `settings` (its files read now), if its URL is `https://`.
+    fn load_tls(
+        settings: &SignalSettings,
+    ) -> Result<Option<Loaded<rustls::ClientConfig>>, ExportError> {
+        if !is_https(settings) {
+            return Ok(None);
+        }
+        let alpn: &[&[u8]] = match settings.protocol {
+            // The gRPC connector offers h2 itself.
+            OtlpProtocol::Grpc => &[],
+            OtlpProtocol::HttpProtobuf => &[b"http/1.1"],
+        };
+        crate::tls::client_config("export.otlp.tls", &settings.tls, alpn)
+            .map(Some)
+            .map_err(|e| setup_error(settings, e.to_string()))
+    }
+
+    /// The client of one signal, as its settings say, with `tls` from [`Client::load_tls`].
+    fn with_tls(
+        settings: &SignalSettings,
+        tls: Option<Loaded<rustls::ClientConfig>>,
+    ) -> Result<Self, ExportError> {
+        let fingerprint = tls.as_ref().map(|t| t.fingerprint);
+        let cert_asked = tls
+            .as_ref()
+            .map(|t| t.cert_asked.clone())
+            .unwrap_or_default();
         let gzip = matches!(settings.compression, Compression::Gzip);
         match settings.protocol {
             OtlpProtocol::Grpc => {
@@ -163,15 +235,24 @@ impl Client {
                         .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
                     metadata.insert(name, value);
                 }
-                let channel = Channel::from_shared(settings.url.clone())
+                let endpoint = Channel::from_shared(settings.url.clone())
                     .map_err(|e| setup_error(settings, format!("not a usable gRPC URL: {e}")))?
                     .timeout(settings.timeout)
-                    .connect_timeout(settings.timeout)
-                    .connect_lazy();
+                    .connect_timeout(settings.timeout);
+                // tonic's own TLS features stay off: TLS is the connector's job.
+                let channel = match tls {
+                    Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::grpc_connector(
+                        tls.config,
+                        settings.timeout,
+                    )),
+                    None => endpoint.connect_lazy(),
+                };
                 Ok(Client::Grpc(Box::new(Grpc {
                     channel,
                     metadata,
                     gzip,
+                    tls: fingerprint,
+                    cert_asked,
                 })))
             }
             OtlpProtocol::HttpProtobuf => {
@@ -183,7 +264,13 @@ impl Client {
                         .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
                     headers.insert(name, value);
                 }
+                let tls_config = match tls {
+                    Some(tls) => tls.config,
+                    None => crate::tls::plain_client_config()
+                        .map_err(|e| setup_error(settings, e.to_string()))?,
+                };
                 let client = reqwest::Client::builder()
+                    .tls_backend_preconfigured(tls_config)
                     .timeout(settings.timeout)
                     .connect_timeout(settings.timeout)
                     .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
@@ -196,13 +283,55 @@ impl Client {
                     url: settings.url.clone(),
                     headers,
                     gzip,
+                    tls: fingerprint,
+                    cert_asked,
                 }))
             }
         }
     }
+
+    fn tls_fingerprint(&self) -> Option<Fingerprint> {
+        match self {
+            Client::Grpc(grpc) => grpc.tls,
+            Client::Http(http) => http.tls,
+        }
+    }
+
+    /// After an accepted request: a client certificate a receiver asked for before was
+    /// optional, so it explains no later failure.
+    fn accepted(&self) {
+        match self {
+            Client::Grpc(grpc) => grpc.cert_asked.take(),
+            Client::Http(http) => http.cert_asked.take(),
+        };
+    }
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("gRPC {:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        let causes = super::error_chain(source);
+        if !text.contains(&causes) {
+            text.push_str(&format!(" ({causes})"));
+        }
+    }
+    text
+}
+
+/// `text`, and what to do when it is a failed TLS check.
+fn with_tls_hint(text: String, cert_asked: &ClientCertAsked) -> String {
+    match crate::tls::hint("export.otlp.tls", &text, cert_asked) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
 }
 
 impl Grpc {
+    /// Why a call failed, and what to do about a TLS problem.
+    fn describe(&self, status: tonic::Status) -> String {
+        with_tls_hint(status_text(&status), &self.cert_asked)
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
@@ -230,15 +359,11 @@ impl Http {
                 .map_err(|e| format!("cannot gzip the request: {e}"))?;
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        let response = request.body(body).send().await.map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        })?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| with_tls_hint(super::error_chain(&e), &self.cert_asked))?;
         let status = response.status();
         let bytes = response.bytes().await.unwrap_or_default();
         if !status.is_success() {
@@ -253,17 +378,17 @@ impl Http {
 
 /// Makes a gRPC call, and once more at once if it fails as `Unavailable`: a lazily
 /// connected channel reports an old connection failure one more time after the receiver
-/// is back. The error says why the call was not accepted.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, String>
+/// is back.
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     match call().await {
         Err(status) if status.code() == tonic::Code::Unavailable => {
-            tracing::debug!("retrying at once: {}", status_text(status));
-            call().await.map_err(status_text)
+            tracing::debug!("retrying at once: {}", status_text(&status));
+            call().await
         }
-        other => other.map_err(status_text),
+        other => other,
     }
 }

@@ -14,6 +14,10 @@
 //! after `body_timeout`, and a body over `max_body_bytes` gets `413`. A failing
 //! `accept()` (e.g. out of file descriptors) backs off instead of spinning.
 //!
+//! With `[http.tls]` the endpoint speaks https only (client certificates required when
+//! `client_ca_file` is set); a reload that finds other certificate files switches the
+//! connections accepted afterwards to them. A failed handshake closes that connection.
+//!
 //! With a token configured, `/status`, `/metrics` and `/reload` need
 //! `Authorization: Bearer TOKEN`; the page takes the token from its URL fragment
 //! (`/#token=...`), which browsers never send to the server.
@@ -44,6 +48,7 @@ use body::{BodyLimits, Verdict};
 use crate::config::HttpConfig;
 use crate::secret::Secret;
 use crate::status::StatusSource;
+use crate::tls::ServerTls;
 
 /// The status page: one file, no external assets.
 const PAGE: &str = include_str!("page.html");
@@ -60,6 +65,24 @@ pub enum HttpError {
     },
     #[error("invalid [http] token: {0}")]
     Token(String),
+    #[error("cannot serve https on the status endpoint: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// The running endpoint.
+pub struct Served {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its TLS config when `[http.tls]` is set (reload it with [`ServerTls::reload`]).
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+impl Served {
+    /// The URL of the endpoint's root.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
+    }
 }
 
 /// What every request handler shares.
@@ -76,13 +99,17 @@ fn digest(text: &[u8]) -> [u8; 32] {
     Sha256::digest(text).into()
 }
 
-/// Binds the endpoint and serves it in a background task; returns the bound address.
+/// Binds the endpoint and serves it in a background task.
 pub async fn serve(
     config: &HttpConfig,
     agent: Arc<dyn StatusSource>,
     reload: UnboundedSender<()>,
-) -> Result<SocketAddr, HttpError> {
+) -> Result<Served, HttpError> {
     let token: Option<Secret> = config.token().map_err(HttpError::Token)?;
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(ServerTls::load(settings)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| HttpError::Bind {
@@ -106,10 +133,11 @@ pub async fn serve(
         listener,
         addr,
         shared,
+        tls.clone(),
         config.max_connections,
         config.header_timeout,
     ));
-    Ok(addr)
+    Ok(Served { addr, tls })
 }
 
 /// Accepts connections while fewer than `max_connections` are open (more wait in the
@@ -119,6 +147,7 @@ async fn accept_loop(
     listener: TcpListener,
     addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<Arc<ServerTls>>,
     max_connections: usize,
     header_timeout: Duration,
 ) {
@@ -180,19 +209,42 @@ async fn accept_loop(
             report_recovery(addr);
         }
         let shared = shared.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match acceptor {
+                None => serve_connection(stream, shared, header_timeout).await,
+                Some(acceptor) => {
+                    // The handshake gets the time a client has to send its headers.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, shared, header_timeout).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!("TLS handshake on the status endpoint failed: {error}")
+                        }
+                        Err(_) => tracing::debug!(
+                            "TLS handshake on the status endpoint not done within {header_timeout:?}"
+                        ),
+                    }
+                }
+            }
             drop(permit);
         });
     }
+}
+
+/// Serves the requests of one connection (plain or TLS) until it closes.
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn report_recovery(addr: SocketAddr) {

@@ -99,7 +99,12 @@ impl Pipeline {
             Some(am) => {
                 let generator_url = am.generator_url.clone().unwrap_or_else(|| {
                     if config.http.enabled {
-                        format!("http://{host}:{}/", config.http.listen.port())
+                        let scheme = if config.http.tls.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        format!("{scheme}://{host}:{}/", config.http.listen.port())
                     } else {
                         format!("http://{host}/")
                     }
@@ -307,6 +312,30 @@ impl Pipeline {
     fn publish(&self, batch: &Batch) {
         self.exporter.record(batch);
         self.board.record_history(batch);
+    }
+
+    /// Reads the TLS files of `config`'s OTLP and Alertmanager sections again (at a
+    /// reload); a client whose files or settings changed is rebuilt, one line says so.
+    /// Unusable files are reported and change nothing.
+    pub fn reload_tls(&self, config: &Config) {
+        match self.exporter.reload_tls(&config.export.settings) {
+            Ok(true) => tracing::info!(
+                "[export.otlp.tls] files changed: OTLP export uses them from the next request"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("{e}; OTLP export keeps its current TLS settings"),
+        }
+        if let (Some(sink), Some(am)) = (&self.alertmanager, &config.export.alertmanager) {
+            match sink.reload_tls(&am.tls) {
+                Ok(true) => tracing::info!(
+                    "[export.alertmanager.tls] files changed: Alertmanager delivery uses them from the next request"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!("{e}; Alertmanager delivery keeps its current TLS settings")
+                }
+            }
+        }
     }
 
     /// The OTLP exporter (its queue is sent by the supervisor's export loop).

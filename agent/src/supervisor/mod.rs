@@ -41,7 +41,13 @@ pub struct Supervisor {
     config_failures: crate::reload::FailureMemory,
     /// The tuning engine (its task runs until the last handle is gone).
     tuning: TuningHandle,
+    /// Called with every config a reload read successfully, changed or not.
+    config_hooks: Mutex<Vec<ConfigHook>>,
 }
+
+/// Something outside the supervisor that reacts to every config read at a reload (e.g.
+/// the status endpoint re-reading its certificate files).
+pub type ConfigHook = Box<dyn Fn(&Config) + Send + Sync>;
 
 impl Supervisor {
     /// Builds the pipeline (export, plugin runtime compiling with `compiler`,
@@ -100,8 +106,14 @@ impl Supervisor {
             board,
             stop,
             config_failures: Default::default(),
+            config_hooks: Mutex::new(Vec::new()),
         });
         Ok((supervisor, collectors))
+    }
+
+    /// Calls `hook` with every config a reload reads successfully, even an unchanged one.
+    pub fn on_config_read(&self, hook: ConfigHook) {
+        self.config_hooks.locked().push(hook);
     }
 
     /// The pipeline batches pass through.
@@ -222,7 +234,9 @@ impl Supervisor {
 
     /// Reads the config file again. An invalid file changes nothing (the error is
     /// logged); a valid one is applied: changed collectors restart, plugins whose
-    /// settings changed are reloaded. Export and plugin-limit changes need a restart.
+    /// settings changed are reloaded, and the TLS files are read again (clients and the
+    /// status endpoint switch to changed ones, also when the config text is the same).
+    /// Other export and plugin-limit changes need a restart.
     pub async fn reload_config(self: &Arc<Self>) -> bool {
         let Some(path) = self.config_path.clone() else {
             return false;
@@ -241,6 +255,10 @@ impl Supervisor {
             }
         };
         self.config_failures.forget();
+        self.pipeline.reload_tls(&new);
+        for hook in self.config_hooks.locked().iter() {
+            hook(&new);
+        }
         let old = std::mem::replace(&mut *self.config.locked(), new.clone());
         if old == new {
             return true;

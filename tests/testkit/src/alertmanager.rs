@@ -43,23 +43,67 @@ pub struct Alertmanager {
     pub url: String,
     client: reqwest::Client,
     basic_auth: bool,
+    /// Whether `web.yml` is passed (basic auth or TLS).
+    web_config: bool,
     receiver: String,
+}
+
+/// How the web endpoint is protected.
+struct Web {
+    basic_auth: bool,
+    /// The CA that issues the server certificate, and whether client certificates
+    /// (from the same CA) are required.
+    tls: Option<(crate::certs::Issued, String, bool)>,
+    /// The testkit's own client TLS config (trusting the CA, with a client certificate
+    /// when one is required).
+    client_tls: rustls::ClientConfig,
 }
 
 impl Alertmanager {
     /// Starts an Alertmanager on a free loopback port and waits until it is ready.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_inner(false).await
+        Self::start_inner(Web {
+            basic_auth: false,
+            tls: None,
+            client_tls: crate::certs::plain_client_config()?,
+        })
+        .await
     }
 
     /// Like [`Alertmanager::start`], but every request must carry [`BASIC_AUTH`].
     pub async fn start_with_basic_auth() -> anyhow::Result<Self> {
-        Self::start_inner(true).await
+        Self::start_inner(Web {
+            basic_auth: true,
+            tls: None,
+            client_tls: crate::certs::plain_client_config()?,
+        })
+        .await
+    }
+
+    /// Like [`Alertmanager::start`], but serving https only (its `--web.config.file`
+    /// `tls_server_config`) with a server certificate `ca` issues; with
+    /// `require_client_cert`, every client must present a certificate `ca` issued.
+    pub async fn start_with_tls(
+        ca: &crate::certs::TestCa,
+        require_client_cert: bool,
+    ) -> anyhow::Result<Self> {
+        let identity = if require_client_cert {
+            Some(ca.client_cert("vigil testkit")?)
+        } else {
+            None
+        };
+        Self::start_inner(Web {
+            basic_auth: false,
+            tls: Some((ca.server_cert()?, ca.cert_pem.clone(), require_client_cert)),
+            client_tls: ca.client_config(identity.as_ref())?,
+        })
+        .await
     }
 
     /// Another process may take the free port first (tests start several at once): then
     /// it tries another one.
-    async fn start_inner(basic_auth: bool) -> anyhow::Result<Self> {
+    async fn start_inner(web: Web) -> anyhow::Result<Self> {
+        let basic_auth = web.basic_auth;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -73,17 +117,41 @@ impl Alertmanager {
                     .replace(|c: char| !c.is_ascii_alphanumeric(), "")
             );
             std::fs::write(dir.path().join("alertmanager.yml"), config(&receiver))?;
-            std::fs::write(dir.path().join("web.yml"), WEB_CONFIG)?;
+            let mut web_config = if basic_auth {
+                WEB_CONFIG.to_owned()
+            } else {
+                String::new()
+            };
+            if let Some((server, ca_pem, require_client_cert)) = &web.tls {
+                let files = server.write(dir.path(), "server")?;
+                web_config.push_str(&format!(
+                    "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                    files.cert.display(),
+                    files.key.display()
+                ));
+                if *require_client_cert {
+                    let ca_file = dir.path().join("client-ca.crt");
+                    std::fs::write(&ca_file, ca_pem)?;
+                    web_config.push_str(&format!(
+                        "  client_ca_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n",
+                        ca_file.display()
+                    ));
+                }
+            }
+            std::fs::write(dir.path().join("web.yml"), &web_config)?;
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let scheme = if web.tls.is_some() { "https" } else { "http" };
             let mut am = Alertmanager {
                 dir,
                 port,
                 child: None,
-                url: format!("http://127.0.0.1:{port}"),
+                url: format!("{scheme}://127.0.0.1:{port}"),
                 client: reqwest::Client::builder()
+                    .tls_backend_preconfigured(web.client_tls.clone())
                     .timeout(Duration::from_secs(5))
                     .build()?,
                 basic_auth,
+                web_config: !web_config.is_empty(),
                 receiver,
             };
             match am.resume().await {
@@ -110,7 +178,7 @@ impl Alertmanager {
             .append(true)
             .open(self.log_path())?;
         let mut command = Command::new(binary());
-        if self.basic_auth {
+        if self.web_config {
             command.arg(format!(
                 "--web.config.file={}",
                 self.dir.path().join("web.yml").display()
@@ -303,6 +371,7 @@ impl BearerGate {
         let url = format!("http://{}", listener.local_addr()?);
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SeenRequest>::new()));
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::certs::plain_client_config()?)
             .timeout(Duration::from_secs(5))
             .build()?;
         let expected = format!("Bearer {token}");

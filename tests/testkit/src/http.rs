@@ -1,4 +1,4 @@
-//! A plain HTTP/1 client for the agent's status endpoint.
+//! A plain HTTP/1 client for the agent's status endpoint (https with [`request_tls`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,6 +23,34 @@ pub async fn request(
     token: Option<&str>,
 ) -> anyhow::Result<Answer> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
+    request_over(stream, addr, method, path, token).await
+}
+
+/// Like [`request`] over https, checking the endpoint with `tls` (see [`crate::certs`]).
+pub async fn request_tls(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<Answer> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, stream)
+        .await?;
+    request_over(stream, addr, method, path, None).await
+}
+
+async fn request_over<S>(
+    stream: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Answer>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);

@@ -3,6 +3,8 @@
 //! - [`plugins`]: paths of the plugin components built from `plugins/` by `build.rs`.
 //! - [`otlp`]: an in-process OTLP receiver (gRPC and HTTP/protobuf) built on the
 //!   server side of `opentelemetry-proto`, with helpers to read what arrived.
+//! - [`certs`]: a test CA, server and client certificates made with `rcgen`, as PEM files
+//!   and rustls configs (the OTLP receivers serve TLS with them: `grpc_tls`, `http_tls`).
 //! - [`agent`]: writing configs and running the `vigil` binary.
 //! - [`alertmanager`]: a real Prometheus Alertmanager started, stopped and queried by the test.
 //! - [`http`]: requests to the agent's status endpoint.
@@ -15,6 +17,7 @@
 
 pub mod agent;
 pub mod alertmanager;
+pub mod certs;
 pub mod guest;
 pub mod host;
 pub mod http;

@@ -39,6 +39,8 @@ pub struct Received {
     /// The headers (gRPC metadata) of every request that arrived, in order: names in lower
     /// case, values as lossy UTF-8.
     pub headers: Vec<BTreeMap<String, String>>,
+    /// Why TLS handshakes failed (TLS receivers only), e.g. no client certificate.
+    pub handshake_failures: Vec<String>,
 }
 
 /// How a metric's points were encoded.
@@ -356,21 +358,85 @@ impl OtlpReceiver {
 
     /// Starts a gRPC receiver on `addr` (to come up late at a known address).
     pub async fn grpc_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_grpc(addr, None).await
+    }
+
+    /// Starts a gRPC receiver over TLS with `tls` (see [`crate::certs`]) on a free
+    /// loopback port; its endpoint is `https://`.
+    pub async fn grpc_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+        Self::grpc_tls_on("127.0.0.1:0".parse()?, tls).await
+    }
+
+    /// Like [`OtlpReceiver::grpc_tls`] on `addr`.
+    pub async fn grpc_tls_on(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::start_grpc(addr, Some(with_alpn(&tls, b"h2"))).await
+    }
+
+    async fn start_grpc(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Received::default()));
         let sink = Sink(received.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let gzip = tonic::codec::CompressionEncoding::Gzip;
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
-            .add_service(LogsServiceServer::new(sink).accept_compressed(gzip))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            });
-        tokio::spawn(server);
+            .add_service(LogsServiceServer::new(sink).accept_compressed(gzip));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        match tls {
+            None => {
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+            }
+            Some(acceptor) => {
+                // The accept loop owns the listener and closes it at once when stopped
+                // (a test may start another receiver on the same address right away);
+                // then the server shuts down.
+                let (streams, incoming) = tokio::sync::mpsc::channel(16);
+                let (closed, on_closed) = oneshot::channel::<()>();
+                let failures = received.clone();
+                tokio::spawn(async move {
+                    let mut stopped = stopped;
+                    loop {
+                        let accepted = tokio::select! {
+                            accepted = listener.accept() => accepted,
+                            _ = &mut stopped => break,
+                        };
+                        let Ok((stream, _)) = accepted else { continue };
+                        let (acceptor, streams, failures) =
+                            (acceptor.clone(), streams.clone(), failures.clone());
+                        tokio::spawn(async move {
+                            match acceptor.accept(stream).await {
+                                Ok(stream) => {
+                                    let _ = streams.send(Ok::<_, std::io::Error>(stream)).await;
+                                }
+                                Err(e) => record_handshake_failure(&failures, e),
+                            }
+                        });
+                    }
+                    drop(listener);
+                    let _ = closed.send(());
+                });
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(incoming),
+                    async {
+                        let _ = on_closed.await;
+                    },
+                ));
+            }
+        }
         Ok(OtlpReceiver {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             protocol: "grpc",
             received,
             stop: Some(stop),
@@ -384,6 +450,28 @@ impl OtlpReceiver {
 
     /// Starts an HTTP/protobuf receiver on `addr` (to come up late at a known address).
     pub async fn http_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_http(addr, None).await
+    }
+
+    /// Starts an HTTP/protobuf receiver over TLS with `tls` (see [`crate::certs`]) on a
+    /// free loopback port; its endpoint is `https://`.
+    pub async fn http_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+        Self::http_tls_on("127.0.0.1:0".parse()?, tls).await
+    }
+
+    /// Like [`OtlpReceiver::http_tls`] on `addr`.
+    pub async fn http_tls_on(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::start_http(addr, Some(with_alpn(&tls, b"http/1.1"))).await
+    }
+
+    async fn start_http(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Received::default()));
@@ -396,20 +484,20 @@ impl OtlpReceiver {
                     _ = &mut stopped => break,
                 };
                 let Ok((stream, _)) = accepted else { continue };
-                let state = state.clone();
+                let (state, tls) = (state.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, hyper::Error>(handle_http(req, state).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => serve_http(stream, state).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => serve_http(stream, state).await,
+                            Err(e) => record_handshake_failure(&state, e),
+                        },
+                    }
                 });
             }
         });
         Ok(OtlpReceiver {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             protocol: "http/protobuf",
             received,
             stop: Some(stop),
@@ -439,6 +527,32 @@ impl OtlpReceiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `tls` offering only `protocol`.
+fn with_alpn(tls: &rustls::ServerConfig, protocol: &[u8]) -> tokio_rustls::TlsAcceptor {
+    let mut config = tls.clone();
+    config.alpn_protocols = vec![protocol.to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn record_handshake_failure(state: &Mutex<Received>, error: std::io::Error) {
+    if let Ok(mut r) = state.lock() {
+        r.handshake_failures.push(error.to_string());
+    }
+}
+
+async fn serve_http<S>(stream: S, state: Arc<Mutex<Received>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, hyper::Error>(handle_http(req, state).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 async fn handle_http(

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::HttpClient;
 use super::auth::Auth;
 use super::payload::PostableAlert;
 use crate::alert::AlertKey;
@@ -52,7 +54,8 @@ pub(super) struct Failure {
 pub(super) struct Target {
     url: String,
     endpoint: reqwest::Url,
-    client: reqwest::Client,
+    /// Shared by the sink's tasks; the sink swaps it when the TLS files change.
+    client: Arc<ArcSwap<HttpClient>>,
     auth: Auth,
     stats: Arc<Mutex<DeliveryStats>>,
     resend_interval: Duration,
@@ -183,16 +186,22 @@ impl Target {
         if alerts.is_empty() {
             return Ok(());
         }
-        let request = self.client.post(self.endpoint.clone()).json(alerts);
+        let http = self.client.load_full();
+        let request = http.client.post(self.endpoint.clone()).json(alerts);
         let response = self.auth.apply(request).send().await.map_err(|e| {
             let cause = if e.is_timeout() { "timeout" } else { "connect" };
+            let text = crate::export::error_chain(&e);
+            let hint = crate::tls::hint("export.alertmanager.tls", &text, &http.cert_asked)
+                .unwrap_or_else(|| "is Alertmanager running and reachable there?".to_owned());
             Failure {
                 cause,
-                message: format!("{e} (is Alertmanager running and reachable there?)"),
+                message: format!("{text} ({hint})"),
             }
         })?;
         let status = response.status();
         if status.is_success() {
+            // A client certificate asked for before was optional.
+            http.cert_asked.take();
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
@@ -227,7 +236,7 @@ impl Target {
     pub(super) fn new(
         url: String,
         endpoint: reqwest::Url,
-        client: reqwest::Client,
+        client: Arc<ArcSwap<HttpClient>>,
         auth: Auth,
         stats: Arc<Mutex<DeliveryStats>>,
         resend_interval: Duration,
@@ -280,7 +289,13 @@ mod tests {
         let mut target = Target::new(
             url.clone(),
             reqwest::Url::parse(&format!("{url}/api/v2/alerts")).unwrap(),
-            reqwest::Client::new(),
+            Arc::new(ArcSwap::from_pointee(HttpClient {
+                client: reqwest::Client::builder()
+                    .tls_backend_preconfigured(crate::tls::plain_client_config().unwrap())
+                    .build()
+                    .unwrap(),
+                cert_asked: Default::default(),
+            })),
             Auth::None,
             telemetry.clone(),
             Duration::from_secs(1),

@@ -15,11 +15,13 @@ mod payload;
 use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::alert::AlertEvent;
-use crate::config::AlertmanagerConfig;
+use crate::config::{AlertmanagerConfig, TlsClientConfig};
+use crate::tls::{Fingerprint, Loaded};
 use auth::Auth;
 use delivery::{Message, Target, Update};
 
@@ -35,6 +37,8 @@ pub enum AlertmanagerError {
     Url { url: String, reason: String },
     #[error("cannot set up the HTTP client for Alertmanager: {0}")]
     Client(String),
+    #[error("cannot set up TLS for Alertmanager: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Hands alert events to one delivery task per Alertmanager.
@@ -43,6 +47,12 @@ pub struct AlertmanagerSink {
     template: AlertTemplate,
     targets: Vec<(String, mpsc::UnboundedSender<Message>)>,
     stats: Vec<(String, Arc<Mutex<DeliveryStats>>)>,
+    /// The client every delivery task posts with; replaced when the TLS files change.
+    client: Arc<ArcSwap<HttpClient>>,
+    /// What the client's TLS was built from (None: no `https://` URL).
+    tls: Mutex<Option<Fingerprint>>,
+    /// The settings the client is built with (TLS aside, a change needs a restart).
+    config: AlertmanagerConfig,
 }
 
 impl AlertmanagerSink {
@@ -55,12 +65,9 @@ impl AlertmanagerSink {
         generator_url: String,
     ) -> Result<Self, AlertmanagerError> {
         let auth = Auth::from_config(config)?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AlertmanagerError::Client(e.to_string()))?;
+        let tls = load_tls(config)?;
+        let fingerprint = tls.as_ref().map(|t| t.fingerprint);
+        let client = Arc::new(ArcSwap::from_pointee(http_client(config, tls)?));
         let mut targets = Vec::new();
         let mut stats = Vec::new();
         for url in &config.urls {
@@ -83,7 +90,33 @@ impl AlertmanagerSink {
             template: AlertTemplate::new(config, host, generator_url),
             targets,
             stats,
+            client,
+            tls: Mutex::new(fingerprint),
+            config: config.clone(),
         })
+    }
+
+    /// Reads the TLS files of `tls` (the `[export.alertmanager.tls]` of a reloaded config)
+    /// and, if they or the settings differ from those in use, switches every delivery task
+    /// to a client built with them. True if it switched. Nothing changes without an
+    /// `https://` URL or when the files are unusable (the error says why).
+    pub fn reload_tls(&self, tls: &TlsClientConfig) -> Result<bool, AlertmanagerError> {
+        let config = AlertmanagerConfig {
+            tls: tls.clone(),
+            ..self.config.clone()
+        };
+        let Some(loaded) = load_tls(&config)? else {
+            return Ok(false);
+        };
+        let mut current = self.tls.locked();
+        if *current == Some(loaded.fingerprint) {
+            return Ok(false);
+        }
+        let fingerprint = loaded.fingerprint;
+        self.client
+            .store(Arc::new(http_client(&config, Some(loaded))?));
+        *current = Some(fingerprint);
+        Ok(true)
     }
 
     /// Each Alertmanager's delivery totals so far, by URL as configured.
@@ -133,6 +166,51 @@ impl AlertmanagerSink {
         }
         behind
     }
+}
+
+/// The HTTP client of the delivery tasks.
+#[derive(Debug)]
+struct HttpClient {
+    client: reqwest::Client,
+    /// Set when an Alertmanager asks for a client certificate none is configured for.
+    cert_asked: crate::tls::ClientCertAsked,
+}
+
+/// The TLS client config for `config`, if one of its URLs is `https://` (files read now).
+fn load_tls(
+    config: &AlertmanagerConfig,
+) -> Result<Option<Loaded<rustls::ClientConfig>>, AlertmanagerError> {
+    let https = config.urls.iter().any(|url| {
+        url.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    });
+    if !https {
+        return Ok(None);
+    }
+    Ok(Some(crate::tls::client_config(
+        "export.alertmanager.tls",
+        &config.tls,
+        &[b"http/1.1"],
+    )?))
+}
+
+/// The HTTP client of every delivery task, with `tls` (plain http only without it).
+fn http_client(
+    config: &AlertmanagerConfig,
+    tls: Option<Loaded<rustls::ClientConfig>>,
+) -> Result<HttpClient, AlertmanagerError> {
+    let (tls, cert_asked) = match tls {
+        Some(tls) => (tls.config, tls.cert_asked),
+        None => (crate::tls::plain_client_config()?, Default::default()),
+    };
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AlertmanagerError::Client(crate::export::error_chain(&e)))?;
+    Ok(HttpClient { client, cert_asked })
 }
 
 /// `BASE/api/v2/alerts`, keeping any path prefix of `base` (e.g. behind a proxy).
