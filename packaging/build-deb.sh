@@ -10,8 +10,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
-# The Rust example plugins shipped in /usr/share/vigil/plugins (not the test fixtures).
-example_plugins="threshold redis-hit-ratio redis-memory pg-connection-saturation pg-slow-query pg-seqscan pg-work-mem agent-interval ewma-anomaly"
+# The Rust example plugins shipped in /usr/share/vigil/plugins (not the test fixtures): their
+# package names, as in plugins/*/Cargo.toml; the files are named like the packages, `-` as `_`.
+example_plugins="threshold redis_hit_ratio redis-memory pg_connection_saturation pg_slow_query pg_seqscan pg-work-mem agent-interval ewma-anomaly"
 if [ "${1:-}" = --example-plugins ]; then
   echo "$example_plugins"
   exit 0
@@ -58,4 +59,5 @@ for name in $example_plugins; do
 done
 
 log "cargo deb -p vigil (release build)"
-"$cargo_deb" -p vigil --locked --output "$target/debian/" | tail -n1
+# --strip: the release profile keeps line tables (for backtraces), which cargo deb would keep.
+"$cargo_deb" -p vigil --locked --strip --output "$target/debian/" | tail -n1

@@ -54,7 +54,7 @@ list_files() {
     [ -e "$path" ] && find "$path" -printf '%M %u:%g %10s %p\n'
   done
   echo "-- user: $(getent passwd vigil || echo 'no user vigil')"
-  echo "-- dpkg: $(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' vigil 2>/dev/null || echo 'not known')"
+  echo "-- dpkg: $(package_state) $(dpkg-query -W -f='${Version}' vigil 2>/dev/null || echo 'not known')"
 }
 expect_present() { for p in "$@"; do [ -e "$p" ] || fail "$p is missing"; done; }
 expect_absent() { for p in "$@"; do [ ! -e "$p" ] || fail "$p is still there"; done; }
@@ -72,14 +72,16 @@ syscall_set() {
     if [[ "$item" == @* ]]; then syscall_set "$item"; else echo "$item"; fi
   done
 }
-unit_path() { dpkg-query -L vigil 2>/dev/null | grep "/systemd/system/$unit_name\$" | head -n1; }
+unit_path() { grep "/systemd/system/$unit_name\$" <<<"$(dpkg-query -L vigil 2>/dev/null)" | head -n1 || true; }
 
 user_existed=no
 getent passwd vigil >/dev/null && user_existed=yes
+# dpkg's state of vigil: `ii` installed, `rc` removed with its config left, `pn`/`un` or
+# empty when not (or no longer) there.
+package_state() { dpkg-query -W -f='${db:Status-Abbrev}' vigil 2>/dev/null | tr -d ' ' || true; }
+package_known() { [[ "$(package_state)" == [ihrt]* ]]; }
 purge_package() {
-  if dpkg-query -W -f='${db:Status-Abbrev}' vigil 2>/dev/null | grep -q '^[ir]'; then
-    dpkg --purge vigil >/dev/null
-  fi
+  if package_known; then dpkg --purge vigil >/dev/null; fi
 }
 cleanup() {
   purge_package || true
@@ -102,7 +104,7 @@ expect_present /usr/bin/vigil /etc/vigil/agent.toml "$unit" /usr/share/doc/vigil
   /usr/share/doc/vigil/copyright /var/lib/vigil/plugins /var/cache/vigil/plugins
 for name in $example_plugins; do expect_present "/usr/share/vigil/plugins/${name//-/_}.wasm"; done
 [ -x /usr/bin/vigil ] || fail "/usr/bin/vigil is not executable"
-dpkg-query -W -f='${Conffiles}\n' vigil | grep -q ' /etc/vigil/agent.toml ' ||
+grep -q ' /etc/vigil/agent.toml ' <<<"$(dpkg-query -W -f='${Conffiles}\n' vigil)" ||
   fail "/etc/vigil/agent.toml is not a conffile"
 IFS=: read -r _ _ uid _ _ home shell < <(getent passwd vigil) || fail "no user vigil"
 [ "$uid" -lt 1000 ] || fail "vigil is not a system user (uid $uid)"
@@ -112,7 +114,7 @@ getent group vigil >/dev/null || fail "no group vigil"
 expect_owner vigil:vigil /var/lib/vigil /var/lib/vigil/plugins /var/cache/vigil /var/cache/vigil/plugins
 expect_owner root:root /usr/bin/vigil /etc/vigil/agent.toml
 echo "binary: /usr/bin/vigil $(du -h /usr/bin/vigil | cut -f1) ($(stat -c %s /usr/bin/vigil) bytes)"
-if readelf -S /usr/bin/vigil 2>/dev/null | grep -q '\.debug_'; then
+if [ "$(readelf -S /usr/bin/vigil | grep -c '\.debug_')" != 0 ]; then
   fail "/usr/bin/vigil still has debug sections (cargo deb strips them)"
 fi
 
@@ -129,7 +131,7 @@ if command -v systemd-analyze >/dev/null; then
   # our own unit count.
   out="$(systemd-analyze verify "$unit" 2>&1 || true)"
   echo "$out"
-  if echo "$out" | grep -q "$unit_name"; then fail "systemd-analyze verify reports problems with $unit_name"; fi
+  if grep -q "$unit_name" <<<"$out"; then fail "systemd-analyze verify reports problems with $unit_name"; fi
 fi
 
 if command -v strace >/dev/null && command -v systemd-analyze >/dev/null; then
@@ -175,7 +177,7 @@ list_files "remove"
 expect_absent /usr/bin/vigil "$unit" /usr/share/vigil /usr/share/doc/vigil
 expect_present /etc/vigil/agent.toml /var/lib/vigil/plugins/threshold.wasm /var/cache/vigil/plugins
 getent passwd vigil >/dev/null || fail "remove deleted the user vigil"
-dpkg-query -W -f='${db:Status-Abbrev}' vigil | grep -q '^rc' || fail "vigil is not in state config-files after remove"
+[ "$(package_state)" = rc ] || fail "vigil is in state '$(package_state)' after remove, not rc (config-files)"
 
 # --- purge --------------------------------------------------------------------------------------
 say "dpkg -P vigil (purge: config, state and cache go, the user stays)"
@@ -183,7 +185,5 @@ dpkg -P vigil
 list_files "purge"
 expect_absent /etc/vigil /var/lib/vigil /var/cache/vigil
 getent passwd vigil >/dev/null || fail "purge deleted the user vigil (Debian practice keeps system users)"
-if dpkg-query -W -f='${db:Status-Abbrev}' vigil 2>/dev/null | grep -q '^[ir]'; then
-  fail "vigil is still known to dpkg after purge"
-fi
+if package_known; then fail "vigil is still known to dpkg after purge (state $(package_state))"; fi
 say "deb-test passed: $deb"
