@@ -177,6 +177,16 @@ EOF
   [ -z "$denied" ] || fail "the agent uses syscalls SystemCallFilter=@system-service denies: $denied"
 fi
 
+# --- reinstall (the upgrade path: postinst configure with the old version) -------------------
+say "dpkg -i again over a changed config (an upgrade keeps a changed conffile, the user and the state)"
+echo "# changed by deb-test" >>/etc/vigil/agent.toml
+uid_before="$(id -u vigil)"
+dpkg -i "$deb" </dev/null
+grep -qx '# changed by deb-test' /etc/vigil/agent.toml || fail "reinstalling replaced the changed /etc/vigil/agent.toml"
+[ "$(id -u vigil)" = "$uid_before" ] || fail "reinstalling changed the user vigil"
+expect_present /var/lib/vigil/plugins/redis_hit_ratio.wasm
+expect_owner vigil:vigil /var/lib/vigil /var/lib/vigil/plugins /var/cache/vigil /var/cache/vigil/plugins
+
 # --- remove -----------------------------------------------------------------------------------
 say "dpkg -r vigil (remove: config and state stay)"
 dpkg -r vigil
