@@ -404,6 +404,32 @@ pub struct ExportConfig {
     /// variables applied ([`Config::apply_otel_env`]), per signal.
     #[serde(skip)]
     pub settings: ExportSettings,
+    /// `[export.debug]`: also print batches, alert events and tuning decisions to stdout
+    /// (absent = off).
+    #[serde(default)]
+    pub debug: Option<DebugExportConfig>,
+}
+
+/// `[export.debug]`: what the debug exporter prints (the OpenTelemetry Collector's
+/// `debug` exporter is the model).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugExportConfig {
+    pub verbosity: Verbosity,
+}
+
+/// How much the debug exporter prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// One line per batch (source, counts), alert event and tuning decision.
+    #[default]
+    Basic,
+    /// Also one line per datapoint: metric, attributes, value.
+    Normal,
+    /// Also each datapoint's unit, kind and collection time, and every field of alert
+    /// events and decisions.
+    Detailed,
 }
 
 /// `[export.queue]`: what is kept while the collector cannot be reached.

@@ -303,6 +303,7 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         } else {
             let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
             forward_sighup(reload_tx.clone());
+            let stop = shutdown_signal();
             if config.http.enabled {
                 match vigil::http::serve(&config.http, agent.clone(), reload_tx).await {
                     Ok(served) => {
@@ -316,9 +317,7 @@ fn run(config_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
                     Err(e) => tracing::warn!("{e}; running without it"),
                 }
             }
-            agent
-                .run_until(collectors, reload_rx, shutdown_signal())
-                .await;
+            agent.run_until(collectors, reload_rx, stop).await;
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -436,28 +435,60 @@ fn actions_revert(config_path: Option<&Path>, id: u64, force: bool) -> anyhow::R
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+/// Listens for SIGINT and SIGTERM now (so a signal that comes before the returned future
+/// is first polled is not missed); the future completes on the first of them. From then
+/// on a further SIGINT (a second Ctrl-C) exits at once with code 130 instead of waiting
+/// for the graceful shutdown.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    /// The next delivery of `signal` (never, when it could not be listened for).
+    async fn next(signal: &mut Option<Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .map_err(|e| tracing::warn!("cannot listen for {name}: {e}"))
+            .ok()
+    };
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            _ = next(&mut interrupt) => tracing::info!(
+                "interrupted (Ctrl-C): shutting down gracefully; press Ctrl-C again to exit at once"
+            ),
+            _ = next(&mut terminate) => {},
+        }
+        if let Some(mut interrupt) = interrupt {
+            tokio::spawn(async move {
+                if interrupt.recv().await.is_some() {
+                    tracing::warn!(
+                        "interrupted again (second Ctrl-C): exiting at once with code 130, without waiting for the graceful shutdown; what is still queued is not sent"
+                    );
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
+            });
+        }
+    }
 }
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The exit code of a process ended by SIGINT (128 + 2), as shells report it.
+#[cfg(unix)]
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// Compiles plugins in a child process that is this executable, under the config's limits.
 fn child_compiler(config: &Config) -> anyhow::Result<Compiler> {

@@ -28,8 +28,6 @@ tools="$target/tools"
 # Pinned versions. The adapter's version is in plugins/c/adapter/Cargo.toml and must equal
 # wasmtime's in the agent's Cargo.lock (checked below).
 llvm=16
-deb_llvm_version="1:16.0.6-15~deb12u1"
-deb_wasi_libc_version="0.0~git20220510.9886d3d-2"
 wit_bindgen_version="0.61.1"
 wasm_tools_version="1.263.0"
 adapter_crate="wasi-preview1-component-adapter-provider"
@@ -41,12 +39,7 @@ die() {
 }
 
 # --- Debian packages: clang, wasm-ld, compiler-rt builtins for wasm32, wasi-libc ---------
-deb_packages=(
-  "clang-$llvm=$deb_llvm_version"
-  "lld-$llvm=$deb_llvm_version"
-  "libclang-rt-$llvm-dev-wasm32=$deb_llvm_version"
-  "wasi-libc=$deb_wasi_libc_version"
-)
+mapfile -t deb_packages < <(grep -v '^#' "$here/debian-packages" | grep .)
 deb_missing=()
 for pinned in "${deb_packages[@]}"; do
   package="${pinned%%=*}"

@@ -10,6 +10,7 @@ mod e2e_compile;
 mod e2e_contract;
 mod e2e_export;
 mod e2e_export_queue;
+mod e2e_first_minute;
 mod e2e_languages;
 mod e2e_otel_env;
 mod e2e_plugin_test;

@@ -2,6 +2,7 @@
 //! about plugins: it sees only [`Batch`]es and [`AlertEvent`]s.
 
 pub mod alertmanager;
+pub mod debug;
 pub mod otlp;
 pub mod proto;
 pub mod queue;

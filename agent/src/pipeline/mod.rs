@@ -21,6 +21,7 @@ use std::time::SystemTime;
 use crate::alert::{Alert, AlertBook, AlertEvent};
 use crate::config::Config;
 use crate::export::alertmanager::{AlertmanagerError, AlertmanagerSink};
+use crate::export::debug::DebugExporter;
 use crate::export::{ExportError, OtlpExporter};
 use crate::model::Batch;
 use crate::plugin::{
@@ -63,6 +64,8 @@ pub struct Pipeline {
     /// Where tuning policies' proposals go, and where their current settings come from.
     tuning: TuningHandle,
     exporter: OtlpExporter,
+    /// `[export.debug]`: batches, alert events and decisions printed to stdout.
+    debug: Option<DebugExporter>,
     /// Delivery of firing and resolved alerts to Alertmanager, when configured.
     alertmanager: Option<AlertmanagerSink>,
     telemetry: Mutex<SelfTelemetry>,
@@ -119,6 +122,11 @@ impl Pipeline {
             alerts: Mutex::new(AlertBook::default()),
             tuning,
             exporter,
+            debug: config
+                .export
+                .debug
+                .as_ref()
+                .map(|debug| DebugExporter::stdout(debug.verbosity)),
             alertmanager,
             telemetry,
             board,
@@ -237,6 +245,9 @@ impl Pipeline {
                 event.alert.summary
             );
             self.exporter.emit_alert(event);
+            if let Some(debug) = &self.debug {
+                debug.alert(event);
+            }
             if let Some(alertmanager) = &self.alertmanager {
                 alertmanager.send(event);
             }
@@ -311,6 +322,9 @@ impl Pipeline {
     /// the status page's sparklines.
     fn publish(&self, batch: &Batch) {
         self.exporter.record(batch);
+        if let Some(debug) = &self.debug {
+            debug.batch(batch);
+        }
         self.board.record_history(batch);
     }
 
@@ -335,6 +349,14 @@ impl Pipeline {
                     tracing::error!("{e}; Alertmanager delivery keeps its current TLS settings")
                 }
             }
+        }
+    }
+
+    /// Exports a tuning decision (an OTLP log record; printed by `[export.debug]`).
+    pub fn emit_decision(&self, decision: &crate::tuning::decision::Decision) {
+        self.exporter.emit_decision(decision);
+        if let Some(debug) = &self.debug {
+            debug.decision(decision);
         }
     }
 

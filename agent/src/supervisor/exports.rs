@@ -1,6 +1,7 @@
 //! The export loop: every export interval a snapshot goes into the queue and the queue
-//! is sent, backing off after failures (one warning per outage, one message on
-//! recovery); at shutdown, delivery retries until the deadline and counts what is left.
+//! is sent, backing off after failures (one warning per outage, the first of them with
+//! a hint on what to do, one message on recovery); at shutdown, delivery retries until
+//! the deadline and counts what is left.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use super::collectors::stopped;
 use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::status::StatusBoard;
 
@@ -31,17 +33,60 @@ async fn send_queued(pipeline: &Pipeline, board: &StatusBoard) -> Result<(), Str
     result
 }
 
+/// What a newcomer can do when the first export fails (no collector listening at the
+/// endpoint, typically): start one, point vigil at one, print the data instead, or look
+/// at the status page.
+pub(super) fn first_failure_hint(config: &Config) -> String {
+    // Metrics are what a newcomer looks for; their settings include the OTEL_* variables.
+    let metrics = &config.export.settings.metrics;
+    let port = url::Url::parse(&metrics.url)
+        .ok()
+        .and_then(|url| url.port_or_known_default())
+        .map_or_else(|| "its port".to_owned(), |port| port.to_string());
+    let protocol = match metrics.protocol {
+        crate::config::OtlpProtocol::Grpc => "grpc",
+        crate::config::OtlpProtocol::HttpProtobuf => "http",
+    };
+    let status_page = if config.http.enabled {
+        format!(
+            ", or open the status page at {}://{}/",
+            if config.http.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            config.http.listen
+        )
+    } else {
+        String::new()
+    };
+    // Not suggested when it is on already.
+    let debug = if config.export.debug.is_none() {
+        ", print what is collected on stdout by adding `[export.debug]` with `verbosity = \"normal\"` \
+         to a config file (vigil run --config FILE)"
+    } else {
+        ""
+    };
+    format!(
+        ". To see the data: start an OpenTelemetry Collector with an otlp receiver ({protocol}) on port {port} \
+         (e.g. `otelcol` with receivers.otlp.protocols.{protocol}.endpoint = \"localhost:{port}\"), \
+         point vigil at yours with OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:{port} (or `endpoint` in [export.otlp])\
+         {debug}{status_page}"
+    )
+}
+
 /// Every `interval`: snapshot the metrics into the queue, then send the queue, unless
 /// a failure put the next attempt further off (the wait doubles per failed attempt,
-/// from `interval` up to `max_backoff`).
+/// from `interval` up to `max_backoff`). The first failure's warning ends with `hint`.
 pub(super) fn spawn(
     pipeline: Arc<Pipeline>,
     board: Arc<StatusBoard>,
-    interval: Duration,
-    max_backoff: Duration,
+    (interval, max_backoff): (Duration, Duration),
+    hint: String,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut hint = Some(hint);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -64,7 +109,8 @@ pub(super) fn spawn(
                 Err(error) => {
                     if backoff.failed(Instant::now().into_std()).first {
                         tracing::warn!(
-                            "{error}; retrying with back-off up to {max_backoff:?}, this is reported once per outage"
+                            "{error}; retrying with back-off up to {max_backoff:?}, this is reported once per outage{}",
+                            hint.take().unwrap_or_default()
                         );
                     } else {
                         tracing::debug!("{error}");

@@ -71,7 +71,7 @@ impl Supervisor {
             let exporter_of = exporter_of.clone();
             Arc::new(move |decision| {
                 if let Some(pipeline) = exporter_of.get().and_then(Weak::upgrade) {
-                    pipeline.exporter().emit_decision(decision);
+                    pipeline.emit_decision(decision);
                 }
             })
         };
@@ -159,11 +159,11 @@ impl Supervisor {
         for collector in collectors {
             self.collectors.spawn(collector);
         }
-        let (interval, max_backoff, watching, plugin_dir) = {
+        let (intervals, hint, watching, plugin_dir) = {
             let c = self.config.locked();
             (
-                c.export.settings.interval,
-                c.export.queue.max_backoff,
+                (c.export.settings.interval, c.export.queue.max_backoff),
+                exports::first_failure_hint(&c),
                 c.plugins.watch,
                 c.plugins.dir.clone(),
             )
@@ -171,8 +171,8 @@ impl Supervisor {
         let exports = exports::spawn(
             self.pipeline.clone(),
             self.board.clone(),
-            interval,
-            max_backoff,
+            intervals,
+            hint,
             self.stop.subscribe(),
         );
         let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
