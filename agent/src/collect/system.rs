@@ -3,13 +3,12 @@
 
 use crate::sync::LockExt;
 use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sysinfo::{
-    CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind,
-    ProcessesToUpdate, System,
-};
+use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, System};
 
 use super::{CollectError, CollectFuture, Collector, Round};
 use crate::config::SystemCollectorConfig;
@@ -155,6 +154,8 @@ struct Probe {
     last_cpu_refresh: Instant,
     /// Whether a round has run since the first CPU sample.
     sampled: bool,
+    /// Whether listing /proc failed in the last round (logged once per failure spell).
+    process_count_failed: bool,
 }
 
 /// Collects host metrics.
@@ -181,6 +182,7 @@ impl SystemCollector {
                 networks,
                 last_cpu_refresh: Instant::now(),
                 sampled: false,
+                process_count_failed: false,
             })),
             host,
             config,
@@ -368,18 +370,43 @@ impl Probe {
         }
     }
 
+    /// The process count, from the /proc listing alone: no per-process file is read.
     fn collect_processes(&mut self, batch: &mut BatchBuilder) {
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing(),
-        );
-        batch.point(
-            &metrics::process_count(),
-            Vec::new(),
-            self.system.processes().len() as f64,
-        );
+        match count_processes(Path::new(PROC)) {
+            Ok(count) => {
+                self.process_count_failed = false;
+                batch.point(&metrics::process_count(), Vec::new(), count as f64);
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.process_count_failed, true) {
+                    tracing::warn!(
+                        "system collector: cannot list {PROC} ({e}); system.process.count is not reported until it can (is /proc mounted?)"
+                    );
+                }
+            }
+        }
     }
+}
+
+/// Where the kernel lists processes.
+const PROC: &str = "/proc";
+
+/// The number of processes: the directories of `proc` named by a PID. Threads other
+/// than a process's main thread are not listed there, so each process counts once
+/// (what `ls /proc | grep -c '^[0-9]'` says). sysinfo's process table, counted here
+/// before, also listed every thread as a process.
+fn count_processes(proc: &Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(proc)? {
+        // An entry that vanished while listing is a process that exited: not counted.
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let is_pid = !name.is_empty() && name.as_bytes().iter().all(u8::is_ascii_digit);
+        if is_pid && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// Emits usage and utilization per state (utilization only when the total is known).
@@ -457,7 +484,79 @@ mod tests {
         assert!((sum - total).abs() < 1.0, "{sum} vs {total}");
         let cpu = value("system.cpu.utilization", None);
         assert!(cpu >= 0.0);
-        assert!(value("system.process.count", None) >= 1.0);
         assert!(value("system.uptime", None) > 0.0);
+    }
+
+    /// `ls /proc | grep -c '^[0-9]'`, not counting the `ls` itself.
+    fn ls_count() -> usize {
+        let ls = std::process::Command::new("ls")
+            .arg("/proc")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let own_pid = ls.id().to_string();
+        let out = ls.wait_with_output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|name| name.starts_with(|c: char| c.is_ascii_digit()) && *name != own_pid)
+            .count()
+    }
+
+    /// What sysinfo's process table counts after a full refresh without threads.
+    fn sysinfo_count() -> usize {
+        let mut system = System::new().unwrap();
+        system.refresh_processes_specifics(
+            sysinfo::ProcessesToUpdate::All,
+            true,
+            sysinfo::ProcessRefreshKind::nothing().without_tasks(),
+        );
+        system.processes().len()
+    }
+
+    #[test]
+    fn the_process_count_is_what_ls_and_sysinfo_count() {
+        let collector = SystemCollector::new(SystemCollectorConfig::default(), "h".into()).unwrap();
+        // Processes start and exit on a busy machine: look for a round during which the
+        // ground truth did not move (same count before and after).
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let before = ls_count();
+            let batch = collector.collect_blocking().unwrap();
+            let sysinfo = sysinfo_count();
+            let after = ls_count();
+            let reported: Vec<f64> = batch
+                .points()
+                .filter(|(m, _, _)| m.name == "system.process.count")
+                .map(|(_, _, v)| v)
+                .collect();
+            assert_eq!(reported.len(), 1, "one system.process.count point");
+            if before == after {
+                assert!(before > 1);
+                if reported[0] == before as f64 && sysinfo == before {
+                    return;
+                }
+            }
+            seen.push((before, reported[0], sysinfo, after));
+        }
+        panic!("never agreed with ls and sysinfo (ls before, vigil, sysinfo, ls after): {seen:?}");
+    }
+
+    #[test]
+    fn only_directories_named_by_a_pid_are_processes() {
+        let proc = tempfile::tempdir().unwrap();
+        for dir in ["1", "42", "31337", "self", "sys", "1a", "net"] {
+            std::fs::create_dir(proc.path().join(dir)).unwrap();
+        }
+        for file in ["7", "uptime"] {
+            std::fs::write(proc.path().join(file), "").unwrap();
+        }
+        assert_eq!(count_processes(proc.path()).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_missing_proc_is_an_error_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(count_processes(&dir.path().join("absent")).is_err());
     }
 }

@@ -11,6 +11,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::bindings::v0_3::vigil::plugin::types as wit;
 use super::bindings::{v0_1, v0_2, v0_3};
 use super::convert::{self, BatchSender, Interests};
+use super::epoch::EpochTicker;
 use super::evaluation::{Output, PluginKind, PolicyInputs};
 use super::host::{PluginKv, PluginState};
 use super::legacy;
@@ -164,6 +165,7 @@ pub struct PluginInstance {
     name: String,
     path: PathBuf,
     engine: Engine,
+    ticker: EpochTicker,
     pre: Pre,
     settings_json: String,
     limits: PluginLimits,
@@ -227,6 +229,7 @@ impl PluginInstance {
             name: name.to_owned(),
             path: path.to_owned(),
             engine: runtime.engine().clone(),
+            ticker: runtime.ticker().clone(),
             pre,
             settings_json,
             limits: runtime.limits(),
@@ -444,9 +447,11 @@ impl PluginInstance {
         self.sender.forget_delivered();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter_mut());
+        let in_flight = self.ticker.in_flight();
         store.set_epoch_deadline(self.limits.deadline_ticks());
         store.epoch_deadline_trap();
         let started = self.pre.instantiate(&mut store);
+        drop(in_flight);
         self.collect_output();
         match started {
             Ok(bindings) => {
@@ -484,8 +489,10 @@ impl PluginInstance {
                 reason: "no instance".into(),
             });
         };
+        let in_flight = self.ticker.in_flight();
         live.store.set_epoch_deadline(self.limits.deadline_ticks());
         let result = f(&live.bindings, &mut live.store);
+        drop(in_flight);
         self.collect_output();
         match result {
             Ok(value) => Ok(value),

@@ -3,7 +3,8 @@
 //! memory cap per call.
 //!
 //! - [`limits`]: the deadline, memory cap and findings cap of a call, and the store limiter.
-//! - [`runtime`]: the engine and its epoch ticker.
+//! - [`runtime`]: the engine, the linker and where components are compiled.
+//! - [`epoch`]: the epoch ticker that counts plugin deadlines, running only during calls.
 //! - [`bindings`]: the contract versions the agent accepts (0.3.0 alert rules and tuning
 //!   policies, 0.2.0 alert rules, and 0.1.0 alert rules through [`legacy`]).
 //! - [`host`]: the `vigil:plugin/host` functions plugins import; [`output`]: their captured stdout/stderr.
@@ -22,6 +23,7 @@ pub mod bindings;
 pub mod cache;
 pub mod compile;
 pub mod convert;
+pub mod epoch;
 pub mod evaluation;
 pub mod function_cache;
 pub mod host;

@@ -2,7 +2,6 @@
 //! are compiled (in-process or in a child, see [`super::compile`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -10,21 +9,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::bindings::{v0_1, v0_2, v0_3};
 use super::cache::{CacheOutcome, CompiledEntryError};
 use super::compile::{CompileError, Compiler};
+use super::epoch::EpochTicker;
 use super::host::PluginState;
-use super::limits::{EPOCH_TICK, PluginLimits};
+use super::limits::PluginLimits;
 use crate::config::PluginsConfig;
-
-/// Stops the epoch ticker thread when dropped.
-#[derive(Debug)]
-struct Ticker {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// The engine, the linker with every host import, and the limits: shared by all plugins.
 pub struct PluginRuntime {
@@ -33,7 +21,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
     limits: PluginLimits,
-    _ticker: Ticker,
+    ticker: EpochTicker,
 }
 
 impl PluginRuntime {
@@ -51,17 +39,7 @@ impl PluginRuntime {
         v0_2::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         v0_1::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let ticker_stop = stop.clone();
-        std::thread::Builder::new()
-            .name("vigil-epoch".into())
-            .spawn(move || {
-                while !ticker_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
+        let ticker = EpochTicker::start(&engine)
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker thread: {e}"))?;
 
         Ok(PluginRuntime {
@@ -70,7 +48,7 @@ impl PluginRuntime {
             engine,
             linker,
             limits,
-            _ticker: Ticker { stop },
+            ticker,
         })
     }
 
@@ -108,6 +86,12 @@ impl PluginRuntime {
     /// The engine every plugin is compiled for.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker plugin calls mark themselves in flight with (their deadlines
+    /// count its ticks).
+    pub fn ticker(&self) -> &EpochTicker {
+        &self.ticker
     }
 
     /// The linker holding WASI and the vigil host interface.
