@@ -243,6 +243,31 @@ pub fn plain_client_config() -> Result<ClientConfig, TlsError> {
         .with_no_client_auth())
 }
 
+/// The one way vigil builds an HTTP client: `tls` (or, without it, the plain-http
+/// config rustls needs anyway), vigil's user agent, and `timeout` for connecting and for
+/// each request. The error says what failed.
+pub fn http_client(
+    tls: Option<ClientConfig>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    let tls = match tls {
+        Some(tls) => tls,
+        None => plain_client_config().map_err(|e| e.to_string())?,
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            format!(
+                "cannot build the HTTP client: {}",
+                crate::export::error_chain(&e)
+            )
+        })
+}
+
 /// How `vigil reload` checks the agent's endpoint: the system roots (if any) plus every
 /// certificate in `[http.tls] cert_file` (its chain up to a root, or a self-signed one).
 pub fn agent_client_config(settings: &TlsServerConfig) -> Result<ClientConfig, TlsError> {

@@ -48,6 +48,17 @@ fn problem_lines(log: &str, text: &str) -> usize {
         .count()
 }
 
+/// Waits until the agent logged a warning or error containing `text`; panics with
+/// `context` and the log if none comes.
+async fn await_problem(agent: &AgentProcess, text: &str, context: &str) {
+    let logged = wait_until(WAIT, || problem_lines(&agent.log(), text) > 0).await;
+    assert!(
+        logged,
+        "{context}: no problem naming {text:?}:\n{}",
+        agent.log()
+    );
+}
+
 /// A config exporting to `receiver` every 200 ms with `tls` as `[export.otlp.tls]`
 /// (paths relative to the config file) and `extra` appended.
 fn config(ws: &Workspace, receiver: &OtlpReceiver, tls: &str, extra: &str) -> String {
@@ -150,15 +161,7 @@ async fn an_untrusted_receiver_is_reported_once_and_the_data_waits_for_ca_file()
     ca.write(&dir(&ws).join("ca.crt")).unwrap();
     let path = ws.write_config(&config(&ws, &receiver, "", "")).unwrap();
     let agent = AgentProcess::start(VIGIL, &path).unwrap();
-    assert!(
-        wait_until(WAIT, || problem_lines(
-            &agent.log(),
-            "invalid peer certificate"
-        ) > 0)
-        .await,
-        "{}",
-        agent.log()
-    );
+    await_problem(&agent, "invalid peer certificate", "export").await;
     // Several failed attempts later, still one line.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = agent.log();
@@ -222,15 +225,7 @@ async fn mutual_tls(protocol: &str) {
         .write_config(&config(&ws, &receiver, "ca_file = \"ca.crt\"", ""))
         .unwrap();
     let agent = AgentProcess::start(VIGIL, &path).unwrap();
-    assert!(
-        wait_until(WAIT, || problem_lines(
-            &agent.log(),
-            "export.otlp.tls.cert_file"
-        ) > 0)
-        .await,
-        "{protocol}: no error about the missing client certificate:\n{}",
-        agent.log()
-    );
+    await_problem(&agent, "export.otlp.tls.cert_file", protocol).await;
     assert!(receiver.received().metrics.is_empty());
     assert!(
         !receiver.received().handshake_failures.is_empty(),
@@ -304,11 +299,12 @@ async fn a_reload_reads_rotated_certificate_files() {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    assert!(
-        wait_until(WAIT, || problem_lines(&agent.log(), "UnknownIssuer") > 0).await,
-        "the old CA should not trust the new receiver:\n{}",
-        agent.log()
-    );
+    await_problem(
+        &agent,
+        "UnknownIssuer",
+        "the old CA should not trust the new receiver",
+    )
+    .await;
     assert!(receiver.received().metrics.is_empty());
     new_ca.write(&ca_file).unwrap();
     sighup(&agent);
@@ -385,15 +381,7 @@ async fn alertmanager_over_mutual_tls() {
     };
     let path = ws.write_config(&config("")).unwrap();
     let agent = AgentProcess::start(VIGIL, &path).unwrap();
-    assert!(
-        wait_until(WAIT, || problem_lines(
-            &agent.log(),
-            "invalid peer certificate"
-        ) > 0)
-        .await,
-        "{}",
-        agent.log()
-    );
+    await_problem(&agent, "invalid peer certificate", "export").await;
     let log = agent.log();
     let line = log
         .lines()

@@ -264,20 +264,8 @@ impl Client {
                         .map_err(|e| setup_error(settings, bad_header(settings, key, e)))?;
                     headers.insert(name, value);
                 }
-                let tls_config = match tls {
-                    Some(tls) => tls.config,
-                    None => crate::tls::plain_client_config()
-                        .map_err(|e| setup_error(settings, e.to_string()))?,
-                };
-                let client = reqwest::Client::builder()
-                    .tls_backend_preconfigured(tls_config)
-                    .timeout(settings.timeout)
-                    .connect_timeout(settings.timeout)
-                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| {
-                        setup_error(settings, format!("cannot build the HTTP client: {e}"))
-                    })?;
+                let client = crate::tls::http_client(tls.map(|t| t.config), settings.timeout)
+                    .map_err(|e| setup_error(settings, e))?;
                 Ok(Client::Http(Http {
                     client,
                     url: settings.url.clone(),

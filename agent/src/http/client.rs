@@ -16,13 +16,11 @@ pub async fn post(
     tls: Option<&TlsServerConfig>,
 ) -> anyhow::Result<(u16, String)> {
     let (scheme, tls_config) = match tls {
-        Some(settings) => ("https", crate::tls::agent_client_config(settings)?),
-        None => ("http", crate::tls::plain_client_config()?),
+        Some(settings) => ("https", Some(crate::tls::agent_client_config(settings)?)),
+        None => ("http", None),
     };
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client =
+        crate::tls::http_client(tls_config, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
     let url = format!("{scheme}://{addr}");
     let mut request = client.post(format!("{url}{path}"));
     if let Some(token) = token {

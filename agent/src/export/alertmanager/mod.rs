@@ -200,16 +200,10 @@ fn http_client(
     tls: Option<Loaded<rustls::ClientConfig>>,
 ) -> Result<HttpClient, AlertmanagerError> {
     let (tls, cert_asked) = match tls {
-        Some(tls) => (tls.config, tls.cert_asked),
-        None => (crate::tls::plain_client_config()?, Default::default()),
+        Some(tls) => (Some(tls.config), tls.cert_asked),
+        None => (None, Default::default()),
     };
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| AlertmanagerError::Client(crate::export::error_chain(&e)))?;
+    let client = crate::tls::http_client(tls, config.timeout).map_err(AlertmanagerError::Client)?;
     Ok(HttpClient { client, cert_asked })
 }
 
