@@ -92,7 +92,8 @@ pub fn is_write(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches `plugin_dir` and, if given, `config_file`; sends each change to `changes`.
+/// Watches `plugin_dir` (if it exists) and, if given, `config_file`; sends each change
+/// to `changes`.
 /// Must be called inside a tokio runtime (the coalescing runs as a task).
 pub fn watch(
     plugin_dir: &Path,
@@ -140,13 +141,17 @@ pub fn watch(
         Err(e) => tracing::warn!("file watch error: {e}"),
     };
     let mut watcher = notify::recommended_watcher(handler).map_err(WatchError::Start)?;
-    watcher
-        .watch(plugin_dir, RecursiveMode::NonRecursive)
-        .map_err(|source| WatchError::Dir {
-            what: "plugin directory",
-            dir: plugin_dir.to_owned(),
-            source,
-        })?;
+    // A plugin directory that does not exist yet is not watched (the config file still
+    // is); the supervisor says so at start.
+    if plugin_dir.exists() {
+        watcher
+            .watch(plugin_dir, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Dir {
+                what: "plugin directory",
+                dir: plugin_dir.to_owned(),
+                source,
+            })?;
+    }
     if let Some(config) = &targets.config_file {
         // Watch the directory: editors replace the file, which ends a watch on the file itself.
         let dir = config.parent().unwrap_or(Path::new("/"));

@@ -86,6 +86,35 @@ async fn the_first_export_failure_says_what_to_do_and_only_once() -> anyhow::Res
     Ok(())
 }
 
+/// As with the embedded default on a machine without the package: no plugin directory
+/// and no collector. The plugin directory gets one info line, so the first warning the
+/// newcomer sees is the export failure with its hint.
+#[test]
+fn without_a_plugin_directory_the_first_warning_is_the_export_hint() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let (receiver_addr, status_addr) = (free_local_addr()?, free_local_addr()?);
+    let config = ws.write_config(&format!(
+        "[collect.system]\ninterval = \"200ms\"\n\n[plugins]\ndir = \"not-created-yet\"\ncache_dir = \"\"\n\n\
+         [export.otlp]\nendpoint = \"http://{receiver_addr}\"\ninterval = \"200ms\"\n\n[http]\nlisten = \"{status_addr}\"\n"
+    ))?;
+    let agent = AgentProcess::start(VIGIL, &config)?;
+    let log = wait_for_log(&agent, RETRYING, 1);
+    let first_problem = log
+        .lines()
+        .find(|line| line.contains("WARN") || line.contains("ERROR"))
+        .unwrap_or_default();
+    assert!(
+        first_problem.contains(RETRYING) && first_problem.contains(HINT),
+        "the first warning is not the export hint; the log:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("not-created-yet does not exist")),
+        "{log}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_graceful_shutdown()
 -> anyhow::Result<()> {

@@ -94,6 +94,11 @@ impl Pipeline {
     pub async fn load_plugins(self: &Arc<Self>, config: &PluginsConfig) {
         let files = match plugin_files(&config.dir) {
             Ok(files) => files,
+            // A directory that does not exist yet is said once, at start, by the supervisor.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(dir = %config.dir.display(), "no plugin directory: {e}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(dir = %config.dir.display(), "no plugins loaded: cannot read the plugin directory: {e}");
                 return;

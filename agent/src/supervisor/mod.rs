@@ -175,6 +175,13 @@ impl Supervisor {
             hint,
             self.stop.subscribe(),
         );
+        if !plugin_dir.exists() {
+            // The embedded default's /var/lib/vigil/plugins on a machine without the package.
+            tracing::info!(
+                "plugin directory {} does not exist: running without plugins; create it, put plugins in it and restart vigil (or set [plugins] dir)",
+                plugin_dir.display()
+            );
+        }
         let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
         let _watch = if watching {
             match crate::watch::watch(&plugin_dir, self.config_path.as_deref(), changes_tx) {
