@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use vigil_testkit::agent::{Workspace, output_text, vigil};
-use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, THRESHOLD};
+use vigil_testkit::plugins::{AGENT_INTERVAL, ECHO_POLICY, LATENCY, THRESHOLD};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -488,6 +488,7 @@ fn the_example_test_files_pass() {
     for (name, built, plugin) in [
         ("threshold", "threshold.wasm", THRESHOLD),
         ("agent-interval", "agent_interval.wasm", AGENT_INTERVAL),
+        ("latency", "latency.wasm", LATENCY),
     ] {
         let text = std::fs::read_to_string(format!("{examples}/tests/{name}.toml")).unwrap();
         let relative = format!("\"../../target/plugins/{built}\"");
@@ -499,10 +500,11 @@ fn the_example_test_files_pass() {
         std::fs::write(&file, text).unwrap();
         files.push(file);
     }
-    let output = plugin_test(&[&files[0], &files[1]], &config);
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let output = plugin_test(&files, &config);
     assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     assert!(
-        stdout(&output).contains("4 passed, 0 failed"),
+        stdout(&output).contains("6 passed, 0 failed"),
         "{}",
         output_text(&output)
     );
