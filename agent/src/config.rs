@@ -138,6 +138,9 @@ pub struct CollectConfig {
     /// `[[collect.redis]]`: Redis servers.
     #[serde(default)]
     pub redis: Vec<InstanceConfig>,
+    /// `[[collect.prometheus]]`: applications' Prometheus `/metrics` endpoints.
+    #[serde(default)]
+    pub prometheus: Vec<InstanceConfig>,
 }
 
 /// The kinds of server vigil collects from: the one table every part of the agent
@@ -148,11 +151,18 @@ pub enum ServerKind {
     Postgres,
     Mysql,
     Redis,
+    /// An application's Prometheus `/metrics` endpoint (the text exposition format).
+    Prometheus,
 }
 
 impl ServerKind {
     /// Every kind, in config order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Postgres, ServerKind::Mysql, ServerKind::Redis];
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Postgres,
+        ServerKind::Mysql,
+        ServerKind::Redis,
+        ServerKind::Prometheus,
+    ];
 
     /// The config table (`[[collect.KEY]]`) and source prefix (`KEY:NAME`).
     pub fn key(self) -> &'static str {
@@ -160,6 +170,7 @@ impl ServerKind {
             ServerKind::Postgres => "postgres",
             ServerKind::Mysql => "mysql",
             ServerKind::Redis => "redis",
+            ServerKind::Prometheus => "prometheus",
         }
     }
 
@@ -169,6 +180,7 @@ impl ServerKind {
             ServerKind::Postgres => &["postgres", "postgresql"],
             ServerKind::Mysql => &["mysql", "mariadb"],
             ServerKind::Redis => &["redis"],
+            ServerKind::Prometheus => &["http", "https"],
         }
     }
 
@@ -178,6 +190,7 @@ impl ServerKind {
             ServerKind::Postgres => 5432,
             ServerKind::Mysql => 3306,
             ServerKind::Redis => 6379,
+            ServerKind::Prometheus => 80,
         }
     }
 
@@ -187,7 +200,50 @@ impl ServerKind {
             ServerKind::Postgres => "postgres://user@127.0.0.1:5432/dbname",
             ServerKind::Mysql => "mysql://user@127.0.0.1:3306/dbname",
             ServerKind::Redis => "redis://127.0.0.1:6379/0",
+            ServerKind::Prometheus => "http://127.0.0.1:8000/metrics",
         }
+    }
+
+    /// Checks the options only some kinds take: a scrape target takes a bearer token and
+    /// TLS settings but no password or `top_n`; a server the other way round. The error
+    /// names the field (relative to the instance) and what to do.
+    pub fn check_options(self, instance: &InstanceConfig) -> Result<(), (String, String)> {
+        let fail = |field: &str, problem: String| Err((field.to_owned(), problem));
+        let key = self.key();
+        if self == ServerKind::Prometheus {
+            if instance.password_env.is_some() || instance.password_file.is_some() {
+                return fail("password_env", "is not used by a Prometheus endpoint; send a token with bearer_token_env or bearer_token_file".into());
+            }
+            if instance.top_n.is_some() {
+                return fail("top_n", "is not used by a Prometheus endpoint (every exposed series is collected); remove it".into());
+            }
+            if instance.bearer_token_env.is_some() && instance.bearer_token_file.is_some() {
+                return fail(
+                    "bearer_token_env",
+                    "takes bearer_token_env or bearer_token_file, not both".into(),
+                );
+            }
+            if let Some(tls) = &instance.tls {
+                tls.validate()
+                    .map_err(|(field, problem)| (format!("tls.{field}"), problem))?;
+            }
+            return Ok(());
+        }
+        if instance.bearer_token_env.is_some() || instance.bearer_token_file.is_some() {
+            return fail(
+                "bearer_token_env",
+                format!(
+                    "is for [[collect.prometheus]] only; a {key} server takes password_env or password_file"
+                ),
+            );
+        }
+        if instance.tls.is_some() {
+            return fail(
+                "tls",
+                format!("is for [[collect.prometheus]] only; set TLS options for {key} in its url"),
+            );
+        }
+        Ok(())
     }
 
     /// The source name of instance `name` (`postgres:main`): names its batches and its collector.
@@ -239,6 +295,12 @@ pub struct InstanceConfig {
     /// metrics, so a `top_n` there is refused rather than silently ignored.
     #[serde(default)]
     pub top_n: Option<usize>,
+    /// Environment variable holding a bearer token sent with every scrape (Prometheus only).
+    pub bearer_token_env: Option<String>,
+    /// File holding that token (trailing newline ignored; Prometheus only).
+    pub bearer_token_file: Option<PathBuf>,
+    /// `tls`: how an `https://` endpoint is checked (Prometheus only).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl InstanceConfig {
@@ -255,6 +317,7 @@ impl CollectConfig {
             ServerKind::Postgres => &self.postgres,
             ServerKind::Mysql => &self.mysql,
             ServerKind::Redis => &self.redis,
+            ServerKind::Prometheus => &self.prometheus,
         }
     }
 
@@ -270,6 +333,15 @@ impl CollectConfig {
         });
         let first = found.next()?;
         found.next().is_none().then_some(first)
+    }
+
+    /// Every configured instance, to change (the config file's directory resolves its files).
+    fn instances_mut(&mut self) -> impl Iterator<Item = &mut InstanceConfig> {
+        self.postgres
+            .iter_mut()
+            .chain(self.mysql.iter_mut())
+            .chain(self.redis.iter_mut())
+            .chain(self.prometheus.iter_mut())
     }
 
     /// Every configured server with its kind.
@@ -290,6 +362,9 @@ impl std::fmt::Debug for InstanceConfig {
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("top_n", &self.top_n)
+            .field("bearer_token_env", &self.bearer_token_env)
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -643,9 +718,17 @@ impl Config {
                     .iter_mut()
                     .flat_map(TlsServerConfig::files_mut),
             );
+            let instance_files = config.collect.instances_mut().flat_map(|instance| {
+                instance
+                    .bearer_token_file
+                    .as_mut()
+                    .into_iter()
+                    .chain(instance.tls.iter_mut().flat_map(TlsClientConfig::files_mut))
+            });
             for file in http_files
                 .chain(am_files)
                 .chain(config.export.otlp.tls.files_mut())
+                .chain(instance_files)
             {
                 if file.is_relative() {
                     *file = base.join(&*file);
@@ -703,6 +786,9 @@ impl Config {
                 }
                 if let Err(problem) = kind.check_url(&instance.url) {
                     return Err(invalid(&format!("{field}.url"), &problem));
+                }
+                if let Err((field_name, problem)) = kind.check_options(instance) {
+                    return Err(invalid(&format!("{field}.{field_name}"), &problem));
                 }
                 if kind == ServerKind::Mysql && instance.top_n.is_some() {
                     return Err(invalid(
@@ -946,6 +1032,61 @@ mod tests {
             .map(|(kind, i)| kind.source(&i.name))
             .collect();
         assert_eq!(servers, ["postgres:b", "redis:a"]);
+    }
+
+    #[test]
+    fn a_prometheus_endpoint_takes_a_token_and_tls_and_refuses_server_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let config = Config::from_file_text(
+            &path,
+            "[[collect.prometheus]]\nname = \"shop\"\nurl = \"https://127.0.0.1:8443/metrics\"\nbearer_token_file = \"token\"\ntls = { ca_file = \"ca.pem\" }\n",
+        )
+        .unwrap();
+        let shop = &config.collect.prometheus[0];
+        assert_eq!(
+            shop.bearer_token_file.as_deref(),
+            Some(dir.path().join("token").as_path())
+        );
+        let ca = shop.tls.as_ref().and_then(|t| t.ca_file.clone());
+        assert_eq!(
+            ca,
+            Some(dir.path().join("ca.pem")),
+            "relative to the config file"
+        );
+        assert_eq!(
+            config.collect.collector_source("shop").as_deref(),
+            Some("prometheus:shop")
+        );
+        for (text, field) in [
+            (
+                "[[collect.prometheus]]\nname = \"a\"\nurl = \"http://h/metrics\"\npassword_env = \"X\"\n",
+                "collect.prometheus[0].password_env",
+            ),
+            (
+                "[[collect.prometheus]]\nname = \"a\"\nurl = \"http://h/metrics\"\ntop_n = 3\n",
+                "collect.prometheus[0].top_n",
+            ),
+            (
+                "[[collect.prometheus]]\nname = \"a\"\nurl = \"redis://h\"\n",
+                "collect.prometheus[0].url",
+            ),
+            (
+                "[[collect.prometheus]]\nname = \"a\"\nurl = \"http://h/metrics\"\ntls = { cert_file = \"c.pem\" }\n",
+                "collect.prometheus[0].tls.key_file",
+            ),
+            (
+                "[[collect.redis]]\nname = \"a\"\nurl = \"redis://h\"\nbearer_token_env = \"X\"\n",
+                "collect.redis[0].bearer_token_env",
+            ),
+            (
+                "[[collect.postgres]]\nname = \"a\"\nurl = \"postgres://h/x\"\ntls = {}\n",
+                "collect.postgres[0].tls",
+            ),
+        ] {
+            let err = Config::parse(text, "x").unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{text}: {err}");
+        }
     }
 
     #[test]

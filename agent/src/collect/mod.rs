@@ -5,6 +5,7 @@
 pub mod dsn;
 pub mod mysql;
 pub mod postgres;
+pub mod prometheus;
 pub mod redis;
 pub mod server;
 pub mod system;
@@ -36,6 +37,7 @@ pub fn build_server(
         ServerKind::Postgres => Box::new(postgres::collector(instance, host)?),
         ServerKind::Mysql => Box::new(mysql::collector(instance, host)?),
         ServerKind::Redis => Box::new(redis::collector(instance, host)?),
+        ServerKind::Prometheus => Box::new(prometheus::collector(instance, host)?),
     })
 }
 

@@ -72,11 +72,14 @@ pub fn password(config: &InstanceConfig) -> Result<Option<Secret>, String> {
 /// Who a server is: kind, name and address, as attributes on every series.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// `postgresql`, `mysql` or `redis` (the `db.system` value and metric prefix).
+    /// `postgresql`, `mysql`, `redis` or `prometheus` (the metric prefix of `up`; for
+    /// a database also the `db.system` value).
     pub system: &'static str,
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// Whether it is a database (its series carry `db.system`).
+    pub database: bool,
 }
 
 impl Identity {
@@ -88,17 +91,23 @@ impl Identity {
             name: config.name.clone(),
             address,
             port,
+            database: true,
         }
     }
 
     /// The attributes every series of this server carries.
     pub fn attributes(&self) -> Attributes {
-        vec![
-            ("db.system".into(), self.system.into()),
-            ("server.address".into(), self.address.clone()),
-            ("server.port".into(), self.port.to_string()),
-            ("vigil.instance".into(), self.name.clone()),
-        ]
+        let system = self
+            .database
+            .then(|| ("db.system".to_owned(), self.system.to_owned()));
+        system
+            .into_iter()
+            .chain([
+                ("server.address".into(), self.address.clone()),
+                ("server.port".into(), self.port.to_string()),
+                ("vigil.instance".into(), self.name.clone()),
+            ])
+            .collect()
     }
 
     /// These attributes plus `extra`.
@@ -290,6 +299,7 @@ mod tests {
             name: "r".into(),
             address: "127.0.0.1".into(),
             port: 1,
+            database: true,
         };
         let mut health = Health::default();
         assert!(health.is_up());
