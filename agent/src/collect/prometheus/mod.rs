@@ -12,7 +12,7 @@ mod page;
 use std::time::Instant;
 
 use super::server::{Identity, Scraper, ServerCollector, SetupError};
-use crate::config::{InstanceConfig, TlsClientConfig};
+use crate::config::InstanceConfig;
 use crate::model::{Attributes, BatchBuilder};
 use crate::secret::Secret;
 
@@ -46,7 +46,7 @@ pub fn collector(
     let tls = match (&config.tls, url.scheme()) {
         (None, "http") => None,
         (settings, _) => {
-            let settings = settings.clone().unwrap_or_else(TlsClientConfig::default);
+            let settings = settings.clone().unwrap_or_default();
             let loaded =
                 crate::tls::client_config("collect.prometheus.tls", &settings, &[b"http/1.1"])
                     .map_err(|e| setup(e.to_string()))?;
