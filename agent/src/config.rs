@@ -47,6 +47,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub tuning: TuningConfig,
+    #[serde(default)]
+    pub receive: ReceiveConfig,
 }
 
 /// `[http]`: the health, status and `/metrics` endpoint.
@@ -454,6 +456,7 @@ impl PluginsConfig {
 mod headers;
 mod kv_list;
 mod otel_env;
+mod receive;
 mod tls;
 mod tuning;
 
@@ -461,6 +464,7 @@ pub use headers::Headers;
 pub use otel_env::{
     EnvError, ExportSettings, Origin, ResourceAttribute, Signal, SignalOrigins, SignalSettings,
 };
+pub use receive::{OtlpReceiveConfig, ReceiveConfig};
 pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use tuning::{AllowEntry, Limit, PolicyConfig, PolicyMode, TuningConfig};
 
@@ -727,6 +731,7 @@ impl Config {
             });
             for file in http_files
                 .chain(am_files)
+                .chain(config.receive.otlp.files_mut())
                 .chain(config.export.otlp.tls.files_mut())
                 .chain(instance_files)
             {
@@ -836,6 +841,9 @@ impl Config {
         }
         if self.export.otlp.interval < Duration::from_millis(100) {
             return Err(invalid("export.otlp.interval", "must be at least 100ms"));
+        }
+        if let Err((field, problem)) = self.receive.otlp.validate() {
+            return Err(invalid(&format!("receive.otlp.{field}"), &problem));
         }
         if self.http.token_env.is_some() && self.http.token_file.is_some() {
             return Err(invalid("http", "takes token_env or token_file, not both"));

@@ -4,7 +4,9 @@
 //! ```json
 //! {"source": "system", "host": "web-1", "points": [
 //!   {"metric": "system.memory.utilization", "unit": "1", "kind": "gauge",
-//!    "attributes": {"system.memory.state": "used"}, "value": 0.93}]}
+//!    "attributes": {"system.memory.state": "used"}, "value": 0.93},
+//!   {"metric": "http.server.request.duration", "unit": "s", "kind": "histogram",
+//!    "histogram": {"count": 6, "sum": 1.2, "bounds": [0.1, 0.5], "bucket_counts": [3, 2, 1]}}]}
 //! ```
 
 use std::collections::BTreeMap;
@@ -13,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::alert::{Alert, AlertKey, AlertState};
-use crate::model::{Batch, BatchBuilder, MetricDesc, MetricKind, Severity};
+use crate::model::{Batch, BatchBuilder, Histogram, MetricDesc, MetricKind, Severity};
 use crate::tuning::{CurrentSetting, SettingKey, Target};
 
 /// A batch as written in a fixture file.
@@ -27,7 +29,7 @@ pub struct BatchFixture {
     pub points: Vec<PointFixture>,
 }
 
-/// One datapoint of a fixture.
+/// One datapoint of a fixture: a `value`, or for kind `histogram` a `histogram`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PointFixture {
@@ -38,7 +40,37 @@ pub struct PointFixture {
     pub kind: MetricKind,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    pub value: f64,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub histogram: Option<HistogramFixture>,
+}
+
+/// A histogram point of a fixture (cumulative, explicit buckets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramFixture {
+    pub count: u64,
+    pub sum: f64,
+    pub bounds: Vec<f64>,
+    pub bucket_counts: Vec<u64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+impl HistogramFixture {
+    fn to_histogram(&self) -> Histogram {
+        Histogram {
+            count: self.count,
+            sum: self.sum,
+            bounds: self.bounds.clone(),
+            bucket_counts: self.bucket_counts.clone(),
+            min: self.min,
+            max: self.max,
+        }
+    }
 }
 
 fn default_source() -> String {
@@ -55,12 +87,37 @@ fn default_kind() -> MetricKind {
 }
 
 impl BatchFixture {
-    /// Parses fixture JSON; `origin` names it in the error.
+    /// Parses fixture JSON and checks its points; `origin` names it in the error.
     pub fn parse(json: &str, origin: &str) -> Result<Self, String> {
-        serde_json::from_str(json).map_err(|e| format!("invalid batch fixture {origin}: {e}"))
+        let fixture: Self = serde_json::from_str(json)
+            .map_err(|e| format!("invalid batch fixture {origin}: {e}"))?;
+        fixture
+            .check()
+            .map_err(|e| format!("invalid batch fixture {origin}: {e}"))?;
+        Ok(fixture)
     }
 
-    /// The batch the fixture describes, stamped now.
+    /// Checks that every point has what its kind needs: a histogram for kind
+    /// `histogram` (a sound one), a value otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, p) in self.points.iter().enumerate() {
+            let problem = match (p.kind, &p.value, &p.histogram) {
+                (MetricKind::Histogram, None, Some(h)) => h.to_histogram().problem(),
+                (MetricKind::Histogram, _, _) => {
+                    Some("a point of kind histogram has a `histogram` and no `value`")
+                }
+                (_, Some(_), None) => None,
+                (_, _, _) => Some("a point has a `value` (only kind histogram has a `histogram`)"),
+            };
+            if let Some(problem) = problem {
+                return Err(format!("point #{i} ({}): {problem}", p.metric));
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch the fixture describes, stamped now (points failing [`Self::check`] are
+    /// left out).
     pub fn to_batch(&self) -> Batch {
         let mut builder = BatchBuilder::new(self.source.clone(), self.host.clone());
         for p in &self.points {
@@ -70,7 +127,15 @@ impl BatchFixture {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            builder.point(&desc, attributes, p.value);
+            match (&p.histogram, p.value) {
+                (Some(h), None) if p.kind == MetricKind::Histogram => {
+                    builder.histogram(&desc, attributes, h.to_histogram());
+                }
+                (None, Some(value)) if p.kind != MetricKind::Histogram => {
+                    builder.point(&desc, attributes, value);
+                }
+                _ => {}
+            }
         }
         builder.build()
     }
@@ -96,6 +161,38 @@ mod tests {
                 .unwrap_err()
                 .contains("pointz")
         );
+    }
+
+    #[test]
+    fn a_fixture_may_hold_histograms_and_a_bad_one_is_named() {
+        let f = BatchFixture::parse(
+            r#"{"points":[{"metric":"d","unit":"s","kind":"histogram","attributes":{"http.route":"/a"},
+                "histogram":{"count":3,"sum":0.7,"bounds":[0.1,0.5],"bucket_counts":[1,1,1]}},
+               {"metric":"m","value":2}]}"#,
+            "t",
+        )
+        .unwrap();
+        let batch = f.to_batch();
+        assert_eq!((batch.values.len(), batch.histograms.len()), (1, 1));
+        assert_eq!(batch.histograms[0].bucket_counts, [1, 1, 1]);
+        let error = BatchFixture::parse(
+            r#"{"points":[{"metric":"d","kind":"histogram","histogram":{"count":3,"sum":0.7,"bounds":[0.1],"bucket_counts":[1,1,1]}}]}"#,
+            "t.json",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("t.json") && error.contains("point #0 (d)") && error.contains("bounds"),
+            "{error}"
+        );
+        assert!(
+            BatchFixture::parse(
+                r#"{"points":[{"metric":"d","kind":"histogram","value":1}]}"#,
+                "t"
+            )
+            .unwrap_err()
+            .contains("histogram")
+        );
+        assert!(BatchFixture::parse(r#"{"points":[{"metric":"m"}]}"#, "t").is_err());
     }
 }
 

@@ -21,6 +21,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod receive;
 pub mod reload;
 pub mod rule_test;
 pub mod scaffold;

@@ -16,6 +16,8 @@ pub enum MetricKind {
     Counter,
     /// A non-monotonic cumulative total.
     UpDownCounter,
+    /// A cumulative explicit-bucket histogram; its points are [`Batch::histograms`].
+    Histogram,
 }
 
 /// A metric's identity: semantic-convention name, UCUM unit and kind.
@@ -49,9 +51,85 @@ pub struct Series {
     pub attributes: Attributes,
 }
 
+/// One explicit-bucket histogram point, cumulative since its series started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Upper bounds of the buckets, strictly ascending; the last bucket (to +Inf) has none.
+    pub bounds: Vec<f64>,
+    /// Observations per bucket: `bounds.len() + 1` entries adding up to `count`.
+    pub bucket_counts: Vec<u64>,
+    /// Smallest observation, when the source knows it.
+    pub min: Option<f64>,
+    /// Largest observation, when the source knows it.
+    pub max: Option<f64>,
+}
+
+impl Histogram {
+    /// What is wrong with the point, if anything: its buckets must match its bounds and
+    /// count, its bounds ascend, its numbers be finite.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.bucket_counts.len() != self.bounds.len() + 1 {
+            return Some("bucket counts must number one more than the bounds");
+        }
+        if self.bounds.iter().any(|b| !b.is_finite()) || !self.sum.is_finite() {
+            return Some("bounds and sum must be finite numbers");
+        }
+        if self.bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Some("bounds must be strictly ascending");
+        }
+        if self
+            .bucket_counts
+            .iter()
+            .try_fold(0u64, |a, c| a.checked_add(*c))
+            != Some(self.count)
+        {
+            return Some("bucket counts must add up to the count");
+        }
+        if [self.min, self.max]
+            .iter()
+            .flatten()
+            .any(|v| !v.is_finite())
+        {
+            return Some("min and max must be finite numbers");
+        }
+        None
+    }
+}
+
+/// Where a batch received from an application came from: the sender's OTLP resource and
+/// instrumentation scope, forwarded as they were.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub resource: opentelemetry_proto::tonic::resource::v1::Resource,
+    pub scope: opentelemetry_proto::tonic::common::v1::InstrumentationScope,
+}
+
+/// When one received point was taken: its start (cumulative points; `None` for gauges)
+/// and its time, as the sender stamped them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointTime {
+    pub start: Option<SystemTime>,
+    pub time: SystemTime,
+}
+
+/// What a received batch carries beyond a collected one: its origin and the sender's
+/// time of every point (`values` in [`Batch::values`] order, `histograms` in
+/// [`Batch::histograms`] order), which export keeps instead of stamping its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub origin: std::sync::Arc<Origin>,
+    pub values: Vec<PointTime>,
+    pub histograms: Vec<PointTime>,
+}
+
 /// What one collector produced in one round.
 ///
-/// Metric descriptions appear once; `series[i]` has the value `values[i]`.
+/// Metric descriptions appear once; `series[i]` has the value `values[i]`, and
+/// `histogram_series[i]` the histogram point `histograms[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub source: String,
@@ -60,6 +138,10 @@ pub struct Batch {
     pub metrics: Vec<MetricDesc>,
     pub series: Vec<Series>,
     pub values: Vec<f64>,
+    pub histogram_series: Vec<Series>,
+    pub histograms: Vec<Histogram>,
+    /// Set on batches received from an application (`[receive.otlp]`), `None` on collected ones.
+    pub received: Option<Box<Received>>,
     table_id: TableId,
 }
 
@@ -94,12 +176,15 @@ impl Batch {
             metrics: Vec::new(),
             series: Vec::new(),
             values: Vec::new(),
+            histogram_series: Vec::new(),
+            histograms: Vec::new(),
+            received: None,
             table_id: TableId::default(),
         }
     }
 
     /// A fingerprint of the batch's series table (its metrics and every series' metric
-    /// and attributes, in order; not the values): batches with the same table have the
+    /// and attributes, scalar then histogram series, in order; not the values): batches with the same table have the
     /// same id, so what is derived from a table (a plugin's view of it) can be reused.
     /// Computed once, on first use: change `metrics` or `series` only before that.
     pub fn table_id(&self) -> u64 {
@@ -117,7 +202,8 @@ impl Batch {
                 text(&mut bytes, &metric.description);
                 bytes.push(metric.kind as u8);
             }
-            for series in &self.series {
+            bytes.extend_from_slice(&(self.series.len() as u32).to_le_bytes());
+            for series in self.series.iter().chain(&self.histogram_series) {
                 bytes.extend_from_slice(&series.metric.to_le_bytes());
                 bytes.extend_from_slice(&(series.attributes.len() as u32).to_le_bytes());
                 for (key, value) in &series.attributes {
@@ -129,14 +215,14 @@ impl Batch {
         })
     }
 
-    /// Number of datapoints.
+    /// Number of datapoints (scalar and histogram).
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.values.len() + self.histograms.len()
     }
 
     /// Whether the batch holds no datapoint.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.values.is_empty() && self.histograms.is_empty()
     }
 
     /// Iterates over `(metric, attributes, value)` of every datapoint.
@@ -145,6 +231,14 @@ impl Batch {
             .iter()
             .zip(&self.values)
             .map(|(s, v)| (&self.metrics[s.metric as usize], &s.attributes, *v))
+    }
+
+    /// Iterates over `(metric, attributes, histogram)` of every histogram point.
+    pub fn histogram_points(&self) -> impl Iterator<Item = (&MetricDesc, &Attributes, &Histogram)> {
+        self.histogram_series
+            .iter()
+            .zip(&self.histograms)
+            .map(|(s, h)| (&self.metrics[s.metric as usize], &s.attributes, h))
     }
 }
 
@@ -169,7 +263,35 @@ impl BatchBuilder {
         if !value.is_finite() {
             return self;
         }
-        let index = match self.index.get(&metric.name) {
+        let metric = self.metric_index(metric);
+        self.batch.series.push(Series { metric, attributes });
+        self.batch.values.push(value);
+        self
+    }
+
+    /// Adds one histogram point of `metric` (whose kind should be
+    /// [`MetricKind::Histogram`]). A point with a [`Histogram::problem`] is skipped: check
+    /// outside input first to say why.
+    pub fn histogram(
+        &mut self,
+        metric: &MetricDesc,
+        attributes: Attributes,
+        histogram: Histogram,
+    ) -> &mut Self {
+        if histogram.problem().is_some() {
+            return self;
+        }
+        let metric = self.metric_index(metric);
+        self.batch
+            .histogram_series
+            .push(Series { metric, attributes });
+        self.batch.histograms.push(histogram);
+        self
+    }
+
+    /// The index of `metric` in the batch, described on first use.
+    fn metric_index(&mut self, metric: &MetricDesc) -> u32 {
+        match self.index.get(&metric.name) {
             Some(i) => *i,
             None => {
                 let i = self.batch.metrics.len() as u32;
@@ -177,13 +299,7 @@ impl BatchBuilder {
                 self.index.insert(metric.name.clone(), i);
                 i
             }
-        };
-        self.batch.series.push(Series {
-            metric: index,
-            attributes,
-        });
-        self.batch.values.push(value);
-        self
+        }
     }
 
     /// The finished batch.
@@ -315,6 +431,73 @@ mod tests {
                 ("system.cpu.utilization", 0.25),
                 ("system.memory.usage", 10.0)
             ]
+        );
+    }
+
+    fn histogram(bounds: &[f64], counts: &[u64]) -> Histogram {
+        Histogram {
+            count: counts.iter().sum(),
+            sum: 1.5,
+            bounds: bounds.to_vec(),
+            bucket_counts: counts.to_vec(),
+            min: None,
+            max: None,
+        }
+    }
+
+    #[test]
+    fn histograms_sit_beside_the_values_and_bad_ones_are_skipped() {
+        let duration = MetricDesc::new(
+            "http.server.request.duration",
+            "s",
+            MetricKind::Histogram,
+            "",
+        );
+        let cpu = MetricDesc::new("system.cpu.utilization", "1", MetricKind::Gauge, "");
+        let mut b = BatchBuilder::new("otlp:shop", "h");
+        b.point(&cpu, vec![], 0.5)
+            .histogram(
+                &duration,
+                attrs([("http.route", "/a")]),
+                histogram(&[0.1, 0.5], &[3, 2, 1]),
+            )
+            .histogram(
+                &duration,
+                attrs([("http.route", "/b")]),
+                histogram(&[0.5, 0.1], &[1, 1, 1]),
+            )
+            .histogram(
+                &duration,
+                attrs([("http.route", "/c")]),
+                histogram(&[0.1], &[1, 1, 1]),
+            );
+        let batch = b.build();
+        assert_eq!(
+            batch.len(),
+            2,
+            "one scalar, one histogram; two bad points skipped"
+        );
+        assert_eq!(batch.metrics.len(), 2);
+        let (metric, attributes, h) = batch.histogram_points().next().unwrap();
+        assert_eq!(metric.kind, MetricKind::Histogram);
+        assert_eq!(attributes, &attrs([("http.route", "/a")]));
+        assert_eq!((h.count, h.bucket_counts.as_slice()), (6, &[3, 2, 1][..]));
+        assert_eq!(histogram(&[0.1], &[1, 1]).problem(), None);
+        let mut wrong_count = histogram(&[0.1], &[1, 1]);
+        wrong_count.count = 3;
+        assert!(wrong_count.problem().unwrap().contains("add up"));
+        // A series moved from the scalars to the histograms is another table.
+        let mut as_scalar = BatchBuilder::new("otlp:shop", "h");
+        let as_gauge = MetricDesc {
+            kind: MetricKind::Histogram,
+            ..cpu.clone()
+        };
+        as_scalar.point(&as_gauge, vec![], 1.0);
+        let mut as_histogram = BatchBuilder::new("otlp:shop", "h");
+        as_histogram.histogram(&as_gauge, vec![], histogram(&[], &[1]));
+        assert_ne!(
+            as_scalar.build().table_id(),
+            as_histogram.build().table_id()
         );
     }
 }

@@ -48,6 +48,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> bool {
         || old.plugins.compile_memory_mib != new.plugins.compile_memory_mib
         || old.plugins.compile_timeout != new.plugins.compile_timeout
         || old.agent != new.agent
+        || old.receive != new.receive
 }
 
 /// `[export]` without its TLS sections (a reload applies those at once).

@@ -1,6 +1,6 @@
 //! The agent's own telemetry: every internal metric has one definition here, counted
 //! from typed events or read from the sinks' own totals, and published as batches from
-//! sources `vigil` and `vigil.export`; like every batch they go out over OTLP and show
+//! sources `vigil`, `vigil.export` and `vigil.receive`; like every batch they go out over OTLP and show
 //! on `/metrics`.
 
 use std::collections::BTreeMap;
@@ -503,6 +503,60 @@ pub fn export_batch(host: &str, stats: &ExportStats) -> Batch {
             .point(&sent, a.clone(), q.sent as f64)
             .point(&failed, a.clone(), q.failed_requests as f64)
             .point(&dropped, a, q.dropped as f64);
+    }
+    b.build()
+}
+
+/// The OTLP receiver's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiveTotals {
+    /// Datapoints taken, by transport (`grpc`, `http`).
+    pub datapoints: BTreeMap<&'static str, u64>,
+    /// Datapoints refused, by reason (`summary`, `exponential_histogram`, ...).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Requests refused whole, by transport and cause (`malformed`, `too_large`,
+    /// `unauthenticated`, `busy`, ...).
+    pub bad_requests: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// The OTLP receiver's totals as a batch from source `vigil.receive`.
+pub fn receive_batch(host: &str, totals: &ReceiveTotals) -> Batch {
+    use MetricKind::*;
+    let mut b = BatchBuilder::new("vigil.receive", host);
+    let datapoints = desc(
+        "vigil.receive.datapoints",
+        "{datapoint}",
+        Counter,
+        "Datapoints received from applications and taken, by transport",
+    );
+    for (transport, count) in &totals.datapoints {
+        b.point(
+            &datapoints,
+            attrs([("network.protocol.name", transport)]),
+            *count as f64,
+        );
+    }
+    let refused = desc(
+        "vigil.receive.refused",
+        "{datapoint}",
+        Counter,
+        "Datapoints received and refused (reported to the sender as a partial success), by reason",
+    );
+    for (reason, count) in &totals.refused {
+        b.point(&refused, attrs([("reason", reason)]), *count as f64);
+    }
+    let bad = desc(
+        "vigil.receive.bad_requests",
+        "{request}",
+        Counter,
+        "Requests refused whole, by transport and cause",
+    );
+    for ((transport, cause), count) in &totals.bad_requests {
+        b.point(
+            &bad,
+            attrs([("network.protocol.name", transport), ("error.type", cause)]),
+            *count as f64,
+        );
     }
     b.build()
 }

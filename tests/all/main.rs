@@ -16,6 +16,7 @@ mod e2e_otel_env;
 mod e2e_plugin_test;
 mod e2e_policies;
 mod e2e_prometheus;
+mod e2e_receive;
 mod e2e_reload;
 mod e2e_sandbox;
 mod e2e_servers;

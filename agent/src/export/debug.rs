@@ -96,6 +96,22 @@ pub fn batch_text(batch: &Batch, verbosity: Verbosity) -> String {
         }
         text.push('\n');
     }
+    for (metric, attributes, h) in batch.histogram_points() {
+        let _ = write!(
+            text,
+            "  {}{} count={} sum={} bounds={:?} buckets={:?}",
+            metric.name,
+            attributes_text(attributes),
+            h.count,
+            h.sum,
+            h.bounds,
+            h.bucket_counts
+        );
+        if verbosity == Verbosity::Detailed {
+            let _ = write!(text, " unit={} kind=histogram", metric.unit);
+        }
+        text.push('\n');
+    }
     text
 }
 
@@ -177,6 +193,7 @@ fn kind_name(kind: MetricKind) -> &'static str {
         MetricKind::Gauge => "gauge",
         MetricKind::Counter => "counter",
         MetricKind::UpDownCounter => "updowncounter",
+        MetricKind::Histogram => "histogram",
     }
 }
 

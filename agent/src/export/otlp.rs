@@ -170,7 +170,12 @@ impl OtlpExporter {
             return;
         }
         let mut metrics = self.metrics.locked();
-        let starts = metrics.start_times.observe(batch);
+        // A received batch carries its sender's start times.
+        let starts = if batch.received.is_some() {
+            Vec::new()
+        } else {
+            metrics.start_times.observe(batch)
+        };
         let stamped = StampedBatch {
             batch: std::sync::Arc::new(batch.clone()),
             starts,

@@ -11,18 +11,18 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric, number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::alert::{AlertEvent, Transition};
 use crate::config::ResourceAttribute;
-use crate::model::{Attributes, Batch, MetricKind, Severity};
+use crate::model::{Attributes, Batch, MetricKind, Origin, PointTime, Severity};
 use crate::tuning::decision::{Decision, Verdict};
 
 /// A batch as it waits for export: the start time of each of its points, in
-/// [`Batch::points`] order (`None` for gauges).
+/// [`Batch::points`] then [`Batch::histogram_points`] order (`None` for gauges).
 #[derive(Debug, Clone)]
 pub struct StampedBatch {
     pub batch: Arc<Batch>,
@@ -82,7 +82,8 @@ fn scope() -> InstrumentationScope {
     }
 }
 
-/// An empty metric of `kind`: a gauge, or a cumulative sum (monotonic for counters).
+/// An empty metric of `kind`: a gauge, a cumulative sum (monotonic for counters) or a
+/// cumulative histogram.
 fn empty_metric(name: &str, unit: &str, description: &str, kind: MetricKind) -> Metric {
     let sum = |is_monotonic| {
         metric::Data::Sum(Sum {
@@ -101,6 +102,10 @@ fn empty_metric(name: &str, unit: &str, description: &str, kind: MetricKind) -> 
             }),
             MetricKind::Counter => sum(true),
             MetricKind::UpDownCounter => sum(false),
+            MetricKind::Histogram => metric::Data::Histogram(Histogram {
+                data_points: Vec::new(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            }),
         }),
         ..Default::default()
     }
@@ -114,52 +119,155 @@ fn push_point(metric: &mut Metric, point: NumberDataPoint) {
     }
 }
 
-/// One metrics request holding every point of `batches`, each stamped with its batch's
-/// collection time; a metric appears once, with the points of all batches in order.
-pub fn metrics_request<'a>(
-    resource: &Resource,
-    batches: impl IntoIterator<Item = &'a StampedBatch>,
-) -> ExportMetricsServiceRequest {
-    let mut metrics: Vec<Metric> = Vec::new();
-    let mut index: HashMap<(String, MetricKind), usize> = HashMap::new();
-    for stamped in batches {
+/// `starts`, then `None` for ever.
+fn padded(starts: &[Option<SystemTime>]) -> impl Iterator<Item = Option<SystemTime>> + '_ {
+    starts.iter().copied().chain(std::iter::repeat(None))
+}
+
+fn histogram_point(
+    attrs: &Attributes,
+    h: &crate::model::Histogram,
+    start: u64,
+    time: u64,
+) -> HistogramDataPoint {
+    HistogramDataPoint {
+        attributes: attributes(attrs),
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: h.count,
+        sum: Some(h.sum),
+        bucket_counts: h.bucket_counts.clone(),
+        explicit_bounds: h.bounds.clone(),
+        min: h.min,
+        max: h.max,
+        ..Default::default()
+    }
+}
+
+/// The metrics of one request, each appearing once, in order of first appearance.
+#[derive(Default)]
+struct Metrics {
+    metrics: Vec<Metric>,
+    index: HashMap<(String, MetricKind), usize>,
+}
+
+impl Metrics {
+    /// The metric `desc` describes, added empty on first use.
+    fn of(&mut self, desc: &crate::model::MetricDesc) -> &mut Metric {
+        let at = *self
+            .index
+            .entry((desc.name.clone(), desc.kind))
+            .or_insert_with(|| {
+                self.metrics.push(empty_metric(
+                    &desc.name,
+                    &desc.unit,
+                    &desc.description,
+                    desc.kind,
+                ));
+                self.metrics.len() - 1
+            });
+        &mut self.metrics[at]
+    }
+
+    /// Adds every point of `stamped` (a received batch has no starts of export's making:
+    /// it carries the sender's), each stamped with its batch's collection time, or
+    /// for a received batch with the sender's own start and time.
+    fn add(&mut self, stamped: &StampedBatch) {
         let batch = &stamped.batch;
         let time = unix_nanos(batch.timestamp);
-        for ((desc, attrs, value), start) in batch.points().zip(&stamped.starts) {
-            let at = *index
-                .entry((desc.name.clone(), desc.kind))
-                .or_insert_with(|| {
-                    metrics.push(empty_metric(
-                        &desc.name,
-                        &desc.unit,
-                        &desc.description,
-                        desc.kind,
-                    ));
-                    metrics.len() - 1
-                });
+        let (value_starts, histogram_starts) = stamped
+            .starts
+            .split_at(batch.values.len().min(stamped.starts.len()));
+        let received = batch.received.as_deref();
+        let sent_at = |times: Option<&Vec<PointTime>>, i: usize| {
+            times
+                .and_then(|t| t.get(i))
+                .map(|t| (t.start.map_or(0, unix_nanos), unix_nanos(t.time)))
+        };
+        for (i, ((desc, attrs, value), start)) in
+            batch.points().zip(padded(value_starts)).enumerate()
+        {
+            let (start, time) = sent_at(received.map(|r| &r.values), i)
+                .unwrap_or((start.map_or(0, unix_nanos), time));
             push_point(
-                &mut metrics[at],
+                self.of(desc),
                 NumberDataPoint {
                     attributes: attributes(attrs),
-                    start_time_unix_nano: start.map_or(0, unix_nanos),
+                    start_time_unix_nano: start,
                     time_unix_nano: time,
                     value: Some(number_data_point::Value::AsDouble(value)),
                     ..Default::default()
                 },
             );
         }
+        for (i, ((desc, attrs, h), start)) in batch
+            .histogram_points()
+            .zip(padded(histogram_starts))
+            .enumerate()
+        {
+            let (start, time) = sent_at(received.map(|r| &r.histograms), i)
+                .unwrap_or((start.map_or(0, unix_nanos), time));
+            if let Some(metric::Data::Histogram(histogram)) = &mut self.of(desc).data {
+                histogram
+                    .data_points
+                    .push(histogram_point(attrs, h, start, time));
+            }
+        }
     }
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(resource.clone()),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(scope()),
-                metrics,
-                ..Default::default()
-            }],
+}
+
+/// One metrics request holding every point of `batches`: collected batches under
+/// `resource` and vigil's scope, each point stamped with its batch's collection time;
+/// received batches under their sender's resource and scope, with the sender's times.
+/// A metric appears once per resource and scope, with the points of all batches in order.
+pub fn metrics_request<'a>(
+    resource: &Resource,
+    batches: impl IntoIterator<Item = &'a StampedBatch>,
+) -> ExportMetricsServiceRequest {
+    // Groups by origin (`None`: vigil's own), in order of first appearance.
+    let mut groups: Vec<(Option<&Arc<Origin>>, Metrics)> = vec![(None, Metrics::default())];
+    for stamped in batches {
+        let origin = stamped.batch.received.as_ref().map(|r| &r.origin);
+        let same = |a: &Arc<Origin>, b: &Arc<Origin>| Arc::ptr_eq(a, b) || **a == **b;
+        let at = groups.iter().position(|(o, _)| match (o, origin) {
+            (None, None) => true,
+            (Some(a), Some(b)) => same(a, b),
+            _ => false,
+        });
+        let at = at.unwrap_or_else(|| {
+            groups.push((origin, Metrics::default()));
+            groups.len() - 1
+        });
+        groups[at].1.add(stamped);
+    }
+    let own = |metrics: Metrics| ResourceMetrics {
+        resource: Some(resource.clone()),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope()),
+            metrics: metrics.metrics,
             ..Default::default()
         }],
+        ..Default::default()
+    };
+    let only_own = groups.len() == 1;
+    let mut resource_metrics = Vec::with_capacity(groups.len());
+    for (origin, metrics) in groups {
+        match origin {
+            None if metrics.metrics.is_empty() && !only_own => {}
+            None => resource_metrics.push(own(metrics)),
+            Some(_) if metrics.metrics.is_empty() => {}
+            Some(origin) => resource_metrics.push(ResourceMetrics {
+                resource: Some(origin.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(origin.scope.clone()),
+                    metrics: metrics.metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
     }
+    ExportMetricsServiceRequest { resource_metrics }
 }
 
 /// An alert event as a log record (event name `vigil.alert`): firing alerts by their
@@ -304,6 +412,62 @@ mod tests {
         assert_eq!(
             sum.data_points[1].value,
             Some(number_data_point::Value::AsDouble(20.0))
+        );
+    }
+
+    #[test]
+    fn histograms_go_out_as_cumulative_histograms_with_their_start() {
+        let duration = MetricDesc::new(
+            "http.server.request.duration",
+            "s",
+            MetricKind::Histogram,
+            "d",
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut b = BatchBuilder::new("src", "h");
+        b.histogram(
+            &duration,
+            attrs([("http.route", "/a")]),
+            crate::model::Histogram {
+                count: 3,
+                sum: 0.9,
+                bounds: vec![0.1, 0.5],
+                bucket_counts: vec![1, 1, 1],
+                min: Some(0.05),
+                max: Some(0.6),
+            },
+        );
+        let mut batch = b.build();
+        batch.timestamp = t0 + Duration::from_secs(5);
+        let stamped = StampedBatch {
+            batch: Arc::new(batch),
+            starts: vec![Some(t0)],
+        };
+        let request = metrics_request(&resource(&[]), [&stamped]);
+        let metric = &request.resource_metrics[0].scope_metrics[0].metrics[0];
+        assert_eq!(
+            (metric.name.as_str(), metric.unit.as_str()),
+            ("http.server.request.duration", "s")
+        );
+        let Some(metric::Data::Histogram(h)) = &metric.data else {
+            panic!("a histogram: {metric:?}");
+        };
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let p = &h.data_points[0];
+        assert_eq!(
+            (p.count, p.sum, p.min, p.max),
+            (3, Some(0.9), Some(0.05), Some(0.6))
+        );
+        assert_eq!(
+            (p.bucket_counts.as_slice(), p.explicit_bounds.as_slice()),
+            (&[1, 1, 1][..], &[0.1, 0.5][..])
+        );
+        assert_eq!(
+            (p.start_time_unix_nano, p.time_unix_nano),
+            (1_000_000_000_000, 1_005_000_000_000)
         );
     }
 }

@@ -32,19 +32,24 @@ pub struct StartTimes {
 }
 
 impl StartTimes {
-    /// The start time of every point of `batch`, in [`Batch::points`] order: `None` for
-    /// gauges, else when the series was first seen, or the batch's time if a counter
-    /// went down since the previous batch.
+    /// The start time of every point of `batch`, in [`Batch::points`] then
+    /// [`Batch::histogram_points`] order: `None` for gauges, else when the series was first
+    /// seen, or the batch's time if a counter (a histogram's count) went down since the
+    /// previous batch.
     pub fn observe(&mut self, batch: &Batch) -> Vec<Option<SystemTime>> {
         let previous = self.sources.remove(&batch.source).unwrap_or_default();
         let mut current = HashMap::with_capacity(previous.len());
         let mut resets = 0usize;
+        let histograms = batch
+            .histogram_points()
+            .map(|(metric, attributes, h)| (metric, attributes, h.count as f64));
         let starts = batch
             .points()
+            .chain(histograms)
             .map(|(metric, attributes, value)| {
                 let reset_on_decrease = match metric.kind {
                     MetricKind::Gauge => return None,
-                    MetricKind::Counter => true,
+                    MetricKind::Counter | MetricKind::Histogram => true,
                     MetricKind::UpDownCounter => false,
                 };
                 let key = (metric.name.clone(), attributes.clone());
@@ -178,6 +183,39 @@ mod tests {
             starts.observe(&batch_at("a", at(100), &[(&calls, "x", 8.0)])),
             [Some(at(100))],
             "a series gone for long is forgotten and starts anew"
+        );
+    }
+
+    #[test]
+    fn a_histogram_starts_anew_when_its_count_goes_down() {
+        let d = MetricDesc::new("d", "s", MetricKind::Histogram, "");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let batch = |s: u64, count: u64| {
+            let mut b = BatchBuilder::new("s", "h");
+            b.histogram(
+                &d,
+                vec![],
+                crate::model::Histogram {
+                    count,
+                    sum: 1.0,
+                    bounds: vec![],
+                    bucket_counts: vec![count],
+                    min: None,
+                    max: None,
+                },
+            );
+            let mut batch = b.build();
+            batch.timestamp = at(s);
+            batch
+        };
+        let mut starts = StartTimes::default();
+        assert_eq!(starts.observe(&batch(0, 5)), [Some(at(0))]);
+        assert_eq!(starts.observe(&batch(1, 7)), [Some(at(0))]);
+        assert_eq!(
+            starts.observe(&batch(2, 1)),
+            [Some(at(2))],
+            "went down: reset"
         );
     }
 }

@@ -22,7 +22,7 @@
 //! `Authorization: Bearer TOKEN`; the page takes the token from its URL fragment
 //! (`/#token=...`), which browsers never send to the server.
 
-mod accept;
+pub(crate) mod accept;
 mod body;
 pub mod client;
 pub mod prometheus;

@@ -141,6 +141,21 @@ impl Pipeline {
     /// policy's proposals go to the tuning engine, as soon as it is done
     /// ([`Pipeline::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
+        self.take_in(batch);
+        self.record_self_telemetry();
+    }
+
+    /// Like [`Pipeline::process`] for each of `batches` (received from an application),
+    /// with the self-telemetry recorded once for all of them.
+    pub async fn process_all(self: &Arc<Self>, batches: Vec<Batch>) {
+        for batch in batches {
+            self.take_in(batch);
+        }
+        self.record_self_telemetry();
+    }
+
+    /// Exports `batch`, shows it to the tuning watches and hands it to every plugin.
+    fn take_in(self: &Arc<Self>, batch: Batch) {
         self.publish(&batch);
         self.tuning.observe(&batch);
         let pipeline = self.clone();
@@ -148,7 +163,6 @@ impl Pipeline {
             Arc::new(move |evaluation, batch: &Batch| pipeline.evaluated(evaluation, batch));
         let inputs = Arc::new(self.policy_inputs());
         self.plugins.dispatch(&Arc::new(batch), &inputs, &handler);
-        self.record_self_telemetry();
     }
 
     /// What tuning policies are shown beside the next batch: the alerts firing now and
@@ -316,6 +330,12 @@ impl Pipeline {
     pub fn record_export_telemetry(&self) {
         let batch = crate::telemetry::export_batch(&self.host, &self.exporter.stats());
         self.publish(&batch);
+    }
+
+    /// Publishes one of the agent's own batches (a stage's totals, say): exported and
+    /// shown like any batch, not evaluated by plugins.
+    pub fn publish_own(&self, batch: &Batch) {
+        self.publish(batch);
     }
 
     /// Makes `batch` the latest values for export and `/metrics`, and samples it for

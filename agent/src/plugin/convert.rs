@@ -58,9 +58,12 @@ const MAX_VIEWS: usize = 32;
 struct TableView {
     /// The table as the plugin sees it (`None`: it wants none of the batch's metrics).
     table: Option<wit::SeriesTable>,
-    /// Indexes of the wanted series in the batch; `None` when it wants every series (the
-    /// values then cross as they are).
+    /// Indexes of the wanted scalar series in the batch; `None` when it wants every one
+    /// (the values then cross as they are).
     picked: Option<Vec<u32>>,
+    /// Indexes of the wanted histogram series in the batch (they follow the scalar series
+    /// in the table).
+    picked_histograms: Vec<u32>,
 }
 
 impl TableView {
@@ -81,20 +84,26 @@ impl TableView {
             return TableView {
                 table: None,
                 picked: None,
+                picked_histograms: Vec::new(),
             };
         }
         let mut series = Vec::new();
-        let mut picked = Vec::new();
-        for (i, s) in batch.series.iter().enumerate() {
-            let metric = remap[s.metric as usize];
-            if metric != u32::MAX {
-                series.push(wit::Series {
-                    metric,
-                    attributes: attributes(&s.attributes),
-                });
-                picked.push(i as u32);
+        let mut pick = |batch_series: &[crate::model::Series]| {
+            let mut picked = Vec::new();
+            for (i, s) in batch_series.iter().enumerate() {
+                let metric = remap[s.metric as usize];
+                if metric != u32::MAX {
+                    series.push(wit::Series {
+                        metric,
+                        attributes: attributes(&s.attributes),
+                    });
+                    picked.push(i as u32);
+                }
             }
-        }
+            picked
+        };
+        let picked = pick(&batch.series);
+        let picked_histograms = pick(&batch.histogram_series);
         let every_series = picked.len() == batch.series.len();
         TableView {
             table: Some(wit::SeriesTable {
@@ -103,6 +112,7 @@ impl TableView {
                 series,
             }),
             picked: (!every_series).then_some(picked),
+            picked_histograms,
         }
     }
 }
@@ -115,11 +125,30 @@ impl TableView {
             Some(picked) => picked.iter().map(|&i| batch.values[i as usize]).collect(),
         }
     }
+
+    /// The wanted histogram points of `batch`, each naming its series in the view's table.
+    fn histograms(&self, batch: &Batch) -> Vec<wit::Histogram> {
+        let scalars = self.picked.as_ref().map_or(batch.series.len(), Vec::len);
+        self.picked_histograms
+            .iter()
+            .enumerate()
+            .map(|(at, &i)| {
+                let h = &batch.histograms[i as usize];
+                wit::Histogram {
+                    series: (scalars + at) as u32,
+                    count: h.count,
+                    sum: h.sum,
+                    bounds: h.bounds.clone(),
+                    bucket_counts: h.bucket_counts.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The part of `batch` a plugin wants, built afresh with no view kept: its series table
-/// and values (for the 0.1.0 contract, which takes the table with every batch); `None`
-/// when that is nothing.
+/// (scalar series first, then histogram series) and values (for the 0.1.0 contract,
+/// which takes the table with every batch); `None` when that is nothing.
 pub fn wanted_part(batch: &Batch, interests: &Interests) -> Option<(wit::SeriesTable, Vec<f64>)> {
     let view = TableView::new(batch, interests, batch.table_id());
     let values = view.values(batch);
@@ -159,7 +188,7 @@ impl BatchSender {
             table_id: id,
             table: (!known).then(|| table.clone()),
             values,
-            histograms: Vec::new(),
+            histograms: view.histograms(batch),
         })
     }
 
@@ -180,6 +209,7 @@ fn metric_kind(kind: MetricKind) -> wit::MetricKind {
         MetricKind::Gauge => wit::MetricKind::Gauge,
         MetricKind::Counter => wit::MetricKind::Counter,
         MetricKind::UpDownCounter => wit::MetricKind::UpDownCounter,
+        MetricKind::Histogram => wit::MetricKind::Histogram,
     }
 }
 
@@ -379,6 +409,79 @@ mod tests {
                 .table
                 .is_some()
         );
+    }
+
+    #[test]
+    fn histograms_cross_after_the_scalar_series_filtered_like_them() {
+        let duration = MetricDesc::new(
+            "http.server.request.duration",
+            "s",
+            MetricKind::Histogram,
+            "",
+        );
+        let size = MetricDesc::new(
+            "http.server.request.body.size",
+            "By",
+            MetricKind::Histogram,
+            "",
+        );
+        let cpu = MetricDesc::new("system.cpu.utilization", "1", MetricKind::Gauge, "");
+        let mem = MetricDesc::new("system.memory.usage", "By", MetricKind::UpDownCounter, "");
+        let h = |counts: [u64; 3]| crate::model::Histogram {
+            count: counts.iter().sum(),
+            sum: 2.5,
+            bounds: vec![0.1, 1.0],
+            bucket_counts: counts.to_vec(),
+            min: None,
+            max: None,
+        };
+        let mut b = BatchBuilder::new("otlp:shop", "h");
+        b.point(&cpu, vec![], 0.5)
+            .histogram(&size, vec![], h([1, 0, 0]))
+            .histogram(&duration, attrs([("http.route", "/a")]), h([4, 1, 0]))
+            .point(&mem, vec![], 7.0)
+            .histogram(&duration, attrs([("http.route", "/b")]), h([0, 2, 1]));
+        let batch = b.build();
+        let wanted = Interests::new(&[
+            "http.server.request.duration".into(),
+            "system.memory.*".into(),
+        ]);
+        let w = BatchSender::default().batch_for(&batch, &wanted).unwrap();
+        let table = w.table.unwrap();
+        assert_eq!(w.values, [7.0]);
+        assert_eq!(
+            table.series.len(),
+            3,
+            "one scalar series, then two histogram series"
+        );
+        assert_eq!(w.histograms.len(), 2);
+        let routes: Vec<_> = w
+            .histograms
+            .iter()
+            .map(|h| {
+                let series = &table.series[h.series as usize];
+                assert_eq!(
+                    table.metrics[series.metric as usize].kind,
+                    wit::MetricKind::Histogram
+                );
+                (
+                    series.attributes[0].value.as_str(),
+                    h.bucket_counts.clone(),
+                    h.count,
+                )
+            })
+            .collect();
+        assert_eq!(routes, [("/a", vec![4, 1, 0], 5), ("/b", vec![0, 2, 1], 3)]);
+        assert_eq!(w.histograms[0].bounds, [0.1, 1.0]);
+        // A 0.1.0 plugin gets the scalars only.
+        let old = super::super::legacy::batch_for(&batch, &wanted).unwrap();
+        assert_eq!((old.series.len(), old.values.len()), (1, 1));
+        // Histograms only: the table holds just their series.
+        let only = Interests::new(&["http.server.request.body.size".into()]);
+        let w = BatchSender::default().batch_for(&batch, &only).unwrap();
+        assert!(w.values.is_empty());
+        assert_eq!(w.histograms.len(), 1);
+        assert_eq!(w.histograms[0].series, 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `vigil:plugin@0.1.0` adapter: plugins built against the previous contract keep
 //! loading. Their batches carry the whole series table every time (0.1.0 has no other
 //! layout); their findings and self-description are the same records as in 0.3.0.
+//! 0.1.0 has no histograms: a batch's histogram series and points are left out (a wanted
+//! histogram metric is listed, as a gauge, with no series).
 
 use super::bindings::v0_1::vigil::plugin::types as old;
 use super::bindings::v0_3::vigil::plugin::types as wit;
@@ -10,6 +12,7 @@ use crate::model::Batch;
 /// The part of `batch` a 0.1.0 plugin wants; `None` when that is nothing.
 pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<old::Batch> {
     let (table, values) = wanted_part(batch, interests)?;
+    let scalar_series = values.len();
     Some(old::Batch {
         source: batch.source.clone(),
         host: batch.host.clone(),
@@ -30,6 +33,7 @@ pub fn batch_for(batch: &Batch, interests: &Interests) -> Option<old::Batch> {
         series: table
             .series
             .into_iter()
+            .take(scalar_series)
             .map(|s| old::Series {
                 metric: s.metric,
                 attributes: s.attributes.into_iter().map(attribute).collect(),

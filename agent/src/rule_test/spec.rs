@@ -205,20 +205,25 @@ impl StepSpec {
         match (&self.points, &self.batch_file) {
             (Some(_), Some(_)) => Err("give either points or batch_file, not both".into()),
             (None, None) => Err("no batch: give points = [...] or batch_file = \"...\"".into()),
-            (Some(points), None) => Ok(BatchFixture {
-                source: self.source.clone().unwrap_or_else(|| "fixture".into()),
-                host: self.host.clone().unwrap_or_else(|| "fixture-host".into()),
-                points: points
-                    .iter()
-                    .map(|p| PointFixture {
-                        metric: p.metric.clone(),
-                        unit: p.unit.clone(),
-                        kind: p.kind,
-                        attributes: p.attributes.clone(),
-                        value: p.value,
-                    })
-                    .collect(),
-            }),
+            (Some(points), None) => {
+                let fixture = BatchFixture {
+                    source: self.source.clone().unwrap_or_else(|| "fixture".into()),
+                    host: self.host.clone().unwrap_or_else(|| "fixture-host".into()),
+                    points: points
+                        .iter()
+                        .map(|p| PointFixture {
+                            metric: p.metric.clone(),
+                            unit: p.unit.clone(),
+                            kind: p.kind,
+                            attributes: p.attributes.clone(),
+                            value: p.value,
+                            histogram: p.histogram.clone(),
+                        })
+                        .collect(),
+                };
+                fixture.check()?;
+                Ok(fixture)
+            }
             (None, Some(file)) => {
                 if self.source.is_some() || self.host.is_some() {
                     return Err(

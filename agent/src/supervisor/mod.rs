@@ -6,6 +6,7 @@
 mod collectors;
 mod exports;
 pub mod intervals;
+mod receiver;
 mod reloads;
 
 use std::path::{Path, PathBuf};
@@ -175,6 +176,16 @@ impl Supervisor {
             hint,
             self.stop.subscribe(),
         );
+        let receiving = {
+            let config = self.config.locked().clone();
+            receiver::start(
+                &config,
+                &self.host,
+                self.pipeline.clone(),
+                self.stop.subscribe(),
+            )
+            .await
+        };
         if !plugin_dir.exists() {
             // The embedded default's /var/lib/vigil/plugins on a machine without the package.
             tracing::info!(
@@ -212,7 +223,7 @@ impl Supervisor {
             }
         }
         drop(reloads);
-        self.stop_gracefully(exports).await;
+        self.stop_gracefully(exports, receiving).await;
     }
 
     /// The current `[plugins]` section.
@@ -273,7 +284,7 @@ impl Supervisor {
         self.pipeline.count(Event::ConfigReloaded { ok: true });
         if crate::reload::needs_restart(&old, &new) {
             tracing::warn!(
-                "config changes to [agent], [export], [http] or plugin limits take effect after a restart"
+                "config changes to [agent], [export], [http], [receive] or plugin limits take effect after a restart"
             );
         }
         for name in crate::reload::changed_collectors(&old, &new) {
@@ -315,7 +326,11 @@ impl Supervisor {
 
     /// Stops collectors and the export loop (rounds in flight finish), then sends
     /// everything queued before the shutdown deadline.
-    async fn stop_gracefully(self: &Arc<Self>, exports: JoinHandle<()>) {
+    async fn stop_gracefully(
+        self: &Arc<Self>,
+        exports: JoinHandle<()>,
+        receiving: Option<JoinHandle<()>>,
+    ) {
         let timeout = self.shutdown_timeout();
         let deadline = Instant::now() + timeout;
         crate::service::notify_stopping();
@@ -325,6 +340,7 @@ impl Supervisor {
         let _ = self.stop.send(true);
         let mut tasks = self.collectors.stop_all();
         tasks.push(("export".to_owned(), exports));
+        tasks.extend(receiving.map(|task| ("OTLP receiver".to_owned(), task)));
         for (name, mut handle) in tasks {
             if tokio::time::timeout_at(deadline, &mut handle)
                 .await

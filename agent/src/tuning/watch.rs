@@ -130,6 +130,8 @@ impl Watch {
                     ((point.value - before) / elapsed.as_secs_f64(), true)
                 }
                 MetricKind::Gauge | MetricKind::UpDownCounter => (point.value, false),
+                // Histogram points are not scalar points: none reach here.
+                MetricKind::Histogram => continue,
             };
             let worse = match condition.worse {
                 Direction::Rises => value > condition.limit,

@@ -1,6 +1,8 @@
 //! Test support for vigil's end-to-end tests and benchmarks.
 //!
 //! - [`plugins`]: paths of the plugin components built from `plugins/` by `build.rs`.
+//! - [`otel_sdk`]: an application sending OTLP metrics with the official OpenTelemetry
+//!   Python SDK (a virtualenv made once, packages pinned), driven by the test.
 //! - [`otlp`]: an in-process OTLP receiver (gRPC and HTTP/protobuf) built on the
 //!   server side of `opentelemetry-proto`, with helpers to read what arrived.
 //! - [`certs`]: a test CA, server and client certificates made with `rcgen`, as PEM files
@@ -22,6 +24,7 @@ pub mod certs;
 pub mod guest;
 pub mod host;
 pub mod http;
+pub mod otel_sdk;
 pub mod otlp;
 pub mod prometheus;
 pub mod python;
