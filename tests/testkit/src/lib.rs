@@ -11,6 +11,7 @@
 //! - [`host`]: facts about this machine and processes from `/proc`.
 //! - [`guest`]: Python, JavaScript and C plugins built from `plugins/` by `plugins/build.sh`
 //!   (one function for every language: [`guest::plugin`]); [`python`] is its Python shorthand.
+//! - [`postgres`]: [`postgres::PrivatePostgres`], a PostgreSQL cluster of a test's own.
 //! - [`servers`]: the machine's Redis, PostgreSQL and MariaDB: settings read, and guards
 //!   that put a changed setting back on drop.
 //! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
@@ -22,6 +23,7 @@ pub mod guest;
 pub mod host;
 pub mod http;
 pub mod otlp;
+pub mod postgres;
 pub mod python;
 pub mod redis;
 pub mod servers;
