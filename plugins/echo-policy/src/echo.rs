@@ -21,6 +21,8 @@ struct Settings {
     proposals: Vec<ProposalSpec>,
 }
 
+// Without `maintenance` (built against 0.3.0) the PostgreSQL maintenance fields go unread.
+#[cfg_attr(not(feature = "maintenance"), allow(dead_code))]
 #[derive(Deserialize, Clone)]
 struct ProposalSpec {
     action: String,

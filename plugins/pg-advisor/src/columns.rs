@@ -161,10 +161,7 @@ fn tables(tokens: &[Token]) -> Vec<TableUse> {
         if !starts {
             continue;
         }
-        loop {
-            let Some(Token::Word(name)) = tokens.get(i) else {
-                break;
-            };
+        while let Some(Token::Word(name)) = tokens.get(i) {
             if is_keyword(name) {
                 break;
             }

@@ -188,6 +188,9 @@ fn qualify(name: &str, tables: &[TableStats]) -> (String, String) {
     }
 }
 
+/// A proposed index: schema, table, columns.
+type IndexKey = (String, String, Vec<String>);
+
 /// Index proposals for the slowest statements' compared columns, one per (table,
 /// columns), naming every statement it is meant for.
 pub fn indexes(
@@ -202,8 +205,8 @@ pub fn indexes(
         .collect();
     slow.sort_by(|a, b| b.mean_s.total_cmp(&a.mean_s).then(a.id.cmp(&b.id)));
     slow.truncate(s.slowest_statements);
-    // (schema, table, columns) -> (statement ids, slowest mean)
-    let mut found: Vec<((String, String, Vec<String>), Vec<String>, f64)> = Vec::new();
+    // (schema, table, columns), the statement ids, the slowest mean.
+    let mut found: Vec<(IndexKey, Vec<String>, f64)> = Vec::new();
     for st in slow {
         for Candidate { table, columns } in candidates(&st.text) {
             let (schema, table) = qualify(&table, tables);
