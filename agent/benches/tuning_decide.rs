@@ -45,6 +45,7 @@ fn proposal(interval_ms: u64) -> Proposal {
                 parameter: COLLECTOR_INTERVAL.into(),
             },
             value: interval_ms.to_string(),
+            maintenance: None,
         },
         reason: "bench".into(),
         revert_if: None,

@@ -11,7 +11,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::alert::AlertBook;
 use crate::config::Config;
 use crate::fixture::BatchFixture;
-use crate::plugin::bindings::v0_3::vigil::plugin::types as wit;
+use crate::plugin::bindings::v0_4::vigil::plugin::types as wit;
 use crate::plugin::convert::{Interests, findings_from};
 use crate::plugin::host::PluginKv;
 use crate::plugin::instance::check_info;
@@ -166,10 +166,11 @@ struct PolicyOutput {
 }
 
 fn target_of(index: u8) -> Target {
-    match index % 4 {
+    match index % 5 {
         0 => Target::Redis,
         1 => Target::Postgres,
         2 => Target::Mysql,
+        3 => Target::PostgresMaintenance,
         _ => Target::Collector,
     }
 }
@@ -206,6 +207,11 @@ fn proposal_to_wit(raw: RawProposal) -> wit::Proposal {
         Target::Collector => wit::Action::CollectorInterval(wit::IntervalChange {
             collector: raw.instance.pick(INSTANCES),
             interval_ms: raw.interval_ms,
+        }),
+        Target::PostgresMaintenance => wit::Action::PostgresVacuum(wit::TableRef {
+            instance: raw.instance.pick(INSTANCES),
+            schema: raw.parameter.pick(PARAMETERS),
+            table: raw.value.pick(VALUES),
         }),
     };
     wit::Proposal {

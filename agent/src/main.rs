@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: ActionsCommand,
     },
+    /// Show what the advisor policy proposes now, verified on the server, applying nothing.
+    Advise {
+        #[command(subcommand)]
+        command: AdviseCommand,
+    },
     /// Internal: compile the component on stdin into a compile-cache entry, under
     /// limits (the agent runs this as a short-lived child).
     #[command(name = vigil::plugin::compile::CHILD_SUBCOMMAND, hide = true)]
@@ -74,6 +79,26 @@ enum Command {
         memory_mib: u64,
         #[arg(long)]
         cpu_seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdviseCommand {
+    /// Collect one round of a PostgreSQL instance, run the advisor policy on it and print
+    /// its proposals (VACUUM, ANALYZE, indexes with their HypoPG-verified cost reductions)
+    /// as a table. Nothing is applied or audited.
+    Postgres {
+        /// The `[[collect.postgres]]` instance name.
+        #[arg(long)]
+        instance: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The policy component (default: pg-advisor.wasm in the config's plugin directory).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// One JSON object per proposal and line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -268,6 +293,15 @@ fn main() -> ExitCode {
         Command::Actions {
             command: ActionsCommand::Revert { id, config, force },
         } => actions_revert(config.as_deref(), id, force),
+        Command::Advise {
+            command:
+                AdviseCommand::Postgres {
+                    instance,
+                    config,
+                    policy,
+                    json,
+                },
+        } => advise_postgres(config.as_deref(), &instance, policy.as_deref(), json),
         Command::CompilePlugin { .. } => Ok(ExitCode::FAILURE),
     };
     match result {
@@ -405,6 +439,30 @@ fn actions_list(
         vigil::tuning::cli::rows(&config.tuning.audit_file, since).map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
     vigil::tuning::cli::print(&rows, json, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil advise postgres --instance NAME`.
+fn advise_postgres(
+    config_path: Option<&Path>,
+    instance: &str,
+    policy: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let policy = policy.map_or_else(
+        || config.plugins.dir.join("pg-advisor.wasm"),
+        Path::to_owned,
+    );
+    let runtime = PluginRuntime::from_config(&config.plugins)
+        .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?
+        .with_compiler(child_compiler(&config)?);
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let advice = tokio.block_on(vigil::tuning::advise::advise(
+        &config, &runtime, instance, &policy,
+    ))?;
+    let mut out = std::io::stdout().lock();
+    vigil::tuning::advise::print(&advice, json, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,7 +10,9 @@ use vigil_testkit::agent::{
 };
 use vigil_testkit::http::get_until;
 use vigil_testkit::otlp::{OtlpReceiver, Received};
-use vigil_testkit::plugins::{CONTRACT_V0_1, CONTRACT_V0_2, ECHO_POLICY, MISBEHAVE, THRESHOLD};
+use vigil_testkit::plugins::{
+    CONTRACT_V0_1, CONTRACT_V0_2, CONTRACT_V0_3, ECHO_POLICY, MISBEHAVE, THRESHOLD,
+};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const FIXTURE: &str = concat!(
@@ -26,7 +28,7 @@ fn the_agent_lists_the_contract_versions_it_loads() {
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "vigil:plugin@0.3.0 (alert-rule, tuning-policy)\nvigil:plugin@0.2.0 (alert-rule)\nvigil:plugin@0.1.0 (alert-rule)\n"
+        "vigil:plugin@0.4.0 (alert-rule, tuning-policy)\nvigil:plugin@0.3.0 (alert-rule, tuning-policy)\nvigil:plugin@0.2.0 (alert-rule)\nvigil:plugin@0.1.0 (alert-rule)\n"
     );
 }
 
@@ -73,11 +75,24 @@ reason = "host CPU saturated"
 
 #[test]
 fn plugin_test_prints_a_policys_proposals_one_per_line() {
+    assert_policy_proposals_printed(ECHO_POLICY);
+}
+
+/// A tuning policy built against 0.3.0 (the echo policy's code on wit/v0.3.0) still loads,
+/// and its proposals reach the gate like 0.4.0 ones.
+#[test]
+fn a_policy_built_against_contract_0_3_still_proposes() {
+    assert_policy_proposals_printed(CONTRACT_V0_3);
+}
+
+/// The echo policy at `plugin`, with [`ECHO_SETTINGS`], proposes the Redis change (with its
+/// automatic revert) and the collector interval, printed one JSON object per line.
+fn assert_policy_proposals_printed(plugin: &str) {
     let ws = Workspace::new().unwrap();
     let config = ws
         .write_config(&ECHO_SETTINGS.replace("POLICY", "tune"))
         .unwrap();
-    let plugin = ws.add_plugin("tune", ECHO_POLICY).unwrap();
+    let plugin = ws.add_plugin("tune", plugin).unwrap();
     let output = plugin_test(VIGIL, &plugin, FIXTURE, &config).unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
@@ -192,7 +207,7 @@ async fn policies_run_beside_alert_rules_and_bad_ones_are_counted_and_quarantine
     ] {
         let p = plugin(name);
         assert_eq!(p["kind"], kind, "{name}: {p:#}");
-        assert_eq!(p["contract"], "0.3.0", "{name}: {p:#}");
+        assert_eq!(p["contract"], "0.4.0", "{name}: {p:#}");
     }
     assert_eq!(plugin("tune")["consecutive_failures"], 0, "{status:#}");
     // Each bad policy's run of failures is logged once (the rest are counted), and its

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
@@ -15,6 +14,7 @@ use vigil_testkit::otlp::{OtlpReceiver, Received, Record};
 use vigil_testkit::plugins::{
     PG_CONNECTION_SATURATION, PG_SEQSCAN, PG_SLOW_QUERY, REDIS_HIT_RATIO,
 };
+use vigil_testkit::postgres::PrivatePostgres;
 use vigil_testkit::redis::{OwnRedis, free_port};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -856,95 +856,9 @@ fn check_rejects_a_bad_dsn() {
     );
 }
 
-/// A PostgreSQL cluster of the test's own, with pg_stat_statements preloaded; stopped when dropped.
-struct OwnPostgres {
-    dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
-    port: u16,
-}
-
-impl OwnPostgres {
-    fn as_postgres(&self, program: &str) -> Command {
-        let program = self.bin.join(program);
-        // PostgreSQL refuses to run as root: run it as the postgres user then.
-        let is_root = std::fs::metadata("/proc/self")
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-            .unwrap_or(false);
-        if is_root {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(program);
-            cmd
-        } else {
-            Command::new(program)
-        }
-    }
-
-    fn start() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("initdb").exists())
-            .expect("initdb is installed");
-        let dir = tempfile::tempdir().unwrap();
-        Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .ok();
-        let own = OwnPostgres {
-            dir,
-            bin,
-            port: free_port(),
-        };
-        let data = own.dir.path().join("data");
-        let status = own
-            .as_postgres("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "initdb failed");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c fsync=off",
-            own.port,
-            own.dir.path().display()
-        );
-        let status = own
-            .as_postgres("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(own.dir.path().join("log"))
-            .arg("start")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl start failed");
-        own
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .as_postgres("pg_ctl")
-            .args(["-m", "immediate", "-D"])
-            .arg(self.dir.path().join("data"))
-            .arg("stop")
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_statements_from_pg_stat_statements_fire_the_plugin() {
-    let own = OwnPostgres::start();
+    let own = PrivatePostgres::start();
     let mut conn = sqlx::PgConnection::connect(&own.url()).await.unwrap();
     sqlx::query("CREATE EXTENSION pg_stat_statements")
         .execute(&mut conn)

@@ -3,6 +3,7 @@
 //! servers, plugins built from source and the testkit's OTLP receiver, plus the replay
 //! of the fuzz corpora. Run one module with `cargo test --test all e2e_reload::`.
 
+mod e2e_advisor;
 mod e2e_alertmanager;
 mod e2e_big_plugin;
 mod e2e_cli;

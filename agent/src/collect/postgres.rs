@@ -76,6 +76,15 @@ fn emit(
     }
 }
 
+/// The attributes of a per-table series (`row` has `schema` and `tbl`).
+fn table_attributes(who: &Identity, db: &str, row: &PgRow) -> Attributes {
+    who.with(&[
+        ("db.namespace", db),
+        ("postgresql.schema.name", &text(row, "schema")),
+        ("postgresql.table.name", &text(row, "tbl")),
+    ])
+}
+
 fn query_error(what: &str) -> impl Fn(sqlx::Error) -> String + '_ {
     move |e| format!("query of {what} failed: {e}")
 }
@@ -401,7 +410,6 @@ impl PostgresScraper {
         let tables = sqlx::query(
             "SELECT schemaname::text AS schema, relname::text AS tbl, seq_scan::float8 AS seq_scan,
                     seq_tup_read::float8 AS seq_tup_read, coalesce(idx_scan, 0)::float8 AS idx_scan,
-                    n_live_tup::float8 AS live, n_dead_tup::float8 AS dead,
                     pg_total_relation_size(relid)::float8 AS size
              FROM pg_stat_user_tables ORDER BY seq_tup_read DESC, relname LIMIT $1",
         )
@@ -447,29 +455,13 @@ impl PostgresScraper {
                 ),
             ),
         ];
-        let rows_metric = MetricDesc::new(
-            "postgresql.rows",
-            "{row}",
-            UpDownCounter,
-            "Live and dead rows of a table",
-        );
         for row in &tables {
-            let attrs = who.with(&[
-                ("db.namespace", &db),
-                ("postgresql.schema.name", &text(row, "schema")),
-                ("postgresql.table.name", &text(row, "tbl")),
-            ]);
+            let attrs = table_attributes(who, &db, row);
             for (column, metric) in &metrics {
                 emit(batch, row, column, metric, attrs.clone());
             }
-            for (column, state) in [("live", "live"), ("dead", "dead")] {
-                if let Some(v) = num(row, column) {
-                    let mut a = attrs.clone();
-                    a.push(("state".into(), state.into()));
-                    batch.point(&rows_metric, a, v);
-                }
-            }
         }
+        Self::maintenance_stats(conn, batch, who, &db, top_n).await?;
 
         let indexes = sqlx::query(
             "SELECT s.schemaname::text AS schema, s.relname::text AS tbl, s.indexrelname::text AS idx,
@@ -504,6 +496,119 @@ impl PostgresScraper {
             ]);
             for (column, metric) in [("scans", &scans), ("size", &size), ("unused", &unused)] {
                 emit(batch, row, column, metric, attrs.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// What VACUUM and ANALYZE decisions need, for the top N tables by dead rows plus the
+    /// top N by rows changed since the last ANALYZE (at most 2 * top_n tables).
+    async fn maintenance_stats(
+        conn: &mut PgConnection,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+        db: &str,
+        top_n: i64,
+    ) -> Result<(), String> {
+        let tables = sqlx::query(
+            "WITH picked AS ((SELECT relid FROM pg_stat_user_tables ORDER BY n_dead_tup DESC, relname LIMIT $1)
+                             UNION
+                             (SELECT relid FROM pg_stat_user_tables ORDER BY n_mod_since_analyze DESC, relname LIMIT $1))
+             SELECT schemaname::text AS schema, relname::text AS tbl,
+                    n_live_tup::float8 AS live, n_dead_tup::float8 AS dead,
+                    n_mod_since_analyze::float8 AS mod_since_analyze,
+                    vacuum_count::float8 AS vacuum_count, autovacuum_count::float8 AS autovacuum_count,
+                    analyze_count::float8 AS analyze_count, autoanalyze_count::float8 AS autoanalyze_count,
+                    extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuum_age,
+                    extract(epoch FROM now() - greatest(last_analyze, last_autoanalyze))::float8 AS analyze_age
+             FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM picked)",
+        )
+        .bind(top_n)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("pg_stat_user_tables (maintenance)"))?;
+        let metrics = [
+            (
+                "mod_since_analyze",
+                MetricDesc::new(
+                    "postgresql.table.modifications_since_analyze",
+                    "{row}",
+                    UpDownCounter,
+                    "Rows inserted, updated or deleted since the table was last analyzed",
+                ),
+            ),
+            (
+                "vacuum_count",
+                MetricDesc::new(
+                    "postgresql.table.vacuum.count",
+                    "{vacuums}",
+                    Counter,
+                    "Manual VACUUMs of a table",
+                ),
+            ),
+            (
+                "autovacuum_count",
+                MetricDesc::new(
+                    "postgresql.table.autovacuum.count",
+                    "{vacuums}",
+                    Counter,
+                    "Autovacuum runs on a table",
+                ),
+            ),
+            (
+                "analyze_count",
+                MetricDesc::new(
+                    "postgresql.table.analyze.count",
+                    "{analyzes}",
+                    Counter,
+                    "Manual ANALYZEs of a table",
+                ),
+            ),
+            (
+                "autoanalyze_count",
+                MetricDesc::new(
+                    "postgresql.table.autoanalyze.count",
+                    "{analyzes}",
+                    Counter,
+                    "Autoanalyze runs on a table",
+                ),
+            ),
+            (
+                "vacuum_age",
+                MetricDesc::new(
+                    "postgresql.table.vacuum.age",
+                    "s",
+                    Gauge,
+                    "Seconds since the table was last vacuumed (by hand or autovacuum); absent when never",
+                ),
+            ),
+            (
+                "analyze_age",
+                MetricDesc::new(
+                    "postgresql.table.analyze.age",
+                    "s",
+                    Gauge,
+                    "Seconds since the table was last analyzed (by hand or autoanalyze); absent when never",
+                ),
+            ),
+        ];
+        let rows_metric = MetricDesc::new(
+            "postgresql.rows",
+            "{row}",
+            UpDownCounter,
+            "Live and dead rows of a table",
+        );
+        for row in &tables {
+            let attrs = table_attributes(who, db, row);
+            for (column, metric) in &metrics {
+                emit(batch, row, column, metric, attrs.clone());
+            }
+            for (column, state) in [("live", "live"), ("dead", "dead")] {
+                if let Some(v) = num(row, column) {
+                    let mut a = attrs.clone();
+                    a.push(("state".into(), state.into()));
+                    batch.point(&rows_metric, a, v);
+                }
             }
         }
         Ok(())

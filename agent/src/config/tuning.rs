@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{CollectConfig, ServerKind};
-use crate::tuning::action::{COLLECTOR_INTERVAL, SettingKey, Target, is_parameter_name};
+use crate::tuning::action::{
+    COLLECTOR_INTERVAL, MaintenanceOp, SettingKey, Target, is_parameter_name,
+};
 use crate::tuning::units;
 
 /// `[tuning]`.
@@ -122,6 +124,21 @@ pub struct AllowEntry {
     /// Only these policies may use this entry (empty: every policy).
     #[serde(default)]
     pub policies: Vec<String>,
+    /// `postgres-maintenance`: the tables (`schema.table`, `*` matches any run of
+    /// characters: `public.*`, `*.orders`) the operation may be done to; for `drop-index`,
+    /// the tables whose vigil-made indexes may be dropped.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// `postgres-maintenance`: the server's `statement_timeout` for the operation.
+    #[serde(default = "one_hour", with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// `postgres-maintenance`: the server's `lock_timeout` for the operation.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// `postgres-maintenance` `create-index`: the least share of the named statements'
+    /// planner cost a (hypothetical) index must remove, 0..1.
+    #[serde(default = "half")]
+    pub min_cost_reduction: f64,
 }
 
 fn six() -> u32 {
@@ -132,6 +149,32 @@ fn one_hour() -> Duration {
 }
 fn five_minutes() -> Duration {
     Duration::from_secs(300)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 impl AllowEntry {
@@ -148,6 +191,12 @@ impl AllowEntry {
     pub fn admits(&self, policy: &str) -> bool {
         self.policies.is_empty() || self.policies.iter().any(|p| p == policy)
     }
+
+    /// Whether this (maintenance) entry's `tables` cover `schema`.`table`.
+    pub fn covers_table(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        self.tables.iter().any(|p| wildcard_match(p, &name))
+    }
 }
 
 impl TuningConfig {
@@ -159,10 +208,15 @@ impl TuningConfig {
             .unwrap_or_default()
     }
 
-    /// Every distinct setting the allowlist names, in config order.
+    /// Every distinct setting the allowlist names, in config order (maintenance
+    /// operations are no settings: left out).
     pub fn allowed_settings(&self) -> Vec<SettingKey> {
         let mut keys: Vec<SettingKey> = Vec::new();
-        for entry in &self.allow {
+        for entry in self
+            .allow
+            .iter()
+            .filter(|e| e.target != Target::PostgresMaintenance)
+        {
             let key = entry.key();
             if !keys.contains(&key) {
                 keys.push(key);
@@ -204,7 +258,9 @@ impl AllowEntry {
         let target = self.target;
         let configured = match target {
             Target::Redis => server_named(collect, ServerKind::Redis, &self.instance),
-            Target::Postgres => server_named(collect, ServerKind::Postgres, &self.instance),
+            Target::Postgres | Target::PostgresMaintenance => {
+                server_named(collect, ServerKind::Postgres, &self.instance)
+            }
             Target::Mysql => server_named(collect, ServerKind::Mysql, &self.instance),
             Target::Collector => collect.collector_source(&self.instance).is_some(),
         };
@@ -214,9 +270,21 @@ impl AllowEntry {
                     "names no collector: use \"system\" (when enabled) or the name of a configured instance"
                         .to_owned()
                 }
+                Target::PostgresMaintenance => {
+                    "names no [[collect.postgres]] instance of this config".to_owned()
+                }
                 _ => format!("names no [[collect.{target}]] instance of this config"),
             };
             return fail("instance", format!("{:?} {what}", self.instance));
+        }
+        if target == Target::PostgresMaintenance {
+            return self.validate_maintenance();
+        }
+        if !self.tables.is_empty() {
+            return fail(
+                "tables",
+                "is for target \"postgres-maintenance\"; a setting takes values or min/max".into(),
+            );
         }
         if target == Target::Collector {
             if self.parameter != COLLECTOR_INTERVAL {
@@ -286,6 +354,49 @@ impl AllowEntry {
         }
         if self.policies.iter().any(String::is_empty) {
             return fail("policies", "has an empty policy name".into());
+        }
+        Ok(())
+    }
+}
+
+impl AllowEntry {
+    /// The checks of a `postgres-maintenance` entry: an operation, tables, no values.
+    fn validate_maintenance(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, problem: String| Err((field.to_owned(), problem));
+        if MaintenanceOp::from_name(&self.parameter).is_none() {
+            let names: Vec<&str> = MaintenanceOp::ALL.iter().map(|op| op.as_str()).collect();
+            return fail(
+                "parameter",
+                format!(
+                    "must name an operation for target \"postgres-maintenance\": one of {}",
+                    names.join(", ")
+                ),
+            );
+        }
+        if self.tables.is_empty() || self.tables.iter().any(|t| t.is_empty()) {
+            return fail(
+                "tables",
+                "is missing: list the tables the operation may touch, e.g. [\"public.*\"]".into(),
+            );
+        }
+        if !self.values.is_empty()
+            || self.min.is_some()
+            || self.max.is_some()
+            || self.max_step.is_some()
+        {
+            return fail(
+                "values",
+                "values, min, max and max_step are for settings; a postgres-maintenance entry takes tables".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_cost_reduction) {
+            return fail("min_cost_reduction", "must be between 0 and 1".into());
+        }
+        if self.max_changes == 0 {
+            return fail("max_changes", "must be at least 1".into());
+        }
+        if self.per.is_zero() {
+            return fail("per", "must be more than 0s".into());
         }
         Ok(())
     }

@@ -1,11 +1,11 @@
-//! Crossing the component boundary (contracts 0.3.0 and 0.2.0): batches into WIT values (only the
+//! Crossing the component boundary (contracts 0.4.0, 0.3.0 and 0.2.0): batches into WIT values (only the
 //! metrics a plugin asked for; a source's series table only when it changed), findings
 //! back into host types (validated: a plugin's output is outside input).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::bindings::v0_3::vigil::plugin::types as wit;
+use super::bindings::v0_4::vigil::plugin::types as wit;
 use crate::model::{Batch, Finding, MetricKind, Severity};
 
 /// Longest rule name a finding may carry.

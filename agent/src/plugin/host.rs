@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{v0_1, v0_2, v0_3};
+use super::bindings::{v0_1, v0_2, v0_3, v0_4};
 use super::limits::Limiter;
 use super::output::GuestOutput;
 
@@ -147,8 +147,8 @@ impl WasiView for PluginState {
 }
 
 /// Implements one contract version's `host` interface on [`PluginState`]; the versions
-/// differ only in their generated types. (0.3.0's tuning-policy world shares the alert
-/// rule's interfaces, and 0.2.0 shares 0.3.0's `types`, so neither needs more.)
+/// differ only in their generated types. (A tuning-policy world shares its alert rule's
+/// interfaces, and 0.3.0 and 0.2.0 share 0.4.0's `types`, so none needs more.)
 macro_rules! host_interface {
     ($version:ident) => {
         impl $version::vigil::plugin::host::Host for PluginState {
@@ -183,8 +183,9 @@ macro_rules! host_interface {
     };
 }
 
-impl v0_3::vigil::plugin::types::Host for PluginState {}
+impl v0_4::vigil::plugin::types::Host for PluginState {}
 impl v0_1::vigil::plugin::types::Host for PluginState {}
+host_interface!(v0_4);
 host_interface!(v0_3);
 host_interface!(v0_2);
 host_interface!(v0_1);

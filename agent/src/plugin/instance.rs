@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use wasmtime::{Engine, Store, Trap};
 
-use super::bindings::v0_3::vigil::plugin::types as wit;
-use super::bindings::{v0_1, v0_2, v0_3};
+use super::bindings::v0_4::vigil::plugin::types as wit;
+use super::bindings::{v0_1, v0_2, v0_3, v0_4};
 use super::convert::{self, BatchSender, Interests};
 use super::epoch::EpochTicker;
 use super::evaluation::{Output, PluginKind, PolicyInputs};
@@ -42,7 +42,7 @@ pub struct PluginInfo {
     pub name: String,
     pub version: String,
     pub interests: Vec<String>,
-    /// The `vigil:plugin` contract version it implements, e.g. `0.3.0`.
+    /// The `vigil:plugin` contract version it implements, e.g. `0.4.0`.
     pub contract: String,
     /// The world it implements: `alert-rule` or `tuning-policy`.
     pub kind: PluginKind,
@@ -50,16 +50,19 @@ pub struct PluginInfo {
 
 /// The component, pre-linked against the contract version and world it implements.
 enum Pre {
-    Rule(v0_3::AlertRulePre<PluginState>),
-    Policy(v0_3::policy::TuningPolicyPre<PluginState>),
+    Rule(v0_4::AlertRulePre<PluginState>),
+    Policy(v0_4::policy::TuningPolicyPre<PluginState>),
+    RuleV0_3(v0_3::AlertRulePre<PluginState>),
+    PolicyV0_3(v0_3::policy::TuningPolicyPre<PluginState>),
     RuleV0_2(v0_2::AlertRulePre<PluginState>),
     RuleV0_1(v0_1::AlertRulePre<PluginState>),
 }
 
 impl Pre {
-    /// Finds the world the component implements, trying 0.3.0 alert-rule, 0.3.0
-    /// tuning-policy, 0.2.0 alert-rule and 0.1.0 alert-rule in that order. The exports of
-    /// 0.3.0 and 0.2.0 alert rules have the same shape, so only the versions of the
+    /// Finds the world the component implements, trying 0.4.0 alert-rule, 0.4.0
+    /// tuning-policy, 0.3.0 alert-rule, 0.3.0 tuning-policy, 0.2.0 alert-rule and 0.1.0
+    /// alert-rule in that order. The exports of 0.4.0, 0.3.0 and 0.2.0 alert rules have the
+    /// same shape, so only the versions of the
     /// `vigil:plugin` interfaces the component imports are tried (all of them when it
     /// imports none).
     fn new(pre: wasmtime::component::InstancePre<PluginState>) -> Result<Self, String> {
@@ -69,13 +72,23 @@ impl Pre {
         let mut failed = |world: &str, error: wasmtime::Error| {
             failures.push(format!("as a {world}: {}", error_chain(&error)));
         };
+        if tried("0.4.0") {
+            match v0_4::AlertRulePre::new(pre.clone()) {
+                Ok(pre) => return Ok(Pre::Rule(pre)),
+                Err(e) => failed("0.4.0 alert-rule", e),
+            }
+            match v0_4::policy::TuningPolicyPre::new(pre.clone()) {
+                Ok(pre) => return Ok(Pre::Policy(pre)),
+                Err(e) => failed("0.4.0 tuning-policy", e),
+            }
+        }
         if tried("0.3.0") {
             match v0_3::AlertRulePre::new(pre.clone()) {
-                Ok(pre) => return Ok(Pre::Rule(pre)),
+                Ok(pre) => return Ok(Pre::RuleV0_3(pre)),
                 Err(e) => failed("0.3.0 alert-rule", e),
             }
             match v0_3::policy::TuningPolicyPre::new(pre.clone()) {
-                Ok(pre) => return Ok(Pre::Policy(pre)),
+                Ok(pre) => return Ok(Pre::PolicyV0_3(pre)),
                 Err(e) => failed("0.3.0 tuning-policy", e),
             }
         }
@@ -103,7 +116,8 @@ impl Pre {
 
     fn contract(&self) -> &'static str {
         match self {
-            Pre::Rule(_) | Pre::Policy(_) => "0.3.0",
+            Pre::Rule(_) | Pre::Policy(_) => "0.4.0",
+            Pre::RuleV0_3(_) | Pre::PolicyV0_3(_) => "0.3.0",
             Pre::RuleV0_2(_) => "0.2.0",
             Pre::RuleV0_1(_) => "0.1.0",
         }
@@ -111,8 +125,10 @@ impl Pre {
 
     fn kind(&self) -> PluginKind {
         match self {
-            Pre::Policy(_) => PluginKind::TuningPolicy,
-            Pre::Rule(_) | Pre::RuleV0_2(_) | Pre::RuleV0_1(_) => PluginKind::AlertRule,
+            Pre::Policy(_) | Pre::PolicyV0_3(_) => PluginKind::TuningPolicy,
+            Pre::Rule(_) | Pre::RuleV0_3(_) | Pre::RuleV0_2(_) | Pre::RuleV0_1(_) => {
+                PluginKind::AlertRule
+            }
         }
     }
 
@@ -120,6 +136,8 @@ impl Pre {
         Ok(match self {
             Pre::Rule(pre) => Bindings::Rule(pre.instantiate(store)?),
             Pre::Policy(pre) => Bindings::Policy(pre.instantiate(store)?),
+            Pre::RuleV0_3(pre) => Bindings::RuleV0_3(pre.instantiate(store)?),
+            Pre::PolicyV0_3(pre) => Bindings::PolicyV0_3(pre.instantiate(store)?),
             Pre::RuleV0_2(pre) => Bindings::RuleV0_2(pre.instantiate(store)?),
             Pre::RuleV0_1(pre) => Bindings::RuleV0_1(pre.instantiate(store)?),
         })
@@ -128,8 +146,10 @@ impl Pre {
 
 /// A running instance's exports.
 enum Bindings {
-    Rule(v0_3::AlertRule),
-    Policy(v0_3::policy::TuningPolicy),
+    Rule(v0_4::AlertRule),
+    Policy(v0_4::policy::TuningPolicy),
+    RuleV0_3(v0_3::AlertRule),
+    PolicyV0_3(v0_3::policy::TuningPolicy),
     RuleV0_2(v0_2::AlertRule),
     RuleV0_1(v0_1::AlertRule),
 }
@@ -142,6 +162,8 @@ impl Bindings {
         match self {
             Bindings::Rule(b) => b.call_describe(store),
             Bindings::Policy(b) => b.call_describe(store),
+            Bindings::RuleV0_3(b) => b.call_describe(store),
+            Bindings::PolicyV0_3(b) => b.call_describe(store),
             Bindings::RuleV0_2(b) => b.call_describe(store),
             Bindings::RuleV0_1(b) => Ok(b.call_describe(store)?.map(legacy::plugin_info)),
         }
@@ -350,7 +372,11 @@ impl PluginInstance {
         self.ensure_live()?;
         let input = match &self.pre {
             Pre::RuleV0_1(_) => legacy::batch_for(batch, &self.interests).map(Input::Legacy),
-            Pre::Rule(_) | Pre::RuleV0_2(_) | Pre::Policy(_) => self
+            Pre::Rule(_)
+            | Pre::RuleV0_3(_)
+            | Pre::RuleV0_2(_)
+            | Pre::Policy(_)
+            | Pre::PolicyV0_3(_) => self
                 .sender
                 .batch_for(batch, &self.interests)
                 .map(Input::Current),
@@ -360,6 +386,7 @@ impl PluginInstance {
         };
         let output = self.call(|bindings, store| match (bindings, &input) {
             (Bindings::Rule(b), Input::Current(batch)) => b.call_evaluate(store, batch),
+            (Bindings::RuleV0_3(b), Input::Current(batch)) => b.call_evaluate(store, batch),
             (Bindings::RuleV0_2(b), Input::Current(batch)) => b.call_evaluate(store, batch),
             (Bindings::RuleV0_1(b), Input::Legacy(batch)) => Ok(b
                 .call_evaluate(store, batch)?
@@ -405,6 +432,9 @@ impl PluginInstance {
             settings.iter().map(proposal::current_setting).collect();
         let output = self.call(|bindings, store| match bindings {
             Bindings::Policy(b) => b.call_propose(store, &input, &firing, &settings),
+            Bindings::PolicyV0_3(b) => Ok(b
+                .call_propose(store, &input, &firing, &settings)?
+                .map(|answer| answer.into_iter().map(legacy::proposal).collect())),
             _ => Err(wasmtime::format_err!(
                 "internal error: propose on an instance that is no tuning policy"
             )),
@@ -679,7 +709,7 @@ mod tests {
             "threshold",
             r#"{"rules":[{"name":"hot","metric":"test.value","op":">","value":0.5}]}"#,
         );
-        assert_eq!(plugin.info().contract, "0.3.0");
+        assert_eq!(plugin.info().contract, "0.4.0");
         assert_eq!(plugin.info().kind, PluginKind::AlertRule);
         let first = batch(&[("a", 1.0), ("b", 0.0)]);
         assert_eq!(keys(plugin.evaluate(&first).unwrap()), ["s=a"]);
@@ -769,7 +799,7 @@ mod tests {
             r#"{{"proposals":[{REDIS_PROPOSAL},{{"action":"collector-interval","collector":"system","interval_ms":30000,"reason":"cpu saturated"}}]}}"#
         );
         let mut plugin = policy(&runtime, &settings);
-        assert_eq!(plugin.info().contract, "0.3.0");
+        assert_eq!(plugin.info().contract, "0.4.0");
         assert_eq!(plugin.info().kind, PluginKind::TuningPolicy);
         let b = batch(&[("a", 1.0)]);
         let proposals = plugin.propose(&b, &[], &[]).unwrap().unwrap();

@@ -5,8 +5,8 @@
 //! - [`limits`]: the deadline, memory cap and findings cap of a call, and the store limiter.
 //! - [`runtime`]: the engine, the linker and where components are compiled.
 //! - [`epoch`]: the epoch ticker that counts plugin deadlines, running only during calls.
-//! - [`bindings`]: the contract versions the agent accepts (0.3.0 alert rules and tuning
-//!   policies, 0.2.0 alert rules, and 0.1.0 alert rules through [`legacy`]).
+//! - [`bindings`]: the contract versions the agent accepts (0.4.0 and 0.3.0 alert rules and
+//!   tuning policies, 0.2.0 alert rules, and 0.1.0 alert rules; [`legacy`] adapts the old ones).
 //! - [`host`]: the `vigil:plugin/host` functions plugins import; [`output`]: their captured stdout/stderr.
 //! - [`instance`]: one loaded plugin and its long-lived instance.
 //! - [`convert`]: batches into WIT values (a series table only when it changed), findings back out (validated).
@@ -58,7 +58,7 @@ pub enum LoadError {
     #[error("plugin {path}: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error(
-        "plugin {path}: does not implement the vigil:plugin/alert-rule world or the vigil:plugin/tuning-policy world of a contract version the agent accepts (alert-rule: 0.3.0, 0.2.0, 0.1.0; tuning-policy: 0.3.0): {reason}; generate its bindings from the agent's wit/ directory (`vigil plugin versions` lists what it accepts)"
+        "plugin {path}: does not implement the vigil:plugin/alert-rule world or the vigil:plugin/tuning-policy world of a contract version the agent accepts (alert-rule: 0.4.0, 0.3.0, 0.2.0, 0.1.0; tuning-policy: 0.4.0, 0.3.0): {reason}; generate its bindings from the agent's wit/ directory (`vigil plugin versions` lists what it accepts)"
     )]
     WrongWorld { path: PathBuf, reason: String },
     #[error("plugin {path}: failed to start: {reason}")]

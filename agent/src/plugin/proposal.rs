@@ -1,15 +1,18 @@
-//! Crossing the boundary for tuning policies (contract 0.3.0): firing alerts and current
+//! Crossing the boundary for tuning policies (contracts 0.4.0 and 0.3.0): firing alerts and current
 //! settings into WIT values, proposals back into [`crate::tuning`] types, validated all
 //! or nothing (a policy's answer is outside input).
 
 use std::time::{Duration, SystemTime};
 
-use super::bindings::v0_3::vigil::plugin::types as wit;
+use super::bindings::v0_4::vigil::plugin::types as wit;
 use super::convert::{check_attributes, check_len, unix_nanos};
 use crate::alert::Alert;
 use crate::model::Severity;
 use crate::tuning::action::COLLECTOR_INTERVAL;
-use crate::tuning::{Action, CurrentSetting, Direction, Proposal, RevertCondition, Target};
+use crate::tuning::{
+    Action, CurrentSetting, Direction, Maintenance, MaintenanceOp, Proposal, RevertCondition,
+    Target,
+};
 
 /// Most proposals one `propose` call may return.
 pub const MAX_PROPOSALS: usize = 100;
@@ -23,6 +26,12 @@ pub const MAX_REASON_BYTES: usize = 1024;
 pub const MAX_METRIC_BYTES: usize = 256;
 /// Most attributes a revert condition may match.
 pub const MAX_REVERT_ATTRIBUTES: usize = 16;
+/// Longest PostgreSQL identifier (schema, table, column, index): NAMEDATALEN - 1.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+/// Most columns of a proposed index.
+pub const MAX_INDEX_COLUMNS: usize = 8;
+/// Most statements an index proposal may name.
+pub const MAX_INDEX_STATEMENTS: usize = 16;
 /// Longest window a revert condition may watch.
 pub const MAX_REVERT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -50,6 +59,8 @@ pub fn current_setting(setting: &CurrentSetting) -> wit::CurrentSetting {
             Target::Postgres => wit::SettingTarget::Postgres,
             Target::Mysql => wit::SettingTarget::Mysql,
             Target::Collector => wit::SettingTarget::Collector,
+            // No setting has this target (the allowlist names operations, not settings).
+            Target::PostgresMaintenance => wit::SettingTarget::Postgres,
         },
         instance: setting.setting.instance.clone(),
         parameter: setting.setting.parameter.clone(),
@@ -113,6 +124,54 @@ fn action_from(action: wit::Action) -> Result<Action, String> {
                 change.interval_ms.to_string(),
             ));
         }
+        wit::Action::PostgresVacuum(table) => {
+            return table_action(MaintenanceOp::Vacuum, table, Vec::new(), Vec::new());
+        }
+        wit::Action::PostgresAnalyze(table) => {
+            return table_action(MaintenanceOp::Analyze, table, Vec::new(), Vec::new());
+        }
+        wit::Action::PostgresCreateIndex(index) => {
+            if index.columns.is_empty() || index.columns.len() > MAX_INDEX_COLUMNS {
+                return Err(format!(
+                    "an index proposal has {} columns; it takes 1 to {MAX_INDEX_COLUMNS}",
+                    index.columns.len()
+                ));
+            }
+            for column in &index.columns {
+                check_identifier("column", column)?;
+            }
+            if index.statements.len() > MAX_INDEX_STATEMENTS {
+                return Err(format!(
+                    "an index proposal names {} statements; the limit is {MAX_INDEX_STATEMENTS}",
+                    index.statements.len()
+                ));
+            }
+            for id in &index.statements {
+                if id.parse::<i64>().is_err() {
+                    return Err(format!(
+                        "statement {id:?} is not a pg_stat_statements query id (a postgresql.query.id value)"
+                    ));
+                }
+            }
+            return table_action(
+                MaintenanceOp::CreateIndex,
+                index.table,
+                index.columns,
+                index.statements,
+            );
+        }
+        wit::Action::PostgresDropIndex(index) => {
+            return table_action(
+                MaintenanceOp::DropIndex,
+                wit::TableRef {
+                    instance: index.instance,
+                    schema: index.schema,
+                    table: index.index,
+                },
+                Vec::new(),
+                Vec::new(),
+            );
+        }
     };
     check_len("instance", &change.instance, 1, MAX_NAME_BYTES)?;
     check_len("parameter", &change.parameter, 1, MAX_NAME_BYTES)?;
@@ -123,6 +182,40 @@ fn action_from(action: wit::Action) -> Result<Action, String> {
         change.parameter,
         change.value,
     ))
+}
+
+/// Checks a PostgreSQL identifier: 1 to 63 bytes, no NUL (it is quoted before it reaches SQL).
+fn check_identifier(what: &str, name: &str) -> Result<(), String> {
+    check_len(what, name, 1, MAX_IDENTIFIER_BYTES)?;
+    if name.contains('\0') {
+        return Err(format!("{what} {name:?} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A maintenance action on `table` (for drop-index: the index) after checking its names.
+fn table_action(
+    op: MaintenanceOp,
+    table: wit::TableRef,
+    columns: Vec<String>,
+    statements: Vec<String>,
+) -> Result<Action, String> {
+    check_len("instance", &table.instance, 1, MAX_NAME_BYTES)?;
+    check_identifier("schema", &table.schema)?;
+    let what = if op == MaintenanceOp::DropIndex {
+        "index"
+    } else {
+        "table"
+    };
+    check_identifier(what, &table.table)?;
+    Ok(Maintenance {
+        op,
+        schema: table.schema,
+        name: table.table,
+        columns,
+        statements,
+    }
+    .into_action(table.instance))
 }
 
 fn revert_from(r: wit::RevertCondition) -> Result<RevertCondition, String> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::{v0_1, v0_2, v0_3};
+use super::bindings::{v0_1, v0_2, v0_3, v0_4};
 use super::cache::{CacheOutcome, CompiledEntryError};
 use super::compile::{CompileError, Compiler};
 use super::epoch::EpochTicker;
@@ -33,8 +33,9 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        // 0.3.0's tuning-policy world imports the very interfaces its alert-rule world
+        // A tuning-policy world imports the very interfaces its version's alert-rule world
         // does (the same `types` and `host`): linking them once serves both.
+        v0_4::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         v0_3::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         v0_2::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         v0_1::AlertRule::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;

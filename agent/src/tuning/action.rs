@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a setting lives: which host module reads and changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// `CONFIG GET` / `CONFIG SET` on a `[[collect.redis]]` instance.
     Redis,
@@ -17,6 +17,9 @@ pub enum Target {
     Mysql,
     /// One of the agent's own collectors (`system` or an instance name); parameter `interval-ms`.
     Collector,
+    /// A maintenance operation on a `[[collect.postgres]]` instance: the parameter is the
+    /// operation ([`MaintenanceOp`]), the value the table or index it is done to.
+    PostgresMaintenance,
 }
 
 impl Target {
@@ -27,6 +30,7 @@ impl Target {
             Target::Postgres => "postgres",
             Target::Mysql => "mysql",
             Target::Collector => "collector",
+            Target::PostgresMaintenance => "postgres-maintenance",
         }
     }
 }
@@ -65,13 +69,97 @@ impl std::fmt::Display for SettingKey {
     }
 }
 
-/// A typed change: set one setting to one value.
+/// A typed change: set one setting to one value, or (target `postgres-maintenance`) do one
+/// maintenance operation (the parameter) to one table or index (the value).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Action {
     #[serde(flatten)]
     pub setting: SettingKey,
-    /// The new value in the server's own syntax (`256mb`, `64MB`; collectors: milliseconds).
+    /// The new value in the server's own syntax (`256mb`, `64MB`; collectors: milliseconds);
+    /// for a maintenance operation its object as text (`public.orders`,
+    /// `public.orders (customer_id, status)`, `public.vigil_idx_orders_customer_id`).
     pub value: String,
+    /// A maintenance operation's object, typed (`None` for setting changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// The PostgreSQL maintenance operations (the `parameter` of a `postgres-maintenance` action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaintenanceOp {
+    /// `VACUUM (ANALYZE)` of one table.
+    Vacuum,
+    /// `ANALYZE` of one table.
+    Analyze,
+    /// `CREATE INDEX CONCURRENTLY` of a new `vigil_idx_` index.
+    CreateIndex,
+    /// `DROP INDEX CONCURRENTLY` of a `vigil_idx_` index.
+    DropIndex,
+}
+
+impl MaintenanceOp {
+    /// Every operation.
+    pub const ALL: [MaintenanceOp; 4] = [
+        MaintenanceOp::Vacuum,
+        MaintenanceOp::Analyze,
+        MaintenanceOp::CreateIndex,
+        MaintenanceOp::DropIndex,
+    ];
+
+    /// The parameter name in the allowlist and the audit file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceOp::Vacuum => "vacuum",
+            MaintenanceOp::Analyze => "analyze",
+            MaintenanceOp::CreateIndex => "create-index",
+            MaintenanceOp::DropIndex => "drop-index",
+        }
+    }
+
+    /// The operation named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+}
+
+/// What a maintenance operation is done to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub op: MaintenanceOp,
+    pub schema: String,
+    /// The table (drop-index: the index).
+    pub name: String,
+    /// create-index: the indexed columns, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// create-index: the `pg_stat_statements` query ids the index is meant for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<String>,
+}
+
+impl Maintenance {
+    /// The object as text: `schema.name`, plus ` (col, col)` for an index proposal.
+    pub fn object(&self) -> String {
+        let mut text = format!("{}.{}", self.schema, self.name);
+        if !self.columns.is_empty() {
+            text.push_str(&format!(" ({})", self.columns.join(", ")));
+        }
+        text
+    }
+
+    /// The action doing this on `instance`.
+    pub fn into_action(self, instance: impl Into<String>) -> Action {
+        Action {
+            setting: SettingKey {
+                target: Target::PostgresMaintenance,
+                instance: instance.into(),
+                parameter: self.op.as_str().to_owned(),
+            },
+            value: self.object(),
+            maintenance: Some(self),
+        }
+    }
 }
 
 impl Action {
@@ -89,6 +177,7 @@ impl Action {
                 parameter: parameter.into(),
             },
             value: value.into(),
+            maintenance: None,
         }
     }
 }

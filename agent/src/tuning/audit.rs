@@ -93,6 +93,9 @@ pub struct Entry {
     pub reverts: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_if: Option<RevertCondition>,
+    /// An index proposal's hypothetical verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::pg_verify::Verification>,
 }
 
 impl Entry {
@@ -117,6 +120,7 @@ impl Entry {
             error: None,
             reverts: None,
             revert_if: None,
+            verification: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::action::{Action, RevertCondition};
+use super::pg_verify::Verification;
 use crate::config::PolicyMode;
 
 /// Why a decision was made.
@@ -79,6 +80,11 @@ pub enum Restore {
     Set(String),
     /// PostgreSQL: `ALTER SYSTEM RESET` (there was no entry in `postgresql.auto.conf`).
     Reset,
+    /// PostgreSQL maintenance: drop the index the change created.
+    #[serde(rename = "drop-index")]
+    DropIndex { schema: String, index: String },
+    /// PostgreSQL maintenance: a VACUUM or ANALYZE, which has nothing to undo.
+    Nothing,
 }
 
 /// One decision, as audited and handed to the decision sink.
@@ -110,6 +116,8 @@ pub struct Decision {
     /// Same verdict as the previous decision on the same (policy, action): counted, not
     /// audited, not logged.
     pub repeat: bool,
+    /// An index proposal's hypothetical verification (planner cost without and with it).
+    pub verification: Option<Verification>,
 }
 
 impl Decision {
@@ -148,6 +156,16 @@ impl Decision {
             ),
             ("vigil.tuning.before", self.before.clone()),
             ("vigil.tuning.after", self.after.clone()),
+            (
+                "vigil.tuning.cost_before",
+                self.verification
+                    .as_ref()
+                    .map(|v| v.cost_before.to_string()),
+            ),
+            (
+                "vigil.tuning.cost_after",
+                self.verification.as_ref().map(|v| v.cost_after.to_string()),
+            ),
             (
                 "vigil.tuning.reverts",
                 self.reverts.map(|id| id.to_string()),

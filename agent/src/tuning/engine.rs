@@ -35,6 +35,17 @@ pub const QUEUE: usize = 1024;
 /// How long a value read from a server is reused for the next decision on it.
 const READING_TTL: Duration = Duration::from_secs(1);
 
+/// What a maintenance gate learned beside its verdict.
+#[derive(Default)]
+struct Notes {
+    /// Why there is nothing to do (for an `unchanged` verdict).
+    unchanged: Option<String>,
+    /// Appended to a passing verdict's reason (verified or unverified, and why).
+    note: String,
+    /// An index proposal's verification.
+    verification: Option<super::pg_verify::Verification>,
+}
+
 /// What the gate says before anything is applied.
 enum Gate {
     Refuse(String, Option<Reading>),
@@ -221,8 +232,16 @@ impl TuningEngine {
             reverts: None,
             revert_if: proposal.revert_if.clone(),
             repeat: false,
+            verification: None,
         };
-        let gate = self.gate(&proposal, now, preview).await;
+        let (gate, notes) = match &proposal.action.maintenance {
+            Some(m) => {
+                self.maintenance_gate(&proposal, m, now, preview, mode)
+                    .await
+            }
+            None => (self.gate(&proposal, now, preview).await, Notes::default()),
+        };
+        decision.verification = notes.verification;
         let key = &proposal.action.setting;
         let value = &proposal.action.value;
         let mut apply = None;
@@ -233,7 +252,9 @@ impl TuningEngine {
             }
             Gate::Unchanged(reading) => {
                 decision.verdict = Verdict::Unchanged;
-                decision.verdict_reason = format!("{key} is already {}", reading.value);
+                decision.verdict_reason = notes
+                    .unchanged
+                    .unwrap_or_else(|| format!("{key} is already {}", reading.value));
                 decision.before = Some(reading.value);
             }
             Gate::Pass(reading) => {
@@ -241,18 +262,27 @@ impl TuningEngine {
                     .as_ref()
                     .map_or("its current value".to_owned(), |r| r.value.clone());
                 decision.before = reading.as_ref().map(|r| r.value.clone());
+                let what = match &proposal.action.maintenance {
+                    Some(m) => format!(
+                        "{} {} on {} (now: {from}){}",
+                        m.op.as_str(),
+                        value,
+                        key.instance,
+                        notes.note
+                    ),
+                    None => format!("set {key} from {from} to {value}"),
+                };
                 match (mode, preview) {
                     (PolicyMode::DryRun, _) => {
                         decision.verdict = Verdict::DryRun;
                         decision.verdict_reason = format!(
-                            "would set {key} from {from} to {value} (policy {:?} is in dry-run mode)",
+                            "would {what} (policy {:?} is in dry-run mode)",
                             proposal.policy
                         );
                     }
                     (PolicyMode::Enforce, Some(_)) => {
                         decision.verdict = Verdict::WouldApply;
-                        decision.verdict_reason =
-                            format!("would set {key} from {from} to {value} (enforce mode)");
+                        decision.verdict_reason = format!("would {what} (enforce mode)");
                     }
                     (PolicyMode::Enforce, None) => apply = reading,
                 }
@@ -370,6 +400,83 @@ impl TuningEngine {
         Gate::Pass(reading)
     }
 
+    /// The gate of a PostgreSQL maintenance proposal, in order: the allowlist entry for the
+    /// instance and operation admits the policy and covers the table; the instance is
+    /// configured; the server is asked (the table exists, there is something to do, an
+    /// index proposal is verified: refused when it cannot be in enforce mode, reported
+    /// unverified in dry-run); the rate limit and the cool-down.
+    async fn maintenance_gate(
+        &mut self,
+        proposal: &Proposal,
+        m: &super::Maintenance,
+        now: SystemTime,
+        preview: Option<&[CurrentSetting]>,
+        mode: PolicyMode,
+    ) -> (Gate, Notes) {
+        let key = &proposal.action.setting;
+        let mut notes = Notes::default();
+        let refuse = |why: String| (Gate::Refuse(why, None), Notes::default());
+        let entry = match gate::allow_entry(&self.tuning, &proposal.policy, key) {
+            Ok(entry) => entry.clone(),
+            Err(why) => return refuse(why),
+        };
+        let table_checked = m.op != super::MaintenanceOp::DropIndex;
+        if table_checked && !entry.covers_table(&m.schema, &m.name) {
+            return refuse(format!(
+                "table {}.{} is not covered by the tables {:?} of the [[tuning.allow]] entry for {key}",
+                m.schema, m.name, entry.tables
+            ));
+        }
+        if preview.is_some() {
+            notes.note = "; not inspected or verified: no server was asked".into();
+            return (Gate::Pass(None), notes);
+        }
+        if !self.targets.has_instance(key) {
+            return refuse(format!(
+                "no postgres instance named {:?} is configured",
+                key.instance
+            ));
+        }
+        let inspection = match self.targets.inspect(key, &entry, m).await {
+            Ok(inspection) => inspection,
+            Err(e) => return refuse(format!("cannot inspect {}: {e}", m.object())),
+        };
+        let reading = inspection.reading;
+        match inspection.verification {
+            Some(Ok(v)) => {
+                notes.note = format!(
+                    "; verified: the planner's cost of the statements {:.1} -> {:.1} with the index (-{:.0} %)",
+                    v.cost_before,
+                    v.cost_after,
+                    v.reduction() * 100.0
+                );
+                notes.verification = Some(v);
+            }
+            Some(Err(why)) if mode == PolicyMode::Enforce => {
+                return (
+                    Gate::Refuse(format!("cannot verify the index: {why}"), Some(reading)),
+                    notes,
+                );
+            }
+            Some(Err(why)) => notes.note = format!("; unverified: {why}"),
+            None => {}
+        }
+        if let Some(refusal) = reading.refusal.clone() {
+            return (Gate::Refuse(refusal, Some(reading)), notes);
+        }
+        if let Some(why) = inspection.unchanged {
+            notes.unchanged = Some(why);
+            return (Gate::Unchanged(reading), notes);
+        }
+        if let Err(why) = self.gate.check_rate(&entry, key, now) {
+            return (Gate::Refuse(why, Some(reading)), notes);
+        }
+        if let Err(why) = self.gate.check_cooldown(&entry, key, now) {
+            return (Gate::Refuse(why, Some(reading)), notes);
+        }
+        (Gate::Pass(Some(reading)), notes)
+    }
+
     /// The current value of `key`, reused for a second after it was read.
     async fn read(&mut self, key: &super::SettingKey) -> Result<Reading, TargetError> {
         if let Some((at, reading)) = self.readings.get(key)
@@ -388,7 +495,15 @@ impl TuningEngine {
     async fn apply(&mut self, mut decision: Decision, reading: Reading) -> Decision {
         let key = decision.action.setting.clone();
         let value = decision.action.value.clone();
-        decision.verdict_reason = format!("set {key} from {} to {value}", reading.value);
+        decision.verdict_reason = match &decision.action.maintenance {
+            Some(m) => format!(
+                "{} {value} on {} (before: {})",
+                m.op.as_str(),
+                key.instance,
+                reading.value
+            ),
+            None => format!("set {key} from {} to {value}", reading.value),
+        };
         let mut entry = revert::entry_of(&decision, Status::Applying);
         entry.restore = Some(reading.restore.clone());
         let log = self.audit.clone();
@@ -409,14 +524,29 @@ impl TuningEngine {
         };
         decision.id = Some(id);
         self.readings.remove(&key);
-        let result = self.targets.apply(&key, &value).await;
+        let maintenance = decision.action.maintenance.clone();
+        let result = match &maintenance {
+            Some(m) => match gate::allow_entry(&self.tuning, &decision.policy, &key) {
+                Ok(entry) => self.targets.maintain(&key, &entry.clone(), m).await,
+                Err(why) => Err(TargetError::Refused(why)),
+            },
+            None => self.targets.apply(&key, &value).await,
+        };
         let now = SystemTime::now();
         let mut outcome;
         match result {
             Ok(after) => {
                 decision.verdict = Verdict::Applied;
-                if !super::units::same_value(key.target, &after, &value, reading.pg_unit.as_deref())
-                {
+                if maintenance.is_some() {
+                    decision
+                        .verdict_reason
+                        .push_str(&format!("; after: {after}"));
+                } else if !super::units::same_value(
+                    key.target,
+                    &after,
+                    &value,
+                    reading.pg_unit.as_deref(),
+                ) {
                     decision
                         .verdict_reason
                         .push_str(&format!(" (the server now reports {after})"));
@@ -425,7 +555,9 @@ impl TuningEngine {
                 outcome.after = Some(after.clone());
                 decision.after = Some(after.clone());
                 self.gate.record_change(&key, decision.time, true);
-                self.set_setting(&key, &after);
+                if maintenance.is_none() {
+                    self.set_setting(&key, &after);
+                }
                 match &decision.revert_if {
                     Some(condition) => {
                         self.watches

@@ -337,6 +337,7 @@ mod tests {
         let action = Action {
             setting: hz.clone(),
             value: "20".into(),
+            maintenance: None,
         };
         assert!(!state.is_repeat("p", &action, Verdict::DryRun, "x"));
         state.remember("p", &action, Verdict::DryRun, "x");

@@ -7,13 +7,17 @@
 //! - [`gate`]: the allowlist, rate-limit, cool-down and repeat checks.
 //! - [`audit`]: the append-only JSON-lines audit file.
 //! - [`target`] and [`redis`], [`postgres`], [`mysql`], [`collector`]: read, set, restore.
+//! - [`pg_maintenance`]: PostgreSQL VACUUM, ANALYZE, CREATE/DROP INDEX CONCURRENTLY;
+//!   [`pg_verify`]: index proposals verified with hypothetical indexes (HypoPG).
 //! - [`units`]: numbers with units per target.
 //! - [`watch`]: automatic revert when a watched metric gets worse.
-//! - [`revert`]: undoing an applied change; [`cli`]: `vigil actions list|revert`.
+//! - [`revert`]: undoing an applied change; [`cli`]: `vigil actions list|revert`;
+//!   [`advise`]: `vigil advise postgres`.
 //!
 //! Its configuration, the `[tuning]` section, is [`crate::config::TuningConfig`].
 
 pub mod action;
+pub mod advise;
 pub mod audit;
 pub mod cli;
 pub mod collector;
@@ -21,6 +25,8 @@ pub mod decision;
 pub mod engine;
 pub mod gate;
 pub mod mysql;
+pub mod pg_maintenance;
+pub mod pg_verify;
 pub mod postgres;
 pub mod redis;
 pub mod revert;
@@ -38,8 +44,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use action::{
-    Action, COLLECTOR_INTERVAL, CurrentSetting, Direction, Proposal, RevertCondition, SettingKey,
-    Target,
+    Action, COLLECTOR_INTERVAL, CurrentSetting, Direction, Maintenance, MaintenanceOp, Proposal,
+    RevertCondition, SettingKey, Target,
 };
 pub use decision::{Decision, DecisionKind, Verdict};
 pub use engine::{DecisionSink, TuningEngine};

@@ -153,6 +153,11 @@ pub fn set<'a>(
         let statement = match restore {
             Restore::Set(value) => format!("ALTER SYSTEM SET {parameter} = {}", literal(value)?),
             Restore::Reset => format!("ALTER SYSTEM RESET {parameter}"),
+            Restore::DropIndex { .. } | Restore::Nothing => {
+                return Err(TargetError::Refused(format!(
+                    "{parameter} is a setting; {restore:?} restores a maintenance operation"
+                )));
+            }
         };
         let options = options(config)?;
         let unit = within(config.timeout, alter(&options, parameter, &statement)).await?;

@@ -4,8 +4,9 @@
 
 use std::time::SystemTime;
 
-use super::action::{Action, SettingKey};
+use super::action::{Action, Maintenance, MaintenanceOp, SettingKey};
 use super::audit::{AuditLog, Entry, Row, Status};
+use super::decision::Restore;
 use super::decision::{Decision, DecisionKind, Verdict};
 use super::target::{TargetError, Targets};
 use super::units;
@@ -50,6 +51,11 @@ pub async fn revert(
             "decision {id} records no previous value to restore"
         ));
     };
+    if restore == Restore::Nothing {
+        return Err(format!(
+            "decision {id} was a VACUUM or ANALYZE: there is nothing to undo"
+        ));
+    }
     let unknown = original.outcome == Status::Applying;
     if original.outcome != Status::Applied && !(unknown && request.force) {
         let hint = if unknown {
@@ -75,6 +81,7 @@ pub async fn revert(
         action: Action {
             setting: key.clone(),
             value: before_change.clone(),
+            maintenance: None,
         },
         reason: request.reason,
         verdict: Verdict::Refused,
@@ -85,6 +92,7 @@ pub async fn revert(
         reverts: Some(id),
         revert_if: None,
         repeat: false,
+        verification: None,
     };
     let refuse = |mut d: Decision, why: String| {
         d.verdict = Verdict::Refused;
@@ -97,7 +105,21 @@ pub async fn revert(
         .clone()
         .or_else(|| original.entry.value.clone())
         .unwrap_or_default();
-    let reading = match targets.read(&key).await {
+    if let Restore::DropIndex { schema, index } = &restore {
+        decision.action = Maintenance {
+            op: MaintenanceOp::DropIndex,
+            schema: schema.clone(),
+            name: index.clone(),
+            columns: Vec::new(),
+            statements: Vec::new(),
+        }
+        .into_action(key.instance.clone());
+    }
+    let read = match &restore {
+        Restore::DropIndex { schema, index } => targets.read_index(&key, schema, index).await,
+        _ => targets.read(&key).await,
+    };
+    let reading = match read {
         Ok(reading) => reading,
         Err(e) => {
             decision = refuse(decision, format!("cannot read the current value: {e}"));
@@ -116,7 +138,12 @@ pub async fn revert(
         );
         return Ok(audit_one(audit, refuse(decision, why), None).await);
     }
-    decision.verdict_reason = format!("restore {before_change}, the value before decision {id}");
+    decision.verdict_reason = match &restore {
+        Restore::DropIndex { schema, index } => {
+            format!("drop index {schema}.{index}, created by decision {id}")
+        }
+        _ => format!("restore {before_change}, the value before decision {id}"),
+    };
     let mut entry = entry_of(&decision, Status::Applying);
     entry.restore = Some(reading.restore.clone());
     let log = audit.clone();
@@ -185,6 +212,7 @@ pub fn entry_of(decision: &Decision, status: Status) -> Entry {
     entry.after = decision.after.clone();
     entry.reverts = decision.reverts;
     entry.revert_if = decision.revert_if.clone();
+    entry.verification = decision.verification.clone();
     entry
 }
 

@@ -7,10 +7,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::action::{SettingKey, Target};
+use super::action::{Maintenance, SettingKey, Target};
 use super::decision::Restore;
+use super::pg_maintenance::{self, Inspection};
 use super::{collector, mysql, postgres, redis};
-use crate::config::{CollectConfig, InstanceConfig, ServerKind};
+use crate::config::{AllowEntry, CollectConfig, InstanceConfig, ServerKind};
 
 /// A setting as read from its server.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,15 @@ pub enum TargetError {
     /// It failed (unreachable, timeout, an error reply).
     #[error("{0}")]
     Failed(String),
+}
+
+/// The `lock_timeout` of the DROP INDEX that reverts a created index.
+const DROP_INDEX_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn maintenance_has_no_value(key: &SettingKey) -> TargetError {
+    TargetError::Refused(format!(
+        "{key} is a maintenance operation, not a setting: it has no value to read or set"
+    ))
 }
 
 /// A boxed future that is `Send` (spelled out so the compiler checks it where the
@@ -138,7 +148,7 @@ impl Targets {
     pub fn instance(&self, key: &SettingKey) -> Option<&InstanceConfig> {
         let kind = match key.target {
             Target::Redis => ServerKind::Redis,
-            Target::Postgres => ServerKind::Postgres,
+            Target::Postgres | Target::PostgresMaintenance => ServerKind::Postgres,
             Target::Mysql => ServerKind::Mysql,
             Target::Collector => return None,
         };
@@ -185,7 +195,49 @@ impl Targets {
             Target::Postgres => postgres::read(self.server(key)?, parameter).await,
             Target::Mysql => mysql::read(self.server(key)?, parameter).await,
             Target::Collector => collector::read(self.intervals(key)?, key),
+            Target::PostgresMaintenance => Err(maintenance_has_no_value(key)),
         }
+    }
+
+    /// What the gate needs to know about maintenance operation `m` on `key`'s instance.
+    pub async fn inspect(
+        &self,
+        key: &SettingKey,
+        entry: &AllowEntry,
+        m: &Maintenance,
+    ) -> Result<Inspection, TargetError> {
+        pg_maintenance::inspect(self.server(key)?, entry, m).await
+    }
+
+    /// Runs maintenance operation `m` on `key`'s instance; returns the state after.
+    pub async fn maintain(
+        &self,
+        key: &SettingKey,
+        entry: &AllowEntry,
+        m: &Maintenance,
+    ) -> Result<String, TargetError> {
+        pg_maintenance::run(self.server(key)?, entry, m).await
+    }
+
+    /// Whether index `schema.index` (one a change created) is still there, as a reading a
+    /// revert compares with the change's `after`: `schema.index`, or `no such index`.
+    pub async fn read_index(
+        &self,
+        key: &SettingKey,
+        schema: &str,
+        index: &str,
+    ) -> Result<Reading, TargetError> {
+        let exists = pg_maintenance::index_exists(self.server(key)?, schema, index).await?;
+        Ok(Reading {
+            value: if exists {
+                format!("{schema}.{index}")
+            } else {
+                "no such index".into()
+            },
+            pg_unit: None,
+            restore: Restore::Nothing,
+            refusal: None,
+        })
     }
 
     /// Sets `key` to `value`; returns the value read back.
@@ -204,6 +256,7 @@ impl Targets {
             }
             Target::Mysql => mysql::set(self.server(key)?, parameter, value).await,
             Target::Collector => collector::set(self.intervals(key)?, key, value),
+            Target::PostgresMaintenance => Err(maintenance_has_no_value(key)),
         }
     }
 
@@ -216,6 +269,16 @@ impl Targets {
         expect: &str,
     ) -> Result<String, TargetError> {
         match restore {
+            Restore::DropIndex { schema, index } => {
+                pg_maintenance::revert_index(
+                    self.server(key)?,
+                    schema,
+                    index,
+                    DROP_INDEX_LOCK_TIMEOUT,
+                )
+                .await
+            }
+            Restore::Nothing => Err(TargetError::Refused(format!("{key} has nothing to undo"))),
             Restore::Set(value) if key.target != Target::Postgres => self.apply(key, value).await,
             _ => match key.target {
                 Target::Postgres => {

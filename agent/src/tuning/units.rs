@@ -27,6 +27,7 @@ pub fn parse(target: Target, text: &str, pg_unit: Option<&str>) -> Option<f64> {
         Target::Redis => number * redis_factor(suffix)?,
         Target::Mysql => number * mysql_factor(suffix)?,
         Target::Postgres => return postgres(number, suffix, pg_unit),
+        Target::PostgresMaintenance => return None,
         Target::Collector => {
             if suffix.is_empty() {
                 number

@@ -1,5 +1,6 @@
-//! Test fixture: a tuning policy (`vigil:plugin@0.3.0`, world `tuning-policy`) that
-//! proposes whatever its settings list, to test the host's side of the world.
+//! Test fixture: a tuning policy (`vigil:plugin@0.4.0`, world `tuning-policy`) that
+//! proposes whatever its settings list, to test the host's side of the world. Its logic is
+//! in `echo.rs`, which plugins/contract-v0-3 builds against 0.3.0 as well.
 //!
 //! Settings (every key optional):
 //! ```json
@@ -24,223 +25,16 @@
 //!   its calls in the host's state.
 //! - `count`: the answer is the first proposal repeated `count` times.
 //! - `action`: `redis-config-set`, `postgres-set`, `mysql-set-global` (with `instance`,
-//!   `parameter`, `value`) or `collector-interval` (with `collector`, `interval_ms`).
+//!   `parameter`, `value`) or `collector-interval` (with `collector`, `interval_ms`); and
+//!   (0.4.0) `postgres-vacuum`, `postgres-analyze` (with `instance`, `schema`, `table`),
+//!   `postgres-create-index` (also `columns`, `statements`), `postgres-drop-index` (with
+//!   `instance`, `schema`, `index`).
 //!   `limit` may be a string, to say `"NaN"` or `"inf"`.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
-/// Guest bindings of the vigil:plugin@0.3.0 tuning-policy world.
+/// Guest bindings of the vigil:plugin@0.4.0 tuning-policy world.
 mod bindings {
     #![allow(clippy::too_many_arguments)] // generated code
     wit_bindgen::generate!({ world: "tuning-policy", path: "../../wit" });
 }
 
-use bindings::vigil::plugin::host;
-use bindings::vigil::plugin::types::{
-    Action, Attribute, CurrentSetting, Direction, FiringAlert, IntervalChange, RevertCondition,
-    SettingChange, SettingTarget, Severity,
-};
-use bindings::{Batch, Guest, PluginInfo, Proposal};
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Settings {
-    interests: Option<Vec<String>>,
-    mode: Option<String>,
-    count: Option<usize>,
-    proposals: Vec<ProposalSpec>,
-}
-
-#[derive(Deserialize, Clone)]
-struct ProposalSpec {
-    action: String,
-    #[serde(default)]
-    instance: String,
-    #[serde(default)]
-    parameter: String,
-    #[serde(default)]
-    value: String,
-    #[serde(default)]
-    collector: String,
-    #[serde(default)]
-    interval_ms: u64,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    revert_if: Option<RevertSpec>,
-}
-
-#[derive(Deserialize, Clone)]
-struct RevertSpec {
-    metric: String,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
-    worse: String,
-    limit: serde_json::Value,
-    window_ms: u64,
-}
-
-fn settings() -> Result<Settings, String> {
-    serde_json::from_str(&host::config()).map_err(|e| format!("invalid echo-policy settings: {e}"))
-}
-
-fn change(spec: &ProposalSpec) -> SettingChange {
-    SettingChange {
-        instance: spec.instance.clone(),
-        parameter: spec.parameter.clone(),
-        value: spec.value.clone(),
-    }
-}
-
-fn proposal(spec: &ProposalSpec) -> Result<Proposal, String> {
-    let action = match spec.action.as_str() {
-        "redis-config-set" => Action::RedisConfigSet(change(spec)),
-        "postgres-set" => Action::PostgresSet(change(spec)),
-        "mysql-set-global" => Action::MysqlSetGlobal(change(spec)),
-        "collector-interval" => Action::CollectorInterval(IntervalChange {
-            collector: spec.collector.clone(),
-            interval_ms: spec.interval_ms,
-        }),
-        other => return Err(format!("unknown action {other:?}")),
-    };
-    Ok(Proposal {
-        action,
-        reason: spec.reason.clone(),
-        revert_if: spec.revert_if.as_ref().map(revert).transpose()?,
-    })
-}
-
-fn revert(spec: &RevertSpec) -> Result<RevertCondition, String> {
-    let limit = match &spec.limit {
-        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-        serde_json::Value::String(s) => s.parse().map_err(|e| format!("limit {s:?}: {e}"))?,
-        other => return Err(format!("limit {other} is neither a number nor a string")),
-    };
-    Ok(RevertCondition {
-        metric: spec.metric.clone(),
-        attributes: spec
-            .attributes
-            .iter()
-            .map(|(key, value)| Attribute {
-                key: key.clone(),
-                value: value.clone(),
-            })
-            .collect(),
-        worse: match spec.worse.as_str() {
-            "falls" => Direction::Falls,
-            _ => Direction::Rises,
-        },
-        limit,
-        window_ms: spec.window_ms,
-    })
-}
-
-/// One proposal per firing alert and per current setting, saying what the policy was shown.
-fn echo_inputs(firing: &[FiringAlert], current: &[CurrentSetting]) -> Vec<Proposal> {
-    let alerts = firing.iter().map(|a| Proposal {
-        action: Action::RedisConfigSet(SettingChange {
-            instance: "firing".into(),
-            parameter: a.rule.clone(),
-            value: a.key.clone(),
-        }),
-        reason: format!(
-            "firing {}/{}/{} {} since {} value {:?}",
-            a.plugin,
-            a.rule,
-            a.key,
-            match a.severity {
-                Severity::Info => "info",
-                Severity::Warning => "warning",
-                Severity::Critical => "critical",
-            },
-            a.since_ns,
-            a.value
-        ),
-        revert_if: None,
-    });
-    let settings = current.iter().map(|s| {
-        let change = SettingChange {
-            instance: s.instance.clone(),
-            parameter: s.parameter.clone(),
-            value: s.value.clone(),
-        };
-        let (action, target) = match s.target {
-            SettingTarget::Redis => (Action::RedisConfigSet(change), "redis"),
-            SettingTarget::Postgres => (Action::PostgresSet(change), "postgres"),
-            SettingTarget::Mysql => (Action::MysqlSetGlobal(change), "mysql"),
-            SettingTarget::Collector => (
-                Action::CollectorInterval(IntervalChange {
-                    collector: s.instance.clone(),
-                    interval_ms: s.value.parse().unwrap_or(0),
-                }),
-                "collector",
-            ),
-        };
-        Proposal {
-            action,
-            reason: format!("current {target}"),
-            revert_if: None,
-        }
-    });
-    alerts.chain(settings).collect()
-}
-
-/// Counts this call in the host's key/value state; returns the count, 1 for the first.
-fn count_call() -> Result<u64, String> {
-    let n = host::state_get("n")
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-        + 1;
-    host::state_set("n", &n.to_le_bytes())?;
-    Ok(n)
-}
-
-struct Echo;
-
-impl Guest for Echo {
-    fn describe() -> Result<PluginInfo, String> {
-        Ok(PluginInfo {
-            name: "echo-policy".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            interests: settings()?.interests.unwrap_or_else(|| vec!["*".into()]),
-        })
-    }
-
-    fn propose(
-        _batch: Batch,
-        firing: Vec<FiringAlert>,
-        current: Vec<CurrentSetting>,
-    ) -> Result<Vec<Proposal>, String> {
-        let settings = settings()?;
-        match settings.mode.as_deref().unwrap_or("echo") {
-            "trap" => panic!("echo-policy: trapping as asked"),
-            "fail" => return Err("echo-policy: failing as asked".into()),
-            "inputs" => return Ok(echo_inputs(&firing, &current)),
-            "count" => {
-                let n = count_call()?;
-                return Ok(vec![Proposal {
-                    action: Action::CollectorInterval(IntervalChange {
-                        collector: "system".into(),
-                        interval_ms: 1000,
-                    }),
-                    reason: format!("n={n}"),
-                    revert_if: None,
-                }]);
-            }
-            _ => {}
-        }
-        let proposals = settings
-            .proposals
-            .iter()
-            .map(proposal)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(match (settings.count, proposals.first()) {
-            (Some(count), Some(first)) => vec![first.clone(); count],
-            _ => proposals,
-        })
-    }
-}
-
-bindings::export!(Echo with_types_in bindings);
+mod echo;

@@ -9,7 +9,7 @@
 // Bindings as componentize-js lays them out: records have camelCase fields, u64 is a
 // BigInt, an `option` is the value or `undefined`, `list<u8>` is a Uint8Array, an error
 // result is a thrown string (a thrown `Error` becomes a trap).
-import { config, stateGet, stateSet } from 'vigil:plugin/host@0.3.0';
+import { config, stateGet, stateSet } from 'vigil:plugin/host@0.4.0';
 
 const SEVERITIES = ['info', 'warning', 'critical'];
 

@@ -1,5 +1,5 @@
 //! What every first-party Rust plugin shares: the guest bindings of the
-//! `vigil:plugin@0.3.0` worlds and helpers to read batches (a [`Frame`] pairs a batch with
+//! `vigil:plugin@0.4.0` worlds and helpers to read batches (a [`Frame`] pairs a batch with
 //! the series table the host sent earlier), build findings, and write tuning policies.
 //!
 //! - An alert rule implements [`bindings::Guest`] and exports it with
@@ -37,8 +37,8 @@ pub mod policy_bindings {
         export_macro_name: "export_policy",
         default_bindings_module: "vigil_plugin_kit::policy_bindings",
         with: {
-            "vigil:plugin/types@0.3.0": crate::bindings::vigil::plugin::types,
-            "vigil:plugin/host@0.3.0": crate::bindings::vigil::plugin::host,
+            "vigil:plugin/types@0.4.0": crate::bindings::vigil::plugin::types,
+            "vigil:plugin/host@0.4.0": crate::bindings::vigil::plugin::host,
         },
     });
 }

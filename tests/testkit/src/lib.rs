@@ -14,6 +14,7 @@
 //! - [`guest`]: Python, JavaScript and C plugins built from `plugins/` by `plugins/build.sh`
 //!   (one function for every language: [`guest::plugin`]); [`python`] is its Python shorthand.
 //! - [`prometheus`]: a Python application serving `/metrics` with the official `prometheus_client`.
+//! - [`postgres`]: [`postgres::PrivatePostgres`], a PostgreSQL cluster of a test's own.
 //! - [`servers`]: the machine's Redis, PostgreSQL and MariaDB: settings read, and guards
 //!   that put a changed setting back on drop.
 //! - [`silent`]: a TCP server that accepts and never answers (a hung receiver or server).
@@ -27,6 +28,7 @@ pub mod http;
 pub mod otel_sdk;
 pub mod otlp;
 pub mod prometheus;
+pub mod postgres;
 pub mod python;
 pub mod redis;
 pub mod servers;
