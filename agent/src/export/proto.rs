@@ -121,29 +121,37 @@ pub fn metrics_request<'a>(
     batches: impl IntoIterator<Item = &'a StampedBatch>,
 ) -> ExportMetricsServiceRequest {
     let mut metrics: Vec<Metric> = Vec::new();
-    let mut index: HashMap<(String, MetricKind), usize> = HashMap::new();
+    let mut index: HashMap<(&str, MetricKind), usize> = HashMap::new();
     for stamped in batches {
-        let batch = &stamped.batch;
+        let batch: &'a Batch = &stamped.batch;
         let time = unix_nanos(batch.timestamp);
-        for ((desc, attrs, value), start) in batch.points().zip(&stamped.starts) {
-            let at = *index
-                .entry((desc.name.clone(), desc.kind))
-                .or_insert_with(|| {
-                    metrics.push(empty_metric(
-                        &desc.name,
-                        &desc.unit,
-                        &desc.description,
-                        desc.kind,
-                    ));
-                    metrics.len() - 1
-                });
+        // Where each of the batch's metrics goes, looked up once per metric, not per point.
+        let slots: Vec<usize> = batch
+            .metrics
+            .iter()
+            .map(|desc| {
+                *index
+                    .entry((desc.name.as_str(), desc.kind))
+                    .or_insert_with(|| {
+                        metrics.push(empty_metric(
+                            &desc.name,
+                            &desc.unit,
+                            &desc.description,
+                            desc.kind,
+                        ));
+                        metrics.len() - 1
+                    })
+            })
+            .collect();
+        let points = batch.series.iter().zip(&batch.values).zip(&stamped.starts);
+        for ((series, value), start) in points {
             push_point(
-                &mut metrics[at],
+                &mut metrics[slots[series.metric as usize]],
                 NumberDataPoint {
-                    attributes: attributes(attrs),
+                    attributes: attributes(&series.attributes),
                     start_time_unix_nano: start.map_or(0, unix_nanos),
                     time_unix_nano: time,
-                    value: Some(number_data_point::Value::AsDouble(value)),
+                    value: Some(number_data_point::Value::AsDouble(*value)),
                     ..Default::default()
                 },
             );

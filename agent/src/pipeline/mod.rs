@@ -141,13 +141,14 @@ impl Pipeline {
     /// policy's proposals go to the tuning engine, as soon as it is done
     /// ([`Pipeline::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
+        let batch = Arc::new(batch);
         self.publish(&batch);
         self.tuning.observe(&batch);
         let pipeline = self.clone();
         let handler: Arc<crate::plugin::lane::Handler> =
             Arc::new(move |evaluation, batch: &Batch| pipeline.evaluated(evaluation, batch));
         let inputs = Arc::new(self.policy_inputs());
-        self.plugins.dispatch(&Arc::new(batch), &inputs, &handler);
+        self.plugins.dispatch(&batch, &inputs, &handler);
         self.record_self_telemetry();
     }
 
@@ -309,18 +310,18 @@ impl Pipeline {
             &alertmanagers,
             tuning.as_ref(),
         );
-        self.publish(&batch);
+        self.publish(&Arc::new(batch));
     }
 
     /// Publishes the export queues' totals (source `vigil.export`).
     pub fn record_export_telemetry(&self) {
         let batch = crate::telemetry::export_batch(&self.host, &self.exporter.stats());
-        self.publish(&batch);
+        self.publish(&Arc::new(batch));
     }
 
     /// Makes `batch` the latest values for export and `/metrics`, and samples it for
     /// the status page's sparklines.
-    fn publish(&self, batch: &Batch) {
+    fn publish(&self, batch: &Arc<Batch>) {
         self.exporter.record(batch);
         if let Some(debug) = &self.debug {
             debug.batch(batch);
