@@ -5,6 +5,11 @@
 //! The synthetic batches are steady: the same series every batch, the values changing
 //! (two batches alternate), as a collector's rounds are. The series-table fingerprint a
 //! batch computes once for all plugins is measured on its own (`table_id`).
+//!
+//! Printed after the measurements: the plugin's datapoints/s and its ratio to the native
+//! rule at each size (targets, issue 16: >= 200 M datapoints/s at 10k, <= 2x native).
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vigil::collect::system::SystemCollector;
@@ -12,6 +17,8 @@ use vigil::config::{Config, SystemCollectorConfig};
 use vigil::model::{Batch, BatchBuilder, MetricDesc, MetricKind, attrs};
 use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
 use vigil_testkit::plugins::{MISBEHAVE, THRESHOLD};
+
+use common::{Mean, millions};
 
 const SETTINGS: &str = r#"{"rules":[{"name":"hot","metric":"bench.value","op":">","value":0.999},
   {"name":"high-memory","metric":"system.memory.utilization","op":">","value":0.99,"match":{"system.memory.state":"used"}}]}"#;
@@ -63,7 +70,9 @@ fn bench(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("threshold_per_batch");
+    let mut ratios = Vec::new();
     for points in [100, 1_000, 10_000] {
+        let (in_plugin, in_native) = (Mean::default(), Mean::default());
         let rounds = [synthetic(points, 0), synthetic(points, 1)];
         for batch in &rounds {
             batch.table_id();
@@ -71,9 +80,11 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(points as u64));
         group.bench_function(BenchmarkId::new("plugin", points), |b| {
             let mut round = 0;
-            b.iter(|| {
-                round += 1;
-                plugin.evaluate(&rounds[round % 2]).expect("evaluates")
+            b.iter_custom(|iterations| {
+                in_plugin.time(iterations, || {
+                    round += 1;
+                    plugin.evaluate(&rounds[round % 2]).expect("evaluates")
+                })
             })
         });
         group.bench_function(BenchmarkId::new("crossing_only", points), |b| {
@@ -87,9 +98,11 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("native", points), |b| {
             let mut round = 0;
-            b.iter(|| {
-                round += 1;
-                native_threshold(&rounds[round % 2])
+            b.iter_custom(|iterations| {
+                in_native.time(iterations, || {
+                    round += 1;
+                    native_threshold(&rounds[round % 2])
+                })
             })
         });
         group.bench_function(BenchmarkId::new("table_id", points), |b| {
@@ -99,8 +112,20 @@ fn bench(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             )
         });
+        ratios.push((points, in_plugin, in_native));
     }
     group.finish();
+    println!(
+        "\nThreshold rule, plugin vs native (targets: >= 200 M datapoints/s at 10k, <= 2x native):"
+    );
+    for (points, in_plugin, in_native) in ratios {
+        println!(
+            "  {points:>6} series: plugin {}datapoints/s, native {}datapoints/s, plugin/native time {:.2}x",
+            millions(in_plugin.per_second(points)),
+            millions(in_native.per_second(points)),
+            in_plugin.seconds() / in_native.seconds()
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -5,7 +5,7 @@
 //! the alerts a batch from the same source stopped reporting. A failed evaluation
 //! changes nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -89,11 +89,23 @@ pub struct AlertEvent {
 /// All current alerts.
 #[derive(Debug, Default)]
 pub struct AlertBook {
-    alerts: BTreeMap<AlertKey, Alert>,
+    alerts: BTreeMap<AlertKey, Tracked>,
+    /// Calls of [`AlertBook::apply`] so far: an alert not marked with the current one
+    /// was not reported by it.
+    rounds: u64,
+}
+
+/// An alert and the last round that reported it.
+#[derive(Debug)]
+struct Tracked {
+    alert: Alert,
+    reported: u64,
 }
 
 impl AlertBook {
     /// Applies what `plugin` found in a batch from `source` at `now`; returns the transitions.
+    /// An alert already in the book is looked up and updated in place (nothing allocated
+    /// for it); the book is walked once to find those no longer reported.
     pub fn apply(
         &mut self,
         plugin: &str,
@@ -101,33 +113,44 @@ impl AlertBook {
         findings: &[Finding],
         now: SystemTime,
     ) -> Vec<AlertEvent> {
+        self.rounds += 1;
+        let round = self.rounds;
         let mut events = Vec::new();
-        let mut reported = HashSet::new();
+        // One key, refilled per finding, to look alerts up with.
+        let mut key = AlertKey {
+            plugin: plugin.to_owned(),
+            rule: String::new(),
+            key: String::new(),
+        };
         for finding in findings {
-            let key = AlertKey {
-                plugin: plugin.to_owned(),
-                rule: finding.rule.clone(),
-                key: finding.key.clone(),
-            };
-            reported.insert(key.clone());
-            let alert = self.alerts.entry(key.clone()).or_insert_with(|| {
-                let alert = Alert {
-                    key,
-                    source: source.to_owned(),
-                    state: AlertState::Pending,
-                    severity: finding.severity,
-                    summary: finding.summary.clone(),
-                    value: finding.value,
-                    labels: finding.labels.clone(),
-                    hold_for: finding.hold_for,
-                    active_since: now,
-                    firing_since: None,
-                };
-                if !finding.hold_for.is_zero() {
-                    events.push(event(Transition::Pending, now, &alert));
+            key.rule.clone_from(&finding.rule);
+            key.key.clone_from(&finding.key);
+            let tracked = match self.alerts.get_mut(&key) {
+                Some(tracked) => tracked,
+                None => {
+                    let alert = Alert {
+                        key: key.clone(),
+                        source: source.to_owned(),
+                        state: AlertState::Pending,
+                        severity: finding.severity,
+                        summary: finding.summary.clone(),
+                        value: finding.value,
+                        labels: finding.labels.clone(),
+                        hold_for: finding.hold_for,
+                        active_since: now,
+                        firing_since: None,
+                    };
+                    if !finding.hold_for.is_zero() {
+                        events.push(event(Transition::Pending, now, &alert));
+                    }
+                    self.alerts.entry(key.clone()).or_insert(Tracked {
+                        alert,
+                        reported: round,
+                    })
                 }
-                alert
-            });
+            };
+            tracked.reported = round;
+            let alert = &mut tracked.alert;
             alert.severity = finding.severity;
             alert.summary.clone_from(&finding.summary);
             alert.value = finding.value;
@@ -142,21 +165,14 @@ impl AlertBook {
                 events.push(event(Transition::Firing, now, alert));
             }
         }
-        let gone: Vec<AlertKey> = self
-            .alerts
-            .iter()
-            .filter(|(k, a)| k.plugin == plugin && a.source == source && !reported.contains(*k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in gone {
-            if let Some(alert) = self.alerts.remove(&key) {
-                let transition = match alert.state {
-                    AlertState::Firing => Transition::Resolved,
-                    AlertState::Pending => Transition::Cancelled,
-                };
-                events.push(event(transition, now, &alert));
+        self.alerts.retain(|key, tracked| {
+            let alert = &tracked.alert;
+            let gone = key.plugin == plugin && alert.source == source && tracked.reported != round;
+            if gone {
+                events.push(event(ended(alert.state), now, alert));
             }
-        }
+            !gone
+        });
         events
     }
 
@@ -169,30 +185,25 @@ impl AlertBook {
         reason: &str,
         now: SystemTime,
     ) -> Vec<AlertEvent> {
-        let keys: Vec<AlertKey> = self
-            .alerts
-            .keys()
-            .filter(|k| k.plugin == plugin)
-            .cloned()
-            .collect();
-        keys.into_iter()
-            .filter_map(|key| self.alerts.remove(&key))
-            .map(|alert| {
-                let transition = match alert.state {
-                    AlertState::Firing => Transition::Resolved,
-                    AlertState::Pending => Transition::Cancelled,
-                };
-                let mut e = event(transition, now, &alert);
-                e.reason = Some(reason.to_owned());
-                e
-            })
-            .collect()
+        let mut events = Vec::new();
+        self.alerts.retain(|key, tracked| {
+            if key.plugin != plugin {
+                return true;
+            }
+            let alert = &tracked.alert;
+            let mut e = event(ended(alert.state), now, alert);
+            e.reason = Some(reason.to_owned());
+            events.push(e);
+            false
+        });
+        events
     }
 
     /// The alerts that are firing now.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.alerts
             .values()
+            .map(|t| &t.alert)
             .filter(|a| a.state == AlertState::Firing)
     }
 
@@ -204,6 +215,14 @@ impl AlertBook {
             (Severity::Warning, count(Severity::Warning)),
             (Severity::Critical, count(Severity::Critical)),
         ]
+    }
+}
+
+/// How an alert that is no longer reported ends: resolved if it fired, else cancelled.
+fn ended(state: AlertState) -> Transition {
+    match state {
+        AlertState::Firing => Transition::Resolved,
+        AlertState::Pending => Transition::Cancelled,
     }
 }
 

@@ -163,8 +163,8 @@ impl OtlpExporter {
     }
 
     /// Makes `batch` the latest values of its source and queues all its datapoints, with
-    /// its collection time, for the next export tick.
-    pub fn record(&self, batch: &Batch) {
+    /// its collection time, for the next export tick (the batch is shared, not copied).
+    pub fn record(&self, batch: &Arc<Batch>) {
         self.latest.replace(batch);
         if self.transport.is_none() || batch.is_empty() {
             return;
@@ -177,7 +177,7 @@ impl OtlpExporter {
             metrics.start_times.observe(batch)
         };
         let stamped = StampedBatch {
-            batch: std::sync::Arc::new(batch.clone()),
+            batch: batch.clone(),
             starts,
         };
         metrics.tick.push(stamped, batch.len() as u64);

@@ -1,34 +1,47 @@
 //! Start times of cumulative series: OTLP sums carry `start_time_unix_nano`, the moment
 //! from which their total counts. A series starts when it is first seen; a counter whose
 //! value goes down was reset (a server restarted) and starts again at that sample.
+//!
+//! The series of a source are kept in one hash table updated in place (foldhash, looked
+//! up by the batch's own strings): a round allocates nothing for series already known.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::SystemTime;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::model::{Attributes, Batch, MetricKind};
 
-/// One series' identity within a source: metric name and attributes.
-type SeriesKey = (String, Attributes);
-
-/// Where a series stands: when it started, its last value, and for how many batches of
-/// its source it has been missing.
-#[derive(Debug, Clone, Copy)]
+/// One tracked series: its identity within a source (metric name and attributes), when
+/// it started, its last value, and the source's round that last reported it.
+#[derive(Debug)]
 struct Track {
+    name: String,
+    attributes: Attributes,
     start: SystemTime,
     last: f64,
-    missing: u32,
+    seen: u64,
+}
+
+/// The tracked series of one source, and how many batches it has sent.
+#[derive(Debug, Default)]
+struct SourceSeries {
+    series: HashTable<Track>,
+    rounds: u64,
 }
 
 /// Batches of its source a series may be missing from (its server down for a while)
 /// before it is forgotten; a reset during the outage is still caught when it returns.
-const FORGET_AFTER_MISSING: u32 = 60;
+const FORGET_AFTER_MISSING: u64 = 60;
 
 /// Start times of every cumulative series, per source. Series missing from their source
 /// for [`FORGET_AFTER_MISSING`] batches are forgotten (and start anew if they come
 /// back), so the tracker never outgrows what is collected.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StartTimes {
-    sources: HashMap<String, HashMap<SeriesKey, Track>>,
+    sources: HashMap<String, SourceSeries>,
+    /// Seeded per process: series attributes come from outside.
+    hasher: DefaultHashBuilder,
 }
 
 impl StartTimes {
@@ -37,8 +50,12 @@ impl StartTimes {
     /// seen, or the batch's time if a counter (a histogram's count) went down since the
     /// previous batch.
     pub fn observe(&mut self, batch: &Batch) -> Vec<Option<SystemTime>> {
-        let previous = self.sources.remove(&batch.source).unwrap_or_default();
-        let mut current = HashMap::with_capacity(previous.len());
+        let hasher = &self.hasher;
+        let hash =
+            |name: &str, attributes: &[(String, String)]| hasher.hash_one((name, attributes));
+        let source = self.sources.entry_ref(batch.source.as_str()).or_default();
+        source.rounds += 1;
+        let round = source.rounds;
         let mut resets = 0usize;
         let histograms = batch
             .histogram_points()
@@ -52,37 +69,42 @@ impl StartTimes {
                     MetricKind::Counter | MetricKind::Histogram => true,
                     MetricKind::UpDownCounter => false,
                 };
-                let key = (metric.name.clone(), attributes.clone());
-                let start = match previous.get(&key) {
-                    Some(track) if reset_on_decrease && value < track.last => {
-                        resets += 1;
+                let key = hash(&metric.name, attributes);
+                let known = source.series.find_mut(key, |t| {
+                    t.name == metric.name && t.attributes == *attributes
+                });
+                let start = match known {
+                    Some(track) => {
+                        // Compared with the previous batch's value (a series twice in one
+                        // batch is compared with that batch's first value).
+                        if reset_on_decrease && value < track.last && track.seen < round {
+                            resets += 1;
+                            track.start = batch.timestamp;
+                        }
+                        track.last = value;
+                        track.seen = round;
+                        track.start
+                    }
+                    None => {
+                        let track = Track {
+                            name: metric.name.clone(),
+                            attributes: attributes.clone(),
+                            start: batch.timestamp,
+                            last: value,
+                            seen: round,
+                        };
+                        source
+                            .series
+                            .insert_unique(key, track, |t| hash(&t.name, &t.attributes));
                         batch.timestamp
                     }
-                    Some(track) => track.start,
-                    None => batch.timestamp,
                 };
-                current.insert(
-                    key,
-                    Track {
-                        start,
-                        last: value,
-                        missing: 0,
-                    },
-                );
                 Some(start)
             })
             .collect();
-        for (key, track) in previous {
-            if track.missing < FORGET_AFTER_MISSING && !current.contains_key(&key) {
-                current.insert(
-                    key,
-                    Track {
-                        missing: track.missing + 1,
-                        ..track
-                    },
-                );
-            }
-        }
+        source
+            .series
+            .retain(|t| round - t.seen <= FORGET_AFTER_MISSING);
         if resets > 0 {
             tracing::info!(
                 source = %batch.source,
@@ -90,7 +112,6 @@ impl StartTimes {
                 batch.source
             );
         }
-        self.sources.insert(batch.source.clone(), current);
         starts
     }
 }
@@ -176,7 +197,7 @@ mod tests {
             [Some(at(0))],
             "a series missing for a round (its server down) keeps its start"
         );
-        for i in 0..=FORGET_AFTER_MISSING as u64 {
+        for i in 0..=FORGET_AFTER_MISSING {
             starts.observe(&batch_at("a", at(5 + i), &[(&used, "x", 3.0)]));
         }
         assert_eq!(

@@ -1,22 +1,23 @@
 //! The latest value of every series, per source: what `/metrics` and the status page
 //! show. The OTLP export does not read it; it queues every batch with its own time.
+//!
+//! Each source's latest batch is kept as it is (shared with the export queue, nothing
+//! copied per round); the families are built from them only when asked for.
 
 use crate::sync::LockExt;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use opentelemetry::KeyValue;
 
 use crate::model::{Batch, MetricDesc};
 
-/// Points of one metric: per source, `(attributes, value)`.
-type SourcePoints = HashMap<String, Vec<(Vec<KeyValue>, f64)>>;
-
-/// Latest values by metric name, then by source. A new batch from a source
-/// replaces everything that source reported before, so vanished series disappear.
+/// The latest batch of each source. A new batch from a source replaces everything that
+/// source reported before, so vanished series disappear.
 #[derive(Debug, Default)]
 pub struct LatestValues {
-    metrics: Mutex<HashMap<String, SourcePoints>>,
+    batches: Mutex<HashMap<String, Arc<Batch>>>,
+    /// The first description seen of each metric name.
     descs: Mutex<HashMap<String, MetricDesc>>,
 }
 
@@ -24,20 +25,9 @@ pub struct LatestValues {
 pub type Family = (MetricDesc, Vec<(Vec<KeyValue>, f64)>);
 
 impl LatestValues {
-    /// Replaces the values of `batch.source` with those in `batch`.
+    /// Makes `batch` the latest values of `batch.source`.
     /// Returns the metrics seen for the first time.
-    pub fn replace(&self, batch: &Batch) -> Vec<MetricDesc> {
-        let mut fresh: HashMap<&str, Vec<(Vec<KeyValue>, f64)>> = HashMap::new();
-        for (metric, attributes, value) in batch.points() {
-            let attributes = attributes
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                .collect();
-            fresh
-                .entry(metric.name.as_str())
-                .or_default()
-                .push((attributes, value));
-        }
+    pub fn replace(&self, batch: &Arc<Batch>) -> Vec<MetricDesc> {
         let mut new = Vec::new();
         {
             let mut descs = self.descs.locked();
@@ -48,33 +38,37 @@ impl LatestValues {
                 }
             }
         }
-        let mut metrics = self.metrics.locked();
-        for per_source in metrics.values_mut() {
-            per_source.remove(&batch.source);
-        }
-        for (name, points) in fresh {
-            metrics
-                .entry(name.to_owned())
-                .or_default()
-                .insert(batch.source.clone(), points);
+        let mut batches = self.batches.locked();
+        match batches.get_mut(&batch.source) {
+            Some(latest) => *latest = batch.clone(),
+            None => {
+                batches.insert(batch.source.clone(), batch.clone());
+            }
         }
         new
     }
 
     /// Every metric with its current points, by name.
     pub fn families(&self) -> Vec<Family> {
+        let batches: Vec<Arc<Batch>> = self.batches.locked().values().cloned().collect();
         let descs = self.descs.locked().clone();
-        let metrics = self.metrics.locked();
-        let mut families: Vec<Family> = metrics
-            .iter()
-            .filter_map(|(name, per_source)| {
-                let desc = descs.get(name)?.clone();
-                let points: Vec<_> = per_source.values().flatten().cloned().collect();
-                (!points.is_empty()).then_some((desc, points))
-            })
-            .collect();
-        families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        families
+        let mut points: BTreeMap<&str, Vec<(Vec<KeyValue>, f64)>> = BTreeMap::new();
+        for batch in &batches {
+            for (metric, attributes, value) in batch.points() {
+                let attributes = attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .collect();
+                points
+                    .entry(metric.name.as_str())
+                    .or_default()
+                    .push((attributes, value));
+            }
+        }
+        points
+            .into_iter()
+            .filter_map(|(name, points)| Some((descs.get(name)?.clone(), points)))
+            .collect()
     }
 }
 
@@ -91,19 +85,26 @@ mod tests {
         a.point(&m, attrs([("k", "1")]), 1.0)
             .point(&m, attrs([("k", "2")]), 2.0);
         assert_eq!(
-            store.replace(&a.build()),
+            store.replace(&Arc::new(a.build())),
             std::slice::from_ref(&m),
             "first sight of m"
         );
         let mut b = BatchBuilder::new("b", "h");
         b.point(&m, vec![], 10.0);
-        store.replace(&b.build());
+        store.replace(&Arc::new(b.build()));
         let mut a2 = BatchBuilder::new("a", "h");
         a2.point(&m, attrs([("k", "1")]), 3.0);
-        assert!(store.replace(&a2.build()).is_empty(), "m is known by now");
+        assert!(
+            store.replace(&Arc::new(a2.build())).is_empty(),
+            "m is known by now"
+        );
         let families = store.families();
+        assert_eq!(families.len(), 1);
         let mut seen: Vec<f64> = families[0].1.iter().map(|(_, v)| *v).collect();
         seen.sort_by(f64::total_cmp);
         assert_eq!(seen, [3.0, 10.0]);
+        store.replace(&Arc::new(BatchBuilder::new("a", "h").build()));
+        store.replace(&Arc::new(BatchBuilder::new("b", "h").build()));
+        assert!(store.families().is_empty(), "no source reports m any more");
     }
 }

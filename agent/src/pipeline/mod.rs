@@ -156,13 +156,14 @@ impl Pipeline {
 
     /// Exports `batch`, shows it to the tuning watches and hands it to every plugin.
     fn take_in(self: &Arc<Self>, batch: Batch) {
+        let batch = Arc::new(batch);
         self.publish(&batch);
         self.tuning.observe(&batch);
         let pipeline = self.clone();
         let handler: Arc<crate::plugin::lane::Handler> =
             Arc::new(move |evaluation, batch: &Batch| pipeline.evaluated(evaluation, batch));
         let inputs = Arc::new(self.policy_inputs());
-        self.plugins.dispatch(&Arc::new(batch), &inputs, &handler);
+        self.plugins.dispatch(&batch, &inputs, &handler);
     }
 
     /// What tuning policies are shown beside the next batch: the alerts firing now and
@@ -323,24 +324,24 @@ impl Pipeline {
             &alertmanagers,
             tuning.as_ref(),
         );
-        self.publish(&batch);
+        self.publish(&Arc::new(batch));
     }
 
     /// Publishes the export queues' totals (source `vigil.export`).
     pub fn record_export_telemetry(&self) {
         let batch = crate::telemetry::export_batch(&self.host, &self.exporter.stats());
-        self.publish(&batch);
+        self.publish(&Arc::new(batch));
     }
 
     /// Publishes one of the agent's own batches (a stage's totals, say): exported and
     /// shown like any batch, not evaluated by plugins.
-    pub fn publish_own(&self, batch: &Batch) {
-        self.publish(batch);
+    pub fn publish_own(&self, batch: Batch) {
+        self.publish(&Arc::new(batch));
     }
 
     /// Makes `batch` the latest values for export and `/metrics`, and samples it for
     /// the status page's sparklines.
-    fn publish(&self, batch: &Batch) {
+    fn publish(&self, batch: &Arc<Batch>) {
         self.exporter.record(batch);
         if let Some(debug) = &self.debug {
             debug.batch(batch);

@@ -68,7 +68,7 @@ async fn run(
             },
             _ = ticker.tick() => {
                 let totals = receiver.totals();
-                pipeline.publish_own(&crate::telemetry::receive_batch(&host, &totals));
+                pipeline.publish_own(crate::telemetry::receive_batch(&host, &totals));
             }
             _ = stopped(&mut stop) => break,
         }
@@ -78,5 +78,5 @@ async fn run(
     while let Some(received) = batches.recv().await {
         pipeline.process_all(received).await;
     }
-    pipeline.publish_own(&crate::telemetry::receive_batch(&host, &receiver.totals()));
+    pipeline.publish_own(crate::telemetry::receive_batch(&host, &receiver.totals()));
 }
