@@ -56,7 +56,11 @@ fn bench(c: &mut Criterion) {
             steady.time(iterations, || {
                 round += 1;
                 let now = t0 + HOLD + Duration::from_secs(round);
-                let findings = if round % 2 == 0 { &first } else { &second };
+                let findings = if round.is_multiple_of(2) {
+                    &first
+                } else {
+                    &second
+                };
                 let events = book.apply("rule", "postgres", findings, now);
                 debug_assert!(events.is_empty());
                 events

@@ -89,7 +89,7 @@ async fn http_receiver() -> SocketAddr {
 fn batch(points: usize, round: usize) -> Batch {
     let metrics: Vec<MetricDesc> = (0..20)
         .map(|m| {
-            let kind = if m % 2 == 0 {
+            let kind = if m.is_multiple_of(2) {
                 MetricKind::Gauge
             } else {
                 MetricKind::Counter
@@ -100,7 +100,7 @@ fn batch(points: usize, round: usize) -> Batch {
     let mut b = BatchBuilder::new("bench", "h");
     for i in 0..points {
         let device = format!("device{}", i / 40);
-        let direction = if i % 2 == 0 { "read" } else { "write" };
+        let direction = if i.is_multiple_of(2) { "read" } else { "write" };
         b.point(
             &metrics[i % 20],
             attrs([("device", &device), ("direction", direction)]),
