@@ -87,7 +87,7 @@ async fn http_receiver() -> SocketAddr {
 /// A system-like batch of `points` series: 20 metrics, gauges and counters, two
 /// attributes per series; `round` moves the values (counters grow).
 fn batch(points: usize, round: usize) -> Batch {
-    let metrics: Vec<MetricDesc> = (0..20)
+    let metrics: Vec<MetricDesc> = (0..20_u32)
         .map(|m| {
             let kind = if m.is_multiple_of(2) {
                 MetricKind::Gauge

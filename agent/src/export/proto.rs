@@ -195,7 +195,7 @@ impl Metrics {
                     attributes: attributes(attrs),
                     start_time_unix_nano: start,
                     time_unix_nano: time,
-                    value: Some(number_data_point::Value::AsDouble(*value)),
+                    value: Some(number_data_point::Value::AsDouble(value)),
                     ..Default::default()
                 },
             );
