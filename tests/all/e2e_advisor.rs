@@ -5,7 +5,7 @@
 //! by `vigil actions revert`, and a useless index refused.
 
 use sqlx::{Connection, PgConnection, Row};
-use vigil_testkit::agent::{Workspace, output_text, run_to_end, vigil};
+use vigil_testkit::agent::{Workspace, output_text, run_to_end};
 use vigil_testkit::otlp::{OtlpReceiver, Point, Received};
 use vigil_testkit::plugins::PG_ADVISOR;
 use vigil_testkit::postgres::PrivatePostgres;
@@ -14,21 +14,9 @@ const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// Runs `vigil run --once` with `extra` config and returns what the receiver got.
 async fn run_once(receiver: &OtlpReceiver, ws: &Workspace, extra: &str) -> Received {
-    let config = ws
-        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "10s", extra))
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        vigil(VIGIL)
-            .args(["run", "--once", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    receiver.received()
+    vigil_testkit::agent::run_once(VIGIL, receiver, ws, extra)
+        .await
+        .0
 }
 
 /// The newest point of `metric` for table `table` (and `state`, when given).

@@ -62,21 +62,7 @@ fn firing<'a>(records: &'a [Record], rule: &str) -> Vec<&'a Record> {
 
 /// Runs `vigil run --once` with `config` and returns what the receiver got and the agent's stderr.
 async fn run_once(receiver: &OtlpReceiver, ws: &Workspace, extra: &str) -> (Received, String) {
-    let config = ws
-        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "10s", extra))
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        vigil(VIGIL)
-            .args(["run", "--once", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    (receiver.received(), stderr)
+    vigil_testkit::agent::run_once(VIGIL, receiver, ws, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

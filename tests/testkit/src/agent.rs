@@ -276,3 +276,28 @@ impl Drop for AgentProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `binary run --once` with the workspace's config for `receiver` plus `extra`, asserts
+/// it succeeded, and returns what the receiver got and the agent's stderr.
+pub async fn run_once(
+    binary: &'static str,
+    receiver: &crate::otlp::OtlpReceiver,
+    ws: &Workspace,
+    extra: &str,
+) -> (crate::otlp::Received, String) {
+    let config = ws
+        .write_config(&ws.config_for(&receiver.endpoint, receiver.protocol, "10s", extra))
+        .expect("config written");
+    let output = tokio::task::spawn_blocking(move || {
+        vigil(binary)
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .expect("vigil runs")
+    })
+    .await
+    .expect("the agent's task ends");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (receiver.received(), stderr)
+}
