@@ -7,7 +7,7 @@
 // How componentize-js maps the contract: records have camelCase fields (`forMs`, `tableId`),
 // u64 is a BigInt (`forMs: 0n`), an `option` is the value or `undefined`, enums are strings,
 // an error result is a thrown string (a thrown `Error` traps the plugin).
-import { config } from 'vigil:plugin/host@0.3.0';
+import { config } from 'vigil:plugin/host@0.4.0';
 
 // The series table last sent for each source (the host sends one only when it changed).
 const tables = new Map();

@@ -9,7 +9,7 @@
 // How componentize-js maps the contract: records have camelCase fields (`intervalMs`,
 // `revertIf`), u64 is a BigInt, a variant is `{ tag, val }`, enums are strings, an `option`
 // is the value or `undefined`, an error result is a thrown string (an `Error` traps).
-import { config } from 'vigil:plugin/host@0.3.0';
+import { config } from 'vigil:plugin/host@0.4.0';
 
 // The series table last sent for each source (the host sends one only when it changed).
 const tables = new Map();
