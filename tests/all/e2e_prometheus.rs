@@ -1,8 +1,9 @@
 //! `[[collect.prometheus]]` end to end: a real Python `prometheus_client` application is
 //! scraped, its counter and histogram arrive at the OTLP receiver under the exposed names
-//! with the values the application recorded, and the latency plugin built from source
-//! judges its error ratio. A garbage page and an unreachable target are down
-//! (`prometheus.up = 0`), counted, warned about once, and disturb nothing.
+//! with the values the application recorded (the histogram's series folded into histogram
+//! points), and the latency plugin built from source judges its error ratio and its p95.
+//! A garbage page and an unreachable target are down (`prometheus.up = 0`), counted,
+//! warned about once, and disturb nothing.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -15,13 +16,9 @@ use vigil_testkit::prometheus::PromApp;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
-/// The latest point of `metric` whose attributes include every pair of `labels`.
+/// The newest point of `metric` whose attributes include every pair of `labels`.
 fn point(received: &Received, metric: &str, labels: &[(&str, &str)]) -> Option<Point> {
-    received.latest_points(metric).into_iter().find(|p| {
-        labels
-            .iter()
-            .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
-    })
+    received.newest_point(metric, labels)
 }
 
 fn value(received: &Received, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -42,7 +39,7 @@ async fn a_prometheus_client_endpoint_arrives_under_the_exposed_names_and_the_la
     let ws = Workspace::new().unwrap();
     ws.add_plugin("latency", LATENCY).unwrap();
     let extra = format!(
-        "{}\n[plugins.settings.latency]\nmin_requests = 20\npercentiles = []\nerror_ratio = {{ max = 0.05, for = \"0s\" }}\n",
+        "{}\n[plugins.settings.latency]\nmin_requests = 20\npercentiles = [{{ percentile = 95, max = \"500ms\", for = \"0s\" }}]\nerror_ratio = {{ max = 0.05, for = \"0s\" }}\n",
         target("shop", &app.url)
     );
     let config = ws
@@ -57,20 +54,20 @@ async fn a_prometheus_client_endpoint_arrives_under_the_exposed_names_and_the_la
             ("vigil.instance", "shop"),
         ]
     };
+    let fired = |r: &Received, rule: &str| {
+        r.records()
+            .into_iter()
+            .filter(|rec| rec.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule))
+            .filter(|rec| rec.attributes["vigil.alert.state"] == "firing")
+            .collect::<Vec<_>>()
+    };
     let (ok, r) = receiver
         .wait_for(Duration::from_secs(60), |r| {
             value(r, "http_requests_total", &api("200")).is_some()
-                && value(
-                    r,
-                    "http_request_duration_seconds_count",
-                    &[("handler", "/api")],
-                )
-                .is_some()
-                && r.records().iter().any(|rec| {
-                    rec.attributes.get("vigil.alert.rule").map(String::as_str)
-                        == Some("error-ratio")
-                        && rec.attributes["vigil.alert.state"] == "firing"
-                })
+                && r.newest_histogram("http_request_duration_seconds", &[("handler", "/api")])
+                    .is_some()
+                && !fired(r, "error-ratio").is_empty()
+                && !fired(r, "latency-p95").is_empty()
         })
         .await;
     assert!(ok, "{:?}\n{}", r.metric_names(), agent.log());
@@ -78,59 +75,55 @@ async fn a_prometheus_client_endpoint_arrives_under_the_exposed_names_and_the_la
     // The counter, as the application counted.
     assert_eq!(value(&r, "http_requests_total", &api("200")), Some(7.0));
     assert_eq!(value(&r, "http_requests_total", &api("500")), Some(3.0));
-    // The histogram's series as exposed: cumulative buckets, count and sum.
-    let api_duration = |le: &'static str| [("handler", "/api"), ("le", le)];
-    for (le, expected) in [("0.1", 1.0), ("0.5", 3.0), ("1.0", 3.0), ("+Inf", 4.0)] {
-        assert_eq!(
-            value(
-                &r,
-                "http_request_duration_seconds_bucket",
-                &api_duration(le)
-            ),
-            Some(expected),
-            "le={le}"
-        );
-    }
-    assert_eq!(
-        value(
-            &r,
-            "http_request_duration_seconds_count",
-            &[("handler", "/api")]
-        ),
-        Some(4.0)
+    // The histogram's series folded into one histogram point, as the application
+    // observed: 0.05 | 0.3, 0.3 | - | 2.0 in the buckets up to 0.1, 0.5, 1 and above.
+    let api = r
+        .newest_histogram("http_request_duration_seconds", &[("handler", "/api")])
+        .expect("the /api histogram");
+    assert_eq!(api.explicit_bounds, [0.1, 0.5, 1.0]);
+    assert_eq!(api.bucket_counts, [1, 2, 0, 1]);
+    assert_eq!(api.count, 4);
+    assert!((api.sum.unwrap_or_default() - 2.65).abs() < 1e-9, "{api:?}");
+    assert!(
+        !api.attributes.iter().any(|kv| kv.key == "le"),
+        "le became the bounds: {api:?}"
     );
-    let sum = value(
-        &r,
-        "http_request_duration_seconds_sum",
-        &[("handler", "/api")],
-    )
-    .unwrap();
-    assert!((sum - 2.65).abs() < 1e-9, "{sum}");
+    assert!(
+        r.latest_points("http_request_duration_seconds_bucket")
+            .is_empty(),
+        "no bucket series stays a scalar"
+    );
     assert_eq!(
         value(&r, "prometheus.up", &[("vigil.instance", "shop")]),
         Some(1.0)
     );
 
-    // A quarter of /live's requests fail: the error-ratio rule fires for /live only
-    // (/api's counters do not move, so there is no window to judge).
-    let firing: Vec<_> = r
-        .records()
-        .into_iter()
-        .filter(|rec| {
-            rec.attributes.get("vigil.alert.rule").map(String::as_str) == Some("error-ratio")
-        })
-        .collect();
-    assert!(
-        firing
-            .iter()
-            .all(|rec| rec.attributes["vigil.alert.key"].contains("handler=\"/live\"")),
-        "{firing:?}"
-    );
-    let ratio: f64 = firing[0].attributes["vigil.alert.value"].parse().unwrap();
+    // A quarter of /live's requests fail and every one takes 0.7 s: the error-ratio and
+    // the p95 rules fire for /live only (/api's series do not move, so there is no window
+    // to judge), the p95 from the scraped histogram's deltas.
+    for rule in ["error-ratio", "latency-p95"] {
+        let firing = fired(&r, rule);
+        assert!(
+            firing
+                .iter()
+                .all(|rec| rec.attributes["vigil.alert.key"].contains("handler=\"/live\"")),
+            "{firing:?}"
+        );
+        assert_eq!(
+            firing[0].attributes["vigil.alert.source"],
+            "prometheus:shop"
+        );
+    }
+    let ratio: f64 = fired(&r, "error-ratio")[0].attributes["vigil.alert.value"]
+        .parse()
+        .unwrap();
     assert!((0.2..=0.3).contains(&ratio), "about a quarter: {ratio}");
-    assert_eq!(
-        firing[0].attributes["vigil.alert.source"],
-        "prometheus:shop"
+    let p95: f64 = fired(&r, "latency-p95")[0].attributes["vigil.alert.value"]
+        .parse()
+        .unwrap();
+    assert!(
+        p95 > 0.5 && p95 <= 1.0,
+        "p95 of 0.7 s observations lies in their bucket (0.5, 1]: {p95}"
     );
 }
 

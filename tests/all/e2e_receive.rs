@@ -1,9 +1,10 @@
 //! End to end: applications instrumented with the official OpenTelemetry Python SDK send
 //! their request-duration histograms to vigil's OTLP receiver (`[receive.otlp]`) over gRPC
 //! and over HTTP; vigil forwards them to the testkit's OTLP receiver with the sender's
-//! resource, bucket counts and timestamps unchanged. Bad requests (malformed, oversized,
-//! wrong token) get the status the OTLP specification names on both transports, are
-//! counted, and disturb nothing.
+//! resource, bucket counts and timestamps unchanged, and the latency plugin built from
+//! source fires when the SDK's p95 crosses its target and resolves when it falls. Bad
+//! requests (malformed, oversized, wrong token) get the status the OTLP specification
+//! names on both transports, are counted, and disturb nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +24,8 @@ use prost::Message;
 use serde_json::Value;
 use vigil_testkit::agent::{AgentProcess, Workspace, free_local_addr};
 use vigil_testkit::otel_sdk::{Protocol, Sender};
-use vigil_testkit::otlp::{OtlpReceiver, Received};
+use vigil_testkit::otlp::{OtlpReceiver, Received, Record};
+use vigil_testkit::plugins::LATENCY;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const DURATION: &str = "http.server.request.duration";
@@ -233,6 +235,118 @@ async fn sdk_histograms_arrive_forwarded_with_their_resource_buckets_and_times()
             && r.get("deployment.environment.name").map(String::as_str) == Some("test")
             && !r.contains_key("host.name")
     }));
+}
+
+/// The latency plugin's alert records of `rule` in `state` whose key names `route`.
+fn alerts(received: &Received, rule: &str, state: &str, route: &str) -> Vec<Record> {
+    received
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r.attributes.get("vigil.alert.rule").map(String::as_str) == Some(rule)
+                && r.attributes.get("vigil.alert.state").map(String::as_str) == Some(state)
+                && r.attributes
+                    .get("vigil.alert.key")
+                    .is_some_and(|k| k.contains(&format!("http.route=\"{route}\"")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_plugin_fires_when_the_sdks_p95_crosses_its_target_and_resolves_when_it_falls()
+{
+    let export = OtlpReceiver::grpc().await.expect("OTLP receiver");
+    let workspace = Workspace::new().expect("workspace");
+    workspace.add_plugin("latency", LATENCY).expect("plugin");
+    let settings = "[plugins.settings.latency]\nmin_requests = 20\n\
+        percentiles = [{ percentile = 95, max = \"200ms\", for = \"0s\" }]\n";
+    let (agent, grpc, http) =
+        start_agent(&workspace, &export, settings, &[]).expect("agent starts");
+    wait_listening(&agent).await;
+    for (protocol, addr, service) in [
+        (Protocol::Grpc, grpc, "shop-grpc"),
+        (Protocol::Http, http, "shop-http"),
+    ] {
+        let route = format!("/{service}");
+        let mut sender = Sender::start(protocol, addr, service, None).expect("SDK sender");
+        let mut recorded = 0;
+        // 40 requests an export: the first export is the base the next are compared with;
+        // then a fast window (p95 about 25 ms), a slow one (every request 450 ms), and a
+        // fast one again.
+        for (phase, seconds) in [
+            ("base", 0.02),
+            ("fast", 0.02),
+            ("slow", 0.45),
+            ("fast again", 0.02),
+        ] {
+            sender.record(&route, &[seconds; 40]).expect("record");
+            let (_, ok) = sender.flush().expect("flush");
+            assert!(
+                ok,
+                "vigil took the {protocol:?} export; log:\n{}",
+                agent.log()
+            );
+            recorded += 40;
+            // The batch went through the plugins once its histogram is forwarded.
+            let (through, received) = export
+                .wait_for(Duration::from_secs(20), |r| {
+                    r.newest_histogram(DURATION, &[("http.route", &route)])
+                        .is_some_and(|p| p.count == recorded)
+                })
+                .await;
+            assert!(
+                through,
+                "the {phase} export was forwarded; log:\n{}",
+                agent.log()
+            );
+            match phase {
+                "slow" => {
+                    let (fired, received) = export
+                        .wait_for(Duration::from_secs(20), |r| {
+                            !alerts(r, "latency-p95", "firing", &route).is_empty()
+                        })
+                        .await;
+                    assert!(
+                        fired,
+                        "p95 above 200 ms fires ({protocol:?}); log:\n{}",
+                        agent.log()
+                    );
+                    let firing = alerts(&received, "latency-p95", "firing", &route);
+                    assert_eq!(firing.len(), 1, "{firing:?}");
+                    let p95: f64 = firing[0].attributes["vigil.alert.value"]
+                        .parse()
+                        .expect("a number");
+                    assert!(
+                        p95 > 0.25 && p95 <= 0.5,
+                        "the p95 of 450 ms requests lies in their bucket (0.25, 0.5]: {p95}"
+                    );
+                    assert_eq!(
+                        firing[0].attributes["vigil.alert.source"],
+                        format!("otlp:{service}")
+                    );
+                }
+                "fast again" => {
+                    let (resolved, received) = export
+                        .wait_for(Duration::from_secs(20), |r| {
+                            !alerts(r, "latency-p95", "resolved", &route).is_empty()
+                        })
+                        .await;
+                    assert!(
+                        resolved,
+                        "p95 back under 200 ms resolves ({protocol:?}): {:?}\nlog:\n{}",
+                        received.records(),
+                        agent.log()
+                    );
+                    assert_eq!(alerts(&received, "latency-p95", "firing", &route).len(), 1);
+                }
+                _ => assert!(
+                    alerts(&received, "latency-p95", "firing", &route).is_empty(),
+                    "a {phase} window does not fire: {:?}",
+                    received.records()
+                ),
+            }
+        }
+    }
 }
 
 /// A request of `points` gauge points (about 40 bytes each).

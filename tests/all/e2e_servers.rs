@@ -32,21 +32,11 @@ fn redis_info() -> HashMap<String, f64> {
         .collect()
 }
 
-/// The newest value of `metric` for `instance`, from the most recent request that carries
-/// that instance (under load one request may hold only another instance's batch).
+/// The newest value of `metric` for `instance` (under load one request may hold only
+/// another instance's batch).
 fn value(received: &Received, metric: &str, instance: &str) -> Option<f64> {
     received
-        .points_per_request(metric)
-        .iter()
-        .rev()
-        .find_map(|points| {
-            points
-                .iter()
-                .filter(|p| {
-                    p.attributes.get("vigil.instance").map(String::as_str) == Some(instance)
-                })
-                .max_by_key(|p| p.time_unix_nano)
-        })
+        .newest_point(metric, &[("vigil.instance", instance)])
         .map(|p| p.value)
 }
 

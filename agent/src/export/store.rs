@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::KeyValue;
 
-use crate::model::{Batch, MetricDesc};
+use crate::model::{Attributes, Batch, Histogram, MetricDesc};
 
 /// The latest batch of each source. A new batch from a source replaces everything that
 /// source reported before, so vanished series disappear.
@@ -21,8 +21,15 @@ pub struct LatestValues {
     descs: Mutex<HashMap<String, MetricDesc>>,
 }
 
+/// A point's current value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Histogram(Histogram),
+}
+
 /// One metric and all its current points (attributes, value).
-pub type Family = (MetricDesc, Vec<(Vec<KeyValue>, f64)>);
+pub type Family = (MetricDesc, Vec<(Vec<KeyValue>, Value)>);
 
 impl LatestValues {
     /// Makes `batch` the latest values of `batch.source`.
@@ -52,17 +59,25 @@ impl LatestValues {
     pub fn families(&self) -> Vec<Family> {
         let batches: Vec<Arc<Batch>> = self.batches.locked().values().cloned().collect();
         let descs = self.descs.locked().clone();
-        let mut points: BTreeMap<&str, Vec<(Vec<KeyValue>, f64)>> = BTreeMap::new();
+        let mut points: BTreeMap<&str, Vec<(Vec<KeyValue>, Value)>> = BTreeMap::new();
+        let key_values = |attributes: &Attributes| -> Vec<KeyValue> {
+            attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect()
+        };
         for batch in &batches {
             for (metric, attributes, value) in batch.points() {
-                let attributes = attributes
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                    .collect();
                 points
                     .entry(metric.name.as_str())
                     .or_default()
-                    .push((attributes, value));
+                    .push((key_values(attributes), Value::Number(value)));
+            }
+            for (metric, attributes, histogram) in batch.histogram_points() {
+                points
+                    .entry(metric.name.as_str())
+                    .or_default()
+                    .push((key_values(attributes), Value::Histogram(histogram.clone())));
             }
         }
         points
@@ -100,11 +115,38 @@ mod tests {
         );
         let families = store.families();
         assert_eq!(families.len(), 1);
-        let mut seen: Vec<f64> = families[0].1.iter().map(|(_, v)| *v).collect();
+        let mut seen: Vec<f64> = families[0]
+            .1
+            .iter()
+            .filter_map(|(_, v)| match v {
+                Value::Number(n) => Some(*n),
+                Value::Histogram(_) => None,
+            })
+            .collect();
         seen.sort_by(f64::total_cmp);
         assert_eq!(seen, [3.0, 10.0]);
         store.replace(&Arc::new(BatchBuilder::new("a", "h").build()));
         store.replace(&Arc::new(BatchBuilder::new("b", "h").build()));
         assert!(store.families().is_empty(), "no source reports m any more");
+    }
+
+    #[test]
+    fn histograms_are_kept_with_their_buckets() {
+        let d = MetricDesc::new("d", "s", MetricKind::Histogram, "");
+        let h = Histogram {
+            count: 3,
+            sum: 1.5,
+            bounds: vec![1.0],
+            bucket_counts: vec![2, 1],
+            min: None,
+            max: None,
+        };
+        let store = LatestValues::default();
+        let mut a = BatchBuilder::new("a", "h");
+        a.histogram(&d, attrs([("route", "/")]), h.clone());
+        store.replace(&Arc::new(a.build()));
+        let families = store.families();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].1[0].1, Value::Histogram(h));
     }
 }

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, metric, number_data_point};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -143,6 +143,49 @@ impl Received {
             }
         }
         Vec::new()
+    }
+
+    /// The newest point of metric `name`, over every request received, whose attributes
+    /// include each pair of `labels` (each source's batches travel in requests of their own,
+    /// so the latest request need not have the series asked for).
+    pub fn newest_point(&self, name: &str, labels: &[(&str, &str)]) -> Option<Point> {
+        self.metrics
+            .iter()
+            .flat_map(|request| points_of(request, name))
+            .filter(|p| {
+                labels
+                    .iter()
+                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+            })
+            .max_by_key(|p| p.time_unix_nano)
+    }
+
+    /// The newest histogram point of metric `name`, over every request received, whose
+    /// attributes include each pair of `labels`.
+    pub fn newest_histogram(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<HistogramDataPoint> {
+        self.metrics
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == name)
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => Some(&h.data_points),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| {
+                let attributes = attributes(&p.attributes);
+                labels
+                    .iter()
+                    .all(|(k, v)| attributes.get(*k).map(String::as_str) == Some(*v))
+            })
+            .max_by_key(|p| p.time_unix_nano)
+            .cloned()
     }
 
     /// Every point of metric `name` in each metrics request, in arrival order (one entry

@@ -9,6 +9,7 @@
 
 mod page;
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::server::{Identity, Scraper, ServerCollector, SetupError};
@@ -67,6 +68,7 @@ pub fn collector(
             extra: vec![("vigil.instance".into(), config.name.clone())],
             url,
             token,
+            warned: HashSet::new(),
         },
         who,
         config,
@@ -81,7 +83,12 @@ pub struct PrometheusScraper {
     token: Option<Secret>,
     /// Attributes added to every scraped series.
     extra: Attributes,
+    /// Skipped histograms already warned about.
+    warned: HashSet<String>,
 }
+
+/// Most skipped histograms warned about per target (a bound on the log).
+const MAX_WARNED: usize = 64;
 
 impl PrometheusScraper {
     /// The page's text, at most [`MAX_PAGE_BYTES`].
@@ -139,9 +146,14 @@ impl Scraper for PrometheusScraper {
         let started = Instant::now();
         let text = self.fetch().await?;
         let families = page::parse(&text).map_err(|e| format!("{}: {e}", self.url))?;
-        let points = page::add_to_batch(&families, batch, &self.extra)
+        let added = page::add_to_batch(&families, batch, &self.extra)
             .map_err(|e| format!("{}: {e}", self.url))?;
-        tracing::trace!(url = %self.url, points, elapsed = ?started.elapsed(), "scraped");
+        for skipped in added.skipped {
+            if self.warned.len() < MAX_WARNED && self.warned.insert(skipped.clone()) {
+                tracing::warn!(url = %self.url, "skipping histogram {skipped} (said once per series)");
+            }
+        }
+        tracing::trace!(url = %self.url, points = added.points, elapsed = ?started.elapsed(), "scraped");
         Ok(())
     }
 

@@ -7,12 +7,16 @@
 //! - counter → a counter, gauge and untyped → a gauge;
 //! - summary → its quantiles as a gauge (`quantile` attribute), `NAME_sum` and
 //!   `NAME_count` as counters;
-//! - histogram → its series as exposed: `NAME_bucket` (with `le`), `NAME_sum` and
-//!   `NAME_count`, all counters.
+//! - histogram → one histogram point `NAME` per label set: its `NAME_bucket` series (the
+//!   `le` labels become the bounds, the cumulative counts per-bucket counts), `NAME_sum`
+//!   and `NAME_count` folded together, as an OpenTelemetry receiver does; a histogram
+//!   whose series do not fit together is skipped with the reason.
 
-use prom_text_format_parser::{Metric, Type, ValueType, parse_scrape};
+use std::collections::HashMap;
 
-use crate::model::{Attributes, BatchBuilder, MetricDesc, MetricKind};
+use prom_text_format_parser::{Metric, Sample, Type, ValueType, parse_scrape};
+
+use crate::model::{Attributes, BatchBuilder, Histogram, MetricDesc, MetricKind};
 
 /// Why a page is not usable.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -71,18 +75,26 @@ fn shorten(message: &str) -> String {
     }
 }
 
+/// What one page added to a batch.
+#[derive(Debug, Default, PartialEq)]
+pub struct Added {
+    /// Datapoints added (a histogram point counts once).
+    pub points: usize,
+    /// Histograms skipped, each `NAME{labels}: why`.
+    pub skipped: Vec<String>,
+}
+
 /// Adds every sample of `families` to `batch`, each with its labels plus `extra`.
-/// Returns how many datapoints were added.
 pub fn add_to_batch(
     families: &[Metric],
     batch: &mut BatchBuilder,
     extra: &[(String, String)],
-) -> Result<usize, PageError> {
+) -> Result<Added, PageError> {
     let series: usize = families.iter().map(|f| f.samples.len()).sum();
     if series > MAX_SERIES {
         return Err(PageError::TooManySeries { limit: MAX_SERIES });
     }
-    let mut added = 0;
+    let mut added = Added::default();
     for family in families {
         let help = family.help_desc.as_deref().unwrap_or("");
         let desc = |suffix: &str, kind| {
@@ -96,11 +108,16 @@ pub fn add_to_batch(
                 Some(desc("_sum", MetricKind::Counter)),
                 Some(desc("_count", MetricKind::Counter)),
             ),
-            Type::Histogram => (
-                desc("_bucket", MetricKind::Counter),
-                Some(desc("_sum", MetricKind::Counter)),
-                Some(desc("_count", MetricKind::Counter)),
-            ),
+            Type::Histogram => {
+                add_histograms(
+                    family,
+                    &desc("", MetricKind::Histogram),
+                    batch,
+                    extra,
+                    &mut added,
+                );
+                continue;
+            }
         };
         for sample in &family.samples {
             let metric = match sample.value.value_type {
@@ -111,17 +128,164 @@ pub fn add_to_batch(
             let Ok(value) = sample.value.value.parse::<f64>() else {
                 continue;
             };
-            let attributes: Attributes = sample
-                .labels
-                .iter()
-                .map(|l| (l.key.clone(), unescape(&l.value)))
-                .chain(extra.iter().cloned())
-                .collect();
-            batch.point(metric, attributes, value);
-            added += 1;
+            batch.point(metric, attributes(sample, None, extra), value);
+            added.points += 1;
         }
     }
     Ok(added)
+}
+
+/// A sample's labels (but `skip`), unescaped, plus `extra`.
+fn attributes(sample: &Sample, skip: Option<&str>, extra: &[(String, String)]) -> Attributes {
+    sample
+        .labels
+        .iter()
+        .filter(|l| Some(l.key.as_str()) != skip)
+        .map(|l| (l.key.clone(), unescape(&l.value)))
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// The series of one histogram label set as exposed.
+#[derive(Default)]
+struct Exposed {
+    /// `(le, cumulative count)` of each `_bucket` series.
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
+}
+
+/// Folds a histogram family's series into one histogram point per label set (without
+/// `le`), added to `batch`; a label set whose series do not fit together goes to
+/// `added.skipped`.
+fn add_histograms(
+    family: &Metric,
+    metric: &MetricDesc,
+    batch: &mut BatchBuilder,
+    extra: &[(String, String)],
+    added: &mut Added,
+) {
+    let mut order: Vec<Attributes> = Vec::new();
+    let mut sets: HashMap<Attributes, Exposed> = HashMap::new();
+    for sample in &family.samples {
+        let labels = attributes(sample, Some("le"), extra);
+        let Ok(value) = sample.value.value.parse::<f64>() else {
+            continue;
+        };
+        let exposed = sets.entry(labels).or_insert_with_key(|labels| {
+            order.push(labels.clone());
+            Exposed::default()
+        });
+        match sample.value.value_type {
+            ValueType::Sum => exposed.sum = Some(value),
+            ValueType::Count => exposed.count = Some(value),
+            ValueType::Sample => {
+                let le = sample.labels.iter().find(|l| l.key == "le");
+                match le.and_then(|l| parse_bound(&l.value)) {
+                    Some(bound) => exposed.buckets.push((bound, value)),
+                    // Not a bucket after all: no histogram can be made of this label set.
+                    None => exposed.buckets.push((f64::NAN, value)),
+                }
+            }
+        }
+    }
+    for labels in order {
+        let Some(exposed) = sets.remove(&labels) else {
+            continue;
+        };
+        match fold(exposed) {
+            Ok(histogram) => {
+                batch.histogram(metric, labels, histogram);
+                added.points += 1;
+            }
+            Err(why) => {
+                added
+                    .skipped
+                    .push(format!("{}{}: {why}", family.name, show(&labels, extra)))
+            }
+        }
+    }
+}
+
+/// `{k="v",...}` of `labels` but `extra`, for a message.
+fn show(labels: &Attributes, extra: &[(String, String)]) -> String {
+    let own: Vec<String> = labels
+        .iter()
+        .filter(|l| !extra.contains(l))
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{{{}}}", own.join(","))
+}
+
+/// An `le` label value: a number or `+Inf`.
+fn parse_bound(value: &str) -> Option<f64> {
+    match value {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        other => other.parse::<f64>().ok().filter(|b| !b.is_nan()),
+    }
+}
+
+/// A whole non-negative count from an exposed number.
+fn whole(value: f64, what: &str) -> Result<u64, String> {
+    if value >= 0.0 && value.fract() == 0.0 && value < u64::MAX as f64 {
+        Ok(value as u64)
+    } else {
+        Err(format!("{what} {value} is not a whole non-negative count"))
+    }
+}
+
+/// One histogram of a label set's series: the finite `le` values become the bounds, the
+/// cumulative bucket counts per-bucket counts; the `+Inf` bucket (or `_count`) is the
+/// count, and both must agree when both are there.
+fn fold(mut exposed: Exposed) -> Result<Histogram, String> {
+    if exposed.buckets.iter().any(|(le, _)| le.is_nan()) {
+        return Err("a _bucket series has no valid le label".into());
+    }
+    exposed.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if exposed.buckets.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err("two _bucket series have the same le".into());
+    }
+    let infinite = match exposed.buckets.last() {
+        Some((le, cumulative)) if le.is_infinite() => Some(whole(*cumulative, "le=\"+Inf\"")?),
+        _ => None,
+    };
+    let count = match (infinite, exposed.count) {
+        (Some(inf), Some(count)) if whole(count, "_count")? != inf => {
+            return Err(format!("_count {count} differs from the +Inf bucket {inf}"));
+        }
+        (Some(inf), _) => inf,
+        (None, Some(count)) => whole(count, "_count")?,
+        (None, None) => return Err("neither an le=\"+Inf\" bucket nor _count".into()),
+    };
+    let sum = exposed.sum.ok_or("no _sum series")?;
+    let mut bounds = Vec::new();
+    let mut bucket_counts = Vec::new();
+    let mut below = 0u64;
+    for (le, cumulative) in exposed.buckets.iter().filter(|(le, _)| le.is_finite()) {
+        let cumulative = whole(*cumulative, &format!("bucket le={le}"))?;
+        let in_bucket = cumulative
+            .checked_sub(below)
+            .ok_or_else(|| format!("the bucket counts fall at le={le}"))?;
+        bounds.push(*le);
+        bucket_counts.push(in_bucket);
+        below = cumulative;
+    }
+    let rest = count
+        .checked_sub(below)
+        .ok_or("the bucket counts exceed the count")?;
+    bucket_counts.push(rest);
+    let histogram = Histogram {
+        count,
+        sum,
+        bounds,
+        bucket_counts,
+        min: None,
+        max: None,
+    };
+    match histogram.problem() {
+        Some(problem) => Err(problem.to_owned()),
+        None => Ok(histogram),
+    }
 }
 
 /// A label value as the exposition format escapes it (`\\`, `\"`, `\n`) made plain: the
@@ -225,33 +389,35 @@ temp NaN
             point(&b, "http_requests_created", &[]).map(|p| p.0),
             Some(MetricKind::Gauge)
         );
+        // The histogram's series folded into one histogram point per label set.
+        let histograms: Vec<_> = b.histogram_points().collect();
+        assert_eq!(histograms.len(), 1);
+        let (metric, labels, h) = histograms[0];
         assert_eq!(
-            point(
-                &b,
-                "http_request_duration_seconds_bucket",
-                &[("handler", "/"), ("le", "0.5")]
-            ),
-            Some((MetricKind::Counter, 1.0))
+            (metric.name.as_str(), metric.kind),
+            ("http_request_duration_seconds", MetricKind::Histogram)
         );
         assert_eq!(
-            point(
-                &b,
-                "http_request_duration_seconds_bucket",
-                &[("le", "+Inf")]
-            ),
-            Some((MetricKind::Counter, 2.0))
+            labels,
+            &vec![
+                ("handler".to_owned(), "/".to_owned()),
+                ("vigil.instance".to_owned(), "app".to_owned())
+            ],
+            "le is gone, the other labels stay"
         );
         assert_eq!(
-            point(
-                &b,
-                "http_request_duration_seconds_count",
-                &[("handler", "/")]
+            (
+                h.count,
+                h.sum,
+                h.bounds.as_slice(),
+                h.bucket_counts.as_slice()
             ),
-            Some((MetricKind::Counter, 2.0))
+            (2, 2.3, &[0.1, 0.5, 1.0][..], &[0, 1, 0, 1][..])
         );
-        assert_eq!(
-            point(&b, "http_request_duration_seconds_sum", &[]),
-            Some((MetricKind::Counter, 2.3))
+        assert!(
+            point(&b, "http_request_duration_seconds_bucket", &[]).is_none()
+                && point(&b, "http_request_duration_seconds_count", &[]).is_none(),
+            "no histogram series stays a scalar"
         );
         assert_eq!(
             point(&b, "rpc_seconds", &[("quantile", "0.5")]),
@@ -275,6 +441,67 @@ temp NaN
                 .description,
             "rpc"
         );
+    }
+
+    /// The histograms of a page with one histogram family `h`, and what was skipped.
+    fn histograms_of(series: &str) -> (Vec<Histogram>, Vec<String>) {
+        let families = parse(&format!("# TYPE h histogram\n{series}")).unwrap();
+        let mut batch = BatchBuilder::new("prometheus:app", "h");
+        let added = add_to_batch(&families, &mut batch, &[]).unwrap();
+        let batch = batch.build();
+        let folded = batch
+            .histogram_points()
+            .map(|(_, _, h)| h.clone())
+            .collect();
+        (folded, added.skipped)
+    }
+
+    #[test]
+    fn each_label_set_of_a_histogram_is_one_point() {
+        let (folded, skipped) = histograms_of(
+            "h_bucket{r=\"a\",le=\"1\"} 2\nh_bucket{r=\"b\",le=\"1\"} 0\n\
+             h_bucket{r=\"a\",le=\"+Inf\"} 5\nh_bucket{r=\"b\",le=\"+Inf\"} 1\n\
+             h_sum{r=\"a\"} 9.5\nh_sum{r=\"b\"} 3\nh_count{r=\"a\"} 5\nh_count{r=\"b\"} 1\n",
+        );
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let shape: Vec<_> = folded
+            .iter()
+            .map(|h| (h.count, h.sum, h.bucket_counts.clone()))
+            .collect();
+        assert_eq!(shape, [(5, 9.5, vec![2, 3]), (1, 3.0, vec![0, 1])]);
+    }
+
+    #[test]
+    fn a_histogram_whose_series_disagree_is_skipped_with_the_reason() {
+        for (series, why) in [
+            (
+                "h_bucket{le=\"1\"} 3\nh_bucket{le=\"2\"} 2\nh_bucket{le=\"+Inf\"} 3\nh_sum 1\nh_count 3\n",
+                "fall at le=2",
+            ),
+            (
+                "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 3\nh_sum 1\nh_count 4\n",
+                "_count 4 differs from the +Inf bucket 3",
+            ),
+            (
+                "h_bucket{le=\"1\"} 1.5\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\n",
+                "not a whole",
+            ),
+            ("h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n", "no _sum"),
+            ("h_bucket{le=\"x\"} 1\nh_sum 1\nh_count 1\n", "no valid le"),
+        ] {
+            let (folded, skipped) = histograms_of(series);
+            assert!(folded.is_empty(), "{series}");
+            assert_eq!(skipped.len(), 1, "{series}");
+            assert!(skipped[0].starts_with("h{}: "), "{skipped:?}");
+            assert!(skipped[0].contains(why), "{series}: {skipped:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_inf_bucket_the_count_closes_the_histogram() {
+        let (folded, skipped) = histograms_of("h_bucket{le=\"1\"} 1\nh_sum 4\nh_count 3\n");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(folded[0].bucket_counts, [1, 2]);
     }
 
     #[test]
