@@ -291,6 +291,12 @@ impl BatchBuilder {
 
     /// The index of `metric` in the batch, described on first use.
     fn metric_index(&mut self, metric: &MetricDesc) -> u32 {
+        // Points usually come metric by metric: the last one described is the likely one.
+        if let Some(last) = self.batch.metrics.last()
+            && last.name == metric.name
+        {
+            return (self.batch.metrics.len() - 1) as u32;
+        }
         match self.index.get(&metric.name) {
             Some(i) => *i,
             None => {

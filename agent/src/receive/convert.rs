@@ -111,10 +111,19 @@ fn text(value: &Option<AnyValue>) -> String {
     }
 }
 
-fn attributes(attributes: &[KeyValue]) -> Attributes {
+/// The value of an OTLP attribute as text, taking a string as it is (no copy).
+fn into_text(value: Option<AnyValue>) -> String {
+    match value.and_then(|v| v.value) {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => text(&other.map(|value| AnyValue { value: Some(value) })),
+    }
+}
+
+/// A point's attributes, their strings moved out of the request.
+fn attributes(attributes: Vec<KeyValue>) -> Attributes {
     attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .into_iter()
+        .map(|kv| (kv.key, into_text(kv.value)))
         .collect()
 }
 
@@ -147,12 +156,13 @@ fn number(point: &NumberDataPoint) -> Option<f64> {
     value.is_finite().then_some(value)
 }
 
-fn histogram(point: &HistogramDataPoint) -> Option<Histogram> {
+/// The histogram of a point, its buckets moved out of the request; `None` when invalid.
+fn histogram(point: &mut HistogramDataPoint) -> Option<Histogram> {
     let h = Histogram {
         count: point.count,
         sum: point.sum?,
-        bounds: point.explicit_bounds.clone(),
-        bucket_counts: point.bucket_counts.clone(),
+        bounds: std::mem::take(&mut point.explicit_bounds),
+        bucket_counts: std::mem::take(&mut point.bucket_counts),
         min: point.min,
         max: point.max,
     };
@@ -177,27 +187,27 @@ impl Building {
         point
     }
 
-    fn number(&mut self, desc: &MetricDesc, point: &NumberDataPoint, out: &mut Converted) {
-        let Some(value) = number(point) else {
+    fn number(&mut self, desc: &MetricDesc, point: NumberDataPoint, out: &mut Converted) {
+        let Some(value) = number(&point) else {
             return out.refuse(Refused::NoValue, 1);
         };
         let stamp = self.stamp(point.start_time_unix_nano, point.time_unix_nano);
         self.builder
-            .point(desc, attributes(&point.attributes), value);
+            .point(desc, attributes(point.attributes), value);
         self.values.push(stamp);
         out.accepted += 1;
     }
 
-    fn histogram(&mut self, desc: &MetricDesc, point: &HistogramDataPoint, out: &mut Converted) {
+    fn histogram(&mut self, desc: &MetricDesc, mut point: HistogramDataPoint, out: &mut Converted) {
         if point.flags & 1 != 0 {
             return out.refuse(Refused::NoValue, 1);
         }
-        let Some(h) = histogram(point) else {
+        let Some(h) = histogram(&mut point) else {
             return out.refuse(Refused::InvalidHistogram, 1);
         };
         let stamp = self.stamp(point.start_time_unix_nano, point.time_unix_nano);
         self.builder
-            .histogram(desc, attributes(&point.attributes), h);
+            .histogram(desc, attributes(point.attributes), h);
         self.histograms.push(stamp);
         out.accepted += 1;
     }
@@ -251,17 +261,11 @@ fn convert_metric(
     out: &mut Converted,
 ) {
     let cumulative = |temporality: i32| temporality == AggregationTemporality::Cumulative as i32;
-    let desc = |kind| MetricDesc {
-        name: m.name.clone(),
-        unit: m.unit.clone(),
-        kind,
-        description: m.description.clone(),
-    };
-    let Some(data) = &m.data else {
+    let Some(data) = m.data else {
         return out.refuse(Refused::Empty, 1);
     };
     if m.name.is_empty() {
-        let points = match data {
+        let points = match &data {
             metric::Data::Gauge(g) => g.data_points.len(),
             metric::Data::Sum(s) => s.data_points.len(),
             metric::Data::Histogram(h) => h.data_points.len(),
@@ -270,10 +274,16 @@ fn convert_metric(
         };
         return out.refuse(Refused::Empty, points.max(1));
     }
+    let desc = |kind| MetricDesc {
+        name: m.name,
+        unit: m.unit,
+        kind,
+        description: m.description,
+    };
     match data {
         metric::Data::Gauge(gauge) => {
             let desc = desc(MetricKind::Gauge);
-            for point in &gauge.data_points {
+            for point in gauge.data_points {
                 building.number(&desc, point, out);
             }
         }
@@ -283,13 +293,13 @@ fn convert_metric(
             } else {
                 MetricKind::UpDownCounter
             });
-            for point in &sum.data_points {
+            for point in sum.data_points {
                 building.number(&desc, point, out);
             }
         }
         metric::Data::Histogram(h) if cumulative(h.aggregation_temporality) => {
             let desc = desc(MetricKind::Histogram);
-            for point in &h.data_points {
+            for point in h.data_points {
                 building.histogram(&desc, point, out);
             }
         }
