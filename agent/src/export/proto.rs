@@ -152,9 +152,9 @@ struct Metrics {
 }
 
 impl Metrics {
-    /// The metric `desc` describes, added empty on first use.
-    fn of(&mut self, desc: &crate::model::MetricDesc) -> &mut Metric {
-        let at = *self
+    /// Where the metric `desc` describes is, added empty on first use.
+    fn slot(&mut self, desc: &crate::model::MetricDesc) -> usize {
+        *self
             .index
             .entry((desc.name.clone(), desc.kind))
             .or_insert_with(|| {
@@ -165,8 +165,7 @@ impl Metrics {
                     desc.kind,
                 ));
                 self.metrics.len() - 1
-            });
-        &mut self.metrics[at]
+            })
     }
 
     /// Adds every point of `stamped` (a received batch has no starts of export's making:
@@ -184,33 +183,44 @@ impl Metrics {
                 .and_then(|t| t.get(i))
                 .map(|t| (t.start.map_or(0, unix_nanos), unix_nanos(t.time)))
         };
-        for (i, ((desc, attrs, value), start)) in
-            batch.points().zip(padded(value_starts)).enumerate()
+        // Each of the batch's metrics looked up once, not once per point.
+        let slots: Vec<usize> = batch.metrics.iter().map(|d| self.slot(d)).collect();
+        let slot_of = |series: &crate::model::Series| slots[series.metric as usize];
+        for (i, ((series, value), start)) in batch
+            .series
+            .iter()
+            .zip(&batch.values)
+            .zip(padded(value_starts))
+            .enumerate()
         {
             let (start, time) = sent_at(received.map(|r| &r.values), i)
                 .unwrap_or((start.map_or(0, unix_nanos), time));
             push_point(
-                self.of(desc),
+                &mut self.metrics[slot_of(series)],
                 NumberDataPoint {
-                    attributes: attributes(attrs),
+                    attributes: attributes(&series.attributes),
                     start_time_unix_nano: start,
                     time_unix_nano: time,
-                    value: Some(number_data_point::Value::AsDouble(value)),
+                    value: Some(number_data_point::Value::AsDouble(*value)),
                     ..Default::default()
                 },
             );
         }
-        for (i, ((desc, attrs, h), start)) in batch
-            .histogram_points()
+        for (i, ((series, h), start)) in batch
+            .histogram_series
+            .iter()
+            .zip(&batch.histograms)
             .zip(padded(histogram_starts))
             .enumerate()
         {
             let (start, time) = sent_at(received.map(|r| &r.histograms), i)
                 .unwrap_or((start.map_or(0, unix_nanos), time));
-            if let Some(metric::Data::Histogram(histogram)) = &mut self.of(desc).data {
+            if let Some(metric::Data::Histogram(histogram)) =
+                &mut self.metrics[slot_of(series)].data
+            {
                 histogram
                     .data_points
-                    .push(histogram_point(attrs, h, start, time));
+                    .push(histogram_point(&series.attributes, h, start, time));
             }
         }
     }
