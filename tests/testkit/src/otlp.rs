@@ -152,11 +152,7 @@ impl Received {
         self.metrics
             .iter()
             .flat_map(|request| points_of(request, name))
-            .filter(|p| {
-                labels
-                    .iter()
-                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
-            })
+            .filter(|p| has_labels(&p.attributes, labels))
             .max_by_key(|p| p.time_unix_nano)
     }
 
@@ -178,12 +174,7 @@ impl Received {
                 _ => None,
             })
             .flatten()
-            .filter(|p| {
-                let attributes = attributes(&p.attributes);
-                labels
-                    .iter()
-                    .all(|(k, v)| attributes.get(*k).map(String::as_str) == Some(*v))
-            })
+            .filter(|p| has_labels(&attributes(&p.attributes), labels))
             .max_by_key(|p| p.time_unix_nano)
             .cloned()
     }
@@ -287,6 +278,13 @@ impl Received {
             })
             .collect()
     }
+}
+
+/// Whether `attributes` include each pair of `labels`.
+fn has_labels(attributes: &BTreeMap<String, String>, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(k, v)| attributes.get(*k).map(String::as_str) == Some(*v))
 }
 
 /// The newest point of each attribute set, in the order the sets first appear.
