@@ -113,7 +113,18 @@ async fn status_endpoint_serves_health_status_metrics_and_reload_behind_a_token(
         .collect();
     assert!(labels.contains(&"CPU utilization"), "{labels:?}");
 
-    let metrics = request(addr, "GET", "/metrics", Some(TOKEN)).await.unwrap();
+    // The agent's own series (vigil_*) are refreshed at each export tick: wait for the
+    // one after the alert fired.
+    let firing_line = "vigil_alerts_firing{vigil_alert_severity=\"warning\"} 1";
+    let metrics = get_until(
+        addr,
+        "/metrics",
+        Some(TOKEN),
+        Duration::from_secs(10),
+        |a| a.body.contains(firing_line),
+    )
+    .await
+    .unwrap();
     assert_eq!(metrics.status, 200);
     assert!(
         metrics
@@ -1100,7 +1111,7 @@ max = "1h"
             .find_map(|l| l.strip_prefix(&format!("{name}{{}} ")))
             .and_then(|v| v.parse::<f64>().ok())
     };
-    // `/metrics` shows the last self-telemetry batch, which may trail `/status` by a round.
+    // `/metrics` shows the last self-telemetry batch, which may trail `/status` by an export interval.
     let repeated = |body: &str| scalar(body, "vigil_tuning_proposals_repeated_total");
     let metrics = get_until(
         addr,

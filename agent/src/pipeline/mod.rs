@@ -142,16 +142,13 @@ impl Pipeline {
     /// ([`Pipeline::plugins_idle`] waits for all of them).
     pub async fn process(self: &Arc<Self>, batch: Batch) {
         self.take_in(batch);
-        self.record_self_telemetry();
     }
 
-    /// Like [`Pipeline::process`] for each of `batches` (received from an application),
-    /// with the self-telemetry recorded once for all of them.
+    /// Like [`Pipeline::process`] for each of `batches` (received from an application).
     pub async fn process_all(self: &Arc<Self>, batches: Vec<Batch>) {
         for batch in batches {
             self.take_in(batch);
         }
-        self.record_self_telemetry();
     }
 
     /// Exports `batch`, shows it to the tuning watches and hands it to every plugin.
@@ -211,7 +208,6 @@ impl Pipeline {
                     tracing::debug!(plugin = %evaluation.plugin, proposals = proposals.len(), "tuning policy proposed actions");
                     self.tuning.submit(proposals);
                 }
-                self.record_self_telemetry();
                 return;
             }
             Err(error) => {
@@ -233,7 +229,6 @@ impl Pipeline {
                     });
                     self.release_alerts(&evaluation.plugin, "plugin quarantined");
                 }
-                self.record_self_telemetry();
                 return;
             }
         };
@@ -244,7 +239,6 @@ impl Pipeline {
             batch.timestamp,
         );
         self.emit_alerts(&events);
-        self.record_self_telemetry();
     }
 
     fn emit_alerts(&self, events: &[AlertEvent]) {
@@ -299,7 +293,9 @@ impl Pipeline {
     }
 
     /// Publishes the self-telemetry totals as a batch (source `vigil`), the tuning
-    /// engine's counts included when one runs.
+    /// engine's counts included when one runs. Once per export tick
+    /// (`supervisor::exports::snapshot`), like an OpenTelemetry SDK's periodic reader:
+    /// one sample of each total per export, not one per collected batch or evaluation.
     pub fn record_self_telemetry(&self) {
         let firing = self.alerts.locked().firing_by_severity().to_vec();
         let plugins: Vec<PluginGauges> = self
@@ -317,7 +313,10 @@ impl Pipeline {
             .map(AlertmanagerSink::stats)
             .unwrap_or_default();
         let tuning = self.tuning.is_enabled().then(|| self.tuning.stats());
-        let batch = self.telemetry.locked().batch(
+        // Built and published under the lock: two callers publish their totals in the
+        // order they read them (a counter must never seem to go down).
+        let telemetry = self.telemetry.locked();
+        let batch = telemetry.batch(
             &self.host,
             &firing,
             &plugins,
@@ -325,6 +324,7 @@ impl Pipeline {
             tuning.as_ref(),
         );
         self.publish(&Arc::new(batch));
+        drop(telemetry);
     }
 
     /// Publishes the export queues' totals (source `vigil.export`).

@@ -169,7 +169,6 @@ pub(super) async fn round(
                 collector: collector.name(),
             });
             board.collector_failed(collector.name(), SystemTime::now(), error.to_string());
-            pipeline.record_self_telemetry();
         }
     }
 }

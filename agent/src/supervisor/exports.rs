@@ -19,9 +19,11 @@ use crate::status::StatusBoard;
 /// Wait between delivery attempts while shutting down.
 const SHUTDOWN_RETRY: Duration = Duration::from_millis(200);
 
-/// An export tick: queues the export totals as of now and closes the tick, so what was
-/// collected since the previous one goes out with the next send.
+/// An export tick: queues the agent's own totals and the export totals as of now and
+/// closes the tick, so what was collected since the previous one goes out with the next
+/// send.
 pub(super) fn snapshot(pipeline: &Pipeline) {
+    pipeline.record_self_telemetry();
     pipeline.record_export_telemetry();
     pipeline.exporter().snapshot();
 }
