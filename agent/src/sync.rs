@@ -11,12 +11,13 @@ pub trait LockExt<T> {
         self.locked_as("a lock")
     }
 
-    /// As [`LockExt::locked`]; `what` names the lock in the log line.
-    fn locked_as(&self, what: &str) -> MutexGuard<'_, T>;
+    /// As [`LockExt::locked`]; `what` names the lock in the log line (formatted only
+    /// then: `format_args!` costs nothing on the way in).
+    fn locked_as(&self, what: impl std::fmt::Display) -> MutexGuard<'_, T>;
 }
 
 impl<T> LockExt<T> for Mutex<T> {
-    fn locked_as(&self, what: &str) -> MutexGuard<'_, T> {
+    fn locked_as(&self, what: impl std::fmt::Display) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
             tracing::error!(
                 "{what}: a thread panicked while holding its lock; going on with the data as it was left (please report this)"

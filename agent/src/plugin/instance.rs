@@ -333,6 +333,11 @@ impl PluginInstance {
         &self.path
     }
 
+    /// The metric names it wants (from `describe`).
+    pub fn interests(&self) -> &Interests {
+        &self.interests
+    }
+
     /// What the plugin said about itself.
     pub fn info(&self) -> &PluginInfo {
         &self.info

@@ -289,12 +289,17 @@ impl PluginRegistry {
             .any(|slot| slot.kind() == PluginKind::TuningPolicy)
     }
 
-    /// Hands `batch` to every loaded plugin and returns at once. Each plugin evaluates
+    /// Hands `batch` to every loaded plugin that wants one of its metrics and returns at
+    /// once. Each plugin evaluates
     /// it (alert rules) or proposes for it, shown `inputs` (tuning policies), in its own
     /// lane (one after the other per plugin, side by side across plugins) unless it is in
     /// quarantine, and `done` gets each [`Evaluation`]. Must run inside Tokio.
     pub fn dispatch(&self, batch: &Arc<Batch>, inputs: &Arc<PolicyInputs>, done: &Arc<Handler>) {
         for (name, slot) in &self.shared.published.load().slots {
+            // Nothing in it for this plugin: no call, no wake-up of a lane worker.
+            if !slot.wants(batch) {
+                continue;
+            }
             self.shared.in_flight.add();
             let pushed = slot.lane.push(
                 name,
@@ -592,6 +597,41 @@ mod tests {
         // Each batch was proposed for once, each version counting on from the last one.
         let expected: Vec<String> = (1..=sent).map(|n| format!("n={n}")).collect();
         assert_eq!(*reasons.lock().unwrap(), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_without_a_wanted_metric_is_not_handed_to_the_plugin() {
+        let runtime = runtime(Duration::from_secs(5));
+        let registry = PluginRegistry::new(runtime.clone(), 3);
+        // The threshold rule wants the metrics its rules name: `test.value` here.
+        registry.install(
+            PluginInstance::load(
+                &runtime,
+                vigil_testkit::plugins::THRESHOLD.as_ref(),
+                "threshold",
+                r#"{"rules":[{"name":"hot","metric":"test.value","op":">","value":0.5}]}"#
+                    .to_owned(),
+            )
+            .unwrap(),
+        );
+        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let handler: Arc<Handler> = {
+            let calls = calls.clone();
+            Arc::new(move |evaluation: Evaluation, batch: &Batch| {
+                calls.lock().unwrap().push(batch.source.clone());
+                assert!(evaluation.outcome.is_ok(), "{:?}", evaluation.outcome);
+            })
+        };
+        let other = {
+            let metric = MetricDesc::new("other.value", "1", MetricKind::Gauge, "");
+            let mut builder = BatchBuilder::new("unwanted", "h");
+            builder.point(&metric, vec![], 1.0);
+            Arc::new(builder.build())
+        };
+        registry.dispatch(&other, &no_inputs(), &handler);
+        registry.dispatch(&batch_from("wanted"), &no_inputs(), &handler);
+        registry.idle().await;
+        assert_eq!(*calls.lock().unwrap(), ["wanted"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

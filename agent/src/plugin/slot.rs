@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::convert::Interests;
 use super::evaluation::{Evaluation, PluginKind, PluginStatus, PolicyInputs};
 use super::host::PluginKv;
 use super::instance::{PluginInfo, PluginInstance};
@@ -83,6 +84,8 @@ pub struct PluginSlot {
     info: PluginInfo,
     content_hash: String,
     settings_json: String,
+    /// The metric names it wants: a batch without any is not handed to it.
+    interests: Interests,
     /// `None` once retired (its state handed to the next version, or removed).
     instance: Mutex<Option<PluginInstance>>,
     health: Mutex<Health>,
@@ -102,6 +105,7 @@ impl PluginSlot {
             info: instance.info().clone(),
             content_hash: instance.content_hash().to_owned(),
             settings_json: instance.settings_json().to_owned(),
+            interests: instance.interests().clone(),
             instance: Mutex::new(Some(instance)),
             health: Mutex::new(health),
             lane,
@@ -119,12 +123,22 @@ impl PluginSlot {
     }
 
     fn instance(&self) -> std::sync::MutexGuard<'_, Option<PluginInstance>> {
-        self.instance.locked_as(&format!("plugin {}", self.name))
+        self.instance
+            .locked_as(format_args!("plugin {}", self.name))
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health
-            .locked_as(&format!("plugin {} health", self.name))
+            .locked_as(format_args!("plugin {} health", self.name))
+    }
+
+    /// Whether `batch` holds a metric this version wants (else calling it would find
+    /// nothing to evaluate).
+    pub fn wants(&self, batch: &Batch) -> bool {
+        batch
+            .metrics
+            .iter()
+            .any(|metric| self.interests.wants(&metric.name))
     }
 
     /// The world this version implements.
