@@ -292,11 +292,10 @@ pub fn run_child(args: &ChildArgs) -> i32 {
         eprintln!("error: cannot read the component from stdin: {e}");
         return EXIT_USAGE;
     }
-    let engine =
-        match super::runtime::compiler_child_config().and_then(|c| wasmtime::Engine::new(&c)) {
-            Ok(engine) => engine,
-            Err(e) => return report(&e, EXIT_USAGE),
-        };
+    let engine = match wasmtime::Engine::new(&super::runtime::compiler_child_config()) {
+        Ok(engine) => engine,
+        Err(e) => return report(&e, EXIT_USAGE),
+    };
     // `precompile_component` produces the serialized artifact directly: no executable
     // copy of the code is made here.
     let payload = match engine.precompile_component(&bytes) {

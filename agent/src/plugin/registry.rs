@@ -408,7 +408,12 @@ mod tests {
     }
 
     fn batch_from(source: &str) -> Arc<Batch> {
-        let metric = MetricDesc::new("test.value", "1", MetricKind::Gauge, "");
+        batch_of(source, "test.value")
+    }
+
+    /// A batch from `source` with one point of the gauge `metric`.
+    fn batch_of(source: &str, metric: &str) -> Arc<Batch> {
+        let metric = MetricDesc::new(metric, "1", MetricKind::Gauge, "");
         let mut builder = BatchBuilder::new(source, "h");
         builder.point(&metric, vec![], 1.0);
         Arc::new(builder.build())
@@ -622,13 +627,7 @@ mod tests {
                 assert!(evaluation.outcome.is_ok(), "{:?}", evaluation.outcome);
             })
         };
-        let other = {
-            let metric = MetricDesc::new("other.value", "1", MetricKind::Gauge, "");
-            let mut builder = BatchBuilder::new("unwanted", "h");
-            builder.point(&metric, vec![], 1.0);
-            Arc::new(builder.build())
-        };
-        registry.dispatch(&other, &no_inputs(), &handler);
+        registry.dispatch(&batch_of("unwanted", "other.value"), &no_inputs(), &handler);
         registry.dispatch(&batch_from("wanted"), &no_inputs(), &handler);
         registry.idle().await;
         assert_eq!(*calls.lock().unwrap(), ["wanted"]);

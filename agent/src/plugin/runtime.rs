@@ -29,7 +29,7 @@ impl PluginRuntime {
     /// sockets, environment) and the vigil host interface of every accepted contract version.
     /// Components are compiled in-process until [`PluginRuntime::with_compiler`] says otherwise.
     pub fn new(limits: PluginLimits) -> wasmtime::Result<Self> {
-        let engine = Engine::new(&engine_config(true)?)?;
+        let engine = Engine::new(&agent_config()?)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -128,33 +128,36 @@ impl PluginRuntime {
     }
 }
 
-/// The engine configuration of the agent and of its compiler child: one definition, so
+/// The engine configuration the agent and its compiler child share: one definition, so
 /// what the child compiles is what the agent can load (the compile cache's entry names
 /// carry the engine's compatibility hash, and wasmtime checks it again on load).
-/// `function_cache` keeps Cranelift's compiled functions in memory for the next
-/// version of a plugin: worth it in a long-lived process that compiles, useless in a
-/// child that compiles once; it changes nothing in what is compiled.
-pub fn engine_config(function_cache: bool) -> wasmtime::Result<wasmtime::Config> {
+fn engine_config() -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    if function_cache {
-        config.enable_incremental_compilation(Arc::new(
-            super::function_cache::FunctionCache::default(),
-        ))?;
-    }
+    config
+}
+
+/// The agent's engine configuration: [`engine_config`] with Cranelift's compiled
+/// functions kept in memory for the next version of a plugin (worth it in a long-lived
+/// process that compiles; it changes nothing in what is compiled).
+pub fn agent_config() -> wasmtime::Result<wasmtime::Config> {
+    let mut config = engine_config();
+    config.enable_incremental_compilation(Arc::new(
+        super::function_cache::FunctionCache::default(),
+    ))?;
     Ok(config)
 }
 
-/// The engine configuration of the compiler child: [`engine_config`] without the
-/// function cache, compiling one function at a time. Cranelift's parallel compilation
-/// keeps a function in flight (and a malloc arena) per core; one at a time lowers the
-/// child's peak memory, which adds to the agent's at a cold start, for a longer wall
-/// time of the same CPU time. It changes nothing in what is compiled.
-pub fn compiler_child_config() -> wasmtime::Result<wasmtime::Config> {
-    let mut config = engine_config(false)?;
+/// The engine configuration of the compiler child: [`engine_config`] compiling one
+/// function at a time. Cranelift's parallel compilation keeps a function in flight (and
+/// a malloc arena) per core; one at a time lowers the child's peak memory, which adds
+/// to the agent's at a cold start, for a longer wall time of the same CPU time. It
+/// changes nothing in what is compiled.
+pub fn compiler_child_config() -> wasmtime::Config {
+    let mut config = engine_config();
     config.parallel_compilation(false);
-    Ok(config)
+    config
 }
 
 #[cfg(test)]
@@ -170,8 +173,8 @@ mod tests {
 
     #[test]
     fn the_compiler_childs_engine_makes_what_the_agents_loads() {
-        let agent = Engine::new(&engine_config(true).unwrap()).unwrap();
-        let child = Engine::new(&compiler_child_config().unwrap()).unwrap();
+        let agent = Engine::new(&agent_config().unwrap()).unwrap();
+        let child = Engine::new(&compiler_child_config()).unwrap();
         assert_eq!(compatibility(&agent), compatibility(&child));
         let bytes = wat::parse_str("(component)").unwrap();
         let artifact = child.precompile_component(&bytes).unwrap();
