@@ -52,13 +52,23 @@ fn start_agent(
 
 /// Waits until the agent logs that it receives (its listeners are bound).
 async fn wait_listening(agent: &AgentProcess) {
+    wait_logged(
+        agent,
+        "receiving application metrics",
+        "the receiver did not start",
+    )
+    .await;
+}
+
+/// Waits (10 s at most) until the agent's log holds `line`; else fails with `failure`.
+async fn wait_logged(agent: &AgentProcess, line: &str, failure: &str) {
     for _ in 0..200 {
-        if agent.log().contains("receiving application metrics") {
+        if agent.log().contains(line) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the receiver did not start:\n{}", agent.log());
+    panic!("{failure}:\n{}", agent.log());
 }
 
 /// A JSON value as the text the testkit shows attribute values as.
@@ -263,6 +273,14 @@ async fn the_latency_plugin_fires_when_the_sdks_p95_crosses_its_target_and_resol
     let (agent, grpc, http) =
         start_agent(&workspace, &export, settings, &[]).expect("agent starts");
     wait_listening(&agent).await;
+    // The receiver listens before the plugin is compiled and loaded: a window sent
+    // before then would never reach the plugin.
+    wait_logged(
+        &agent,
+        "plugin directory loaded",
+        "the latency plugin did not load",
+    )
+    .await;
     for (protocol, addr, service) in [
         (Protocol::Grpc, grpc, "shop-grpc"),
         (Protocol::Http, http, "shop-http"),
