@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod receive;
 pub mod reload;
+pub mod resident;
 pub mod rule_test;
 pub mod scaffold;
 pub mod secret;

@@ -51,7 +51,7 @@ impl Pipeline {
             PluginInstance::from_bytes(&runtime, &load_path, &load_name, load_settings, &bytes)
         })
         .await;
-        crate::plugin::compile::release_freed_memory();
+        crate::resident::release_freed_memory();
         let Ok(loaded) = loaded else { return false };
         if let Err(error) = &loaded {
             self.count(Event::PluginLoadFailed {

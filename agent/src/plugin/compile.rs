@@ -81,6 +81,11 @@ impl ChildCompiler {
     /// Compiles `bytes` in a child that writes the compile-cache entry `output`; waits
     /// at most the timeout, then kills it.
     pub fn compile(&self, bytes: &[u8], output: &Path) -> Result<(), CompileError> {
+        // The agent and its child are at their joint peak while the child compiles: the
+        // agent's start-up pages go first (see crate::resident).
+        if let Err(e) = crate::resident::release_executable_pages() {
+            tracing::debug!("the agent's start-up pages stay resident during the compile: {e}");
+        }
         let mut child = Command::new(&self.exe)
             .arg(CHILD_SUBCOMMAND)
             .arg("--output")
@@ -175,17 +180,6 @@ fn wait_or_kill(
                 return Err(e);
             }
         }
-    }
-}
-
-/// Gives the heap pages freed since the last call back to the system. glibc keeps
-/// freed memory for reuse, so the copies of a large plugin file that a load reads and
-/// hands to the compiler child would otherwise stay in the agent's RSS.
-pub fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

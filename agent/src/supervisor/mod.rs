@@ -8,6 +8,7 @@ mod exports;
 pub mod intervals;
 mod receiver;
 mod reloads;
+mod settle;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
 use super::Supervisor;
+use super::settle::{PageRelease, SETTLE};
 use crate::watch::Change;
 
 /// Work for the config reload worker.
@@ -32,6 +33,8 @@ pub(super) struct Reloads {
     config: UnboundedSender<ConfigJob>,
     plugins: UnboundedSender<PluginJob>,
     tasks: [JoinHandle<()>; 2],
+    /// Releases the pages start-up and each plugin load touched, once settled.
+    _page_release: PageRelease,
 }
 
 impl Reloads {
@@ -56,6 +59,8 @@ impl Reloads {
                 }
             }
         });
+        let page_release = PageRelease::start(SETTLE);
+        let loaded = page_release.after_load();
         let s = supervisor.clone();
         let plugins = tokio::spawn(async move {
             while let Some(job) = plugins_rx.recv().await {
@@ -67,12 +72,14 @@ impl Reloads {
                         s.pipeline.rescan_plugins(&plugins).await;
                     }
                 }
+                loaded.notify_one();
             }
         });
         Reloads {
             config: config_tx,
             plugins: plugins_tx,
             tasks: [config, plugins],
+            _page_release: page_release,
         }
     }
 

@@ -1,0 +1,188 @@
+//! Keeps the agent's resident memory to what its steady rounds use.
+//!
+//! Start-up and plugin loads run code that the collection rounds never run again (config
+//! parsing, TLS set-up, connecting, loading components), and the kernel maps it in 64 KB
+//! windows (fault-around), so most of the executable's resident pages are touched once and
+//! kept. Once the agent has settled, [`release_executable_pages`] asks the kernel to reclaim
+//! the executable's pages (`MADV_PAGEOUT`) and to fault them back one page at a time
+//! (`MADV_RANDOM`: no read-around); the next rounds bring back only the code they run. The
+//! program sees no difference: these are clean copies of the file, read again when needed
+//! (Android's app compaction does the same to idle apps' file pages). Pages that another
+//! process maps too (a compiler child running the same file) are left alone by the kernel.
+
+use std::io;
+
+/// How many bytes of the executable were resident before and after a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// Gives the heap pages freed since the last call back to the system. glibc keeps freed
+/// memory for reuse, so the copies of a large plugin file that a load reads and hands to
+/// the compiler child would otherwise stay in the agent's RSS.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Asks the kernel to reclaim the pages of this process's executable file mappings and to
+/// fault them back in one page at a time. Returns the executable's resident bytes before
+/// and after. Linux only; elsewhere it fails with [`io::ErrorKind::Unsupported`].
+pub fn release_executable_pages() -> io::Result<Released> {
+    imp::release_executable_pages()
+}
+
+/// The resident bytes of this process's executable file mappings (from /proc/self/smaps).
+pub fn executable_resident_bytes() -> io::Result<u64> {
+    imp::executable_resident_bytes()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::io;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::Released;
+
+    /// One mapping of the executable: its address range.
+    struct Mapping {
+        start: usize,
+        end: usize,
+    }
+
+    /// The inode of the running executable, to recognise its mappings in /proc/self/maps
+    /// (also after the file was replaced on disk, when the path reads "(deleted)").
+    fn executable_inode() -> io::Result<u64> {
+        Ok(std::fs::metadata("/proc/self/exe")?.ino())
+    }
+
+    /// Whether a /proc/self/maps (or smaps header) line maps the file with inode `inode`:
+    /// "start-end perms offset dev inode path".
+    fn maps_inode(line: &str, inode: u64) -> Option<(usize, usize)> {
+        let mut fields = line.split_ascii_whitespace();
+        let range = fields.next()?;
+        let _perms = fields.next()?;
+        let _offset = fields.next()?;
+        let _dev = fields.next()?;
+        let line_inode: u64 = fields.next()?.parse().ok()?;
+        fields.next()?; // a path: file mappings only
+        if line_inode != inode {
+            return None;
+        }
+        let (start, end) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        ))
+    }
+
+    fn executable_mappings() -> io::Result<Vec<Mapping>> {
+        let inode = executable_inode()?;
+        let maps = std::fs::read_to_string("/proc/self/maps")?;
+        Ok(maps
+            .lines()
+            .filter_map(|line| maps_inode(line, inode))
+            .map(|(start, end)| Mapping { start, end })
+            .collect())
+    }
+
+    pub fn executable_resident_bytes() -> io::Result<u64> {
+        let inode = executable_inode()?;
+        let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+        let mut in_executable = false;
+        let mut kib = 0u64;
+        for line in smaps.lines() {
+            let Some(first) = line.split_ascii_whitespace().next() else {
+                continue;
+            };
+            if !first.ends_with(':') {
+                // A mapping's header line; the fields of that mapping follow it.
+                in_executable = maps_inode(line, inode).is_some();
+            } else if in_executable && first == "Rss:" {
+                kib += line
+                    .split_ascii_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Ok(kib * 1024)
+    }
+
+    pub fn release_executable_pages() -> io::Result<Released> {
+        let before = executable_resident_bytes()?;
+        for mapping in executable_mappings()? {
+            let (addr, len) = (
+                mapping.start as *mut libc::c_void,
+                mapping.end - mapping.start,
+            );
+            for advice in [libc::MADV_RANDOM, libc::MADV_PAGEOUT] {
+                // SAFETY: the range is one of this process's file mappings as the kernel
+                // lists it; MADV_RANDOM and MADV_PAGEOUT change only how its pages are
+                // cached, never their contents (a dirty private page is kept as it is).
+                if unsafe { libc::madvise(addr, len, advice) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        // The file's pages that no process maps leave the page cache too; otherwise the
+        // next fault would map its cached neighbours again (fault-around).
+        let file = std::fs::File::open("/proc/self/exe")?;
+        // SAFETY: a valid descriptor; the advice changes only what the page cache keeps.
+        let advised = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if advised != 0 {
+            return Err(io::Error::from_raw_os_error(advised));
+        }
+        Ok(Released {
+            before,
+            after: executable_resident_bytes()?,
+        })
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use std::io;
+
+    use super::Released;
+
+    fn unsupported() -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "only on Linux")
+    }
+
+    pub fn executable_resident_bytes() -> io::Result<u64> {
+        Err(unsupported())
+    }
+
+    pub fn release_executable_pages() -> io::Result<Released> {
+        Err(unsupported())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_executable_pages_are_no_longer_resident() {
+        let released = release_executable_pages().expect("madvise of this test's executable");
+        assert!(released.before > 0, "{released:?}");
+        assert!(
+            released.after < released.before / 2,
+            "most of the executable's resident pages should be gone: {released:?}"
+        );
+        assert!(executable_resident_bytes().expect("smaps") > 0);
+    }
+}
