@@ -5,6 +5,8 @@
 
 use std::str::FromStr;
 
+use futures_util::TryStreamExt;
+use sqlx::Either;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 
@@ -85,18 +87,26 @@ fn table_attributes(who: &Identity, db: &str, row: &PgRow) -> Attributes {
     ])
 }
 
-fn query_error(what: &str) -> impl Fn(sqlx::Error) -> String + '_ {
-    move |e| format!("query of {what} failed: {e}")
-}
+/// `server_version_num` from which pg_stat_wal exists.
+const WAL_VIEW_SINCE: u32 = 140000;
+/// `server_version_num` from which checkpoints are in pg_stat_checkpointer.
+const CHECKPOINTER_VIEW_SINCE: u32 = 170000;
 
-impl PostgresScraper {
-    async fn database_stats(
-        conn: &mut PgConnection,
-        batch: &mut BatchBuilder,
-        who: &Identity,
-    ) -> Result<(), String> {
-        let rows = sqlx::query(
-            "SELECT d.datname::text AS db, d.numbackends::float8 AS backends,
+const CONNECTIONS_SQL: &str = "SELECT (SELECT setting::float8 FROM pg_settings WHERE name = 'max_connections') AS max_connections,
+                    (SELECT count(*)::float8 FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections";
+const LOCKS_SQL: &str =
+    "SELECT mode::text AS mode, count(*)::float8 AS n FROM pg_locks GROUP BY mode";
+const REPLICATION_SQL: &str = "SELECT coalesce(application_name, '')::text AS app, coalesce(client_addr::text, 'local') AS addr,
+                    extract(epoch FROM replay_lag)::float8 AS replay_lag,
+                    (pg_current_wal_lsn() - replay_lsn)::float8 AS replay_bytes
+             FROM pg_stat_replication";
+const CHECKPOINTER_SQL: &str = "SELECT num_timed::float8 AS timed, num_requested::float8 AS requested, buffers_written::float8 AS buffers_checkpoint,
+                    write_time::float8 AS write_time, sync_time::float8 AS sync_time FROM pg_stat_checkpointer";
+const BGWRITER_SQL: &str = "SELECT checkpoints_timed::float8 AS timed, checkpoints_req::float8 AS requested, buffers_checkpoint::float8 AS buffers_checkpoint,
+                    checkpoint_write_time::float8 AS write_time, checkpoint_sync_time::float8 AS sync_time FROM pg_stat_bgwriter";
+const WAL_SQL: &str =
+    "SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes FROM pg_stat_wal";
+const DATABASES_SQL: &str = "SELECT d.datname::text AS db, d.numbackends::float8 AS backends,
                     d.xact_commit::float8 AS commits, d.xact_rollback::float8 AS rollbacks,
                     d.blks_read::float8 AS blks_read, d.blks_hit::float8 AS blks_hit,
                     d.tup_returned::float8 AS returned, d.tup_fetched::float8 AS fetched,
@@ -105,11 +115,144 @@ impl PostgresScraper {
                     d.temp_files::float8 AS temp_files, d.temp_bytes::float8 AS temp_bytes,
                     CASE WHEN has_database_privilege(d.datname, 'CONNECT')
                          THEN pg_database_size(d.datid)::float8 END AS size
-             FROM pg_stat_database d WHERE d.datname IS NOT NULL",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_stat_database"))?;
+             FROM pg_stat_database d WHERE d.datname IS NOT NULL";
+const CURRENT_DATABASE_SQL: &str = "SELECT current_database()::text AS db";
+/// `{top_n}` is replaced by the configured number of tables.
+const TABLES_SQL: &str =
+    "SELECT schemaname::text AS schema, relname::text AS tbl, seq_scan::float8 AS seq_scan,
+                    seq_tup_read::float8 AS seq_tup_read, coalesce(idx_scan, 0)::float8 AS idx_scan,
+                    pg_total_relation_size(relid)::float8 AS size
+             FROM pg_stat_user_tables ORDER BY seq_tup_read DESC, relname LIMIT {top_n}";
+/// `{top_n}` is replaced by the configured number of tables.
+const MAINTENANCE_SQL: &str = "WITH picked AS ((SELECT relid FROM pg_stat_user_tables ORDER BY n_dead_tup DESC, relname LIMIT {top_n})
+                             UNION
+                             (SELECT relid FROM pg_stat_user_tables ORDER BY n_mod_since_analyze DESC, relname LIMIT {top_n}))
+             SELECT schemaname::text AS schema, relname::text AS tbl,
+                    n_live_tup::float8 AS live, n_dead_tup::float8 AS dead,
+                    n_mod_since_analyze::float8 AS mod_since_analyze,
+                    vacuum_count::float8 AS vacuum_count, autovacuum_count::float8 AS autovacuum_count,
+                    analyze_count::float8 AS analyze_count, autoanalyze_count::float8 AS autoanalyze_count,
+                    extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuum_age,
+                    extract(epoch FROM now() - greatest(last_analyze, last_autoanalyze))::float8 AS analyze_age
+             FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM picked)";
+/// `{top_n}` is replaced by the configured number of indexes.
+const INDEXES_SQL: &str =
+    "SELECT s.schemaname::text AS schema, s.relname::text AS tbl, s.indexrelname::text AS idx,
+                    s.idx_scan::float8 AS scans, pg_relation_size(s.indexrelid)::float8 AS size,
+                    (NOT i.indisunique AND s.idx_scan = 0)::int::float8 AS unused
+             FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+             ORDER BY pg_relation_size(s.indexrelid) DESC, s.indexrelname LIMIT {top_n}";
+const EXTENSION_SQL: &str =
+    "SELECT extname::text FROM pg_extension WHERE extname = 'pg_stat_statements'";
+
+/// The statements of one round, named, in the order the sections read their results.
+fn round_statements(version: u32, top_n: i64) -> Vec<(&'static str, String)> {
+    let checkpoints = if version >= CHECKPOINTER_VIEW_SINCE {
+        CHECKPOINTER_SQL
+    } else {
+        BGWRITER_SQL
+    };
+    let limited = |sql: &str| sql.replace("{top_n}", &top_n.to_string());
+    let mut statements = vec![
+        ("connection counts", CONNECTIONS_SQL.to_owned()),
+        ("pg_locks", LOCKS_SQL.to_owned()),
+        ("pg_stat_replication", REPLICATION_SQL.to_owned()),
+        ("checkpoints", checkpoints.to_owned()),
+    ];
+    if version >= WAL_VIEW_SINCE {
+        statements.push(("pg_stat_wal", WAL_SQL.to_owned()));
+    }
+    statements.extend([
+        ("pg_stat_database", DATABASES_SQL.to_owned()),
+        ("current_database", CURRENT_DATABASE_SQL.to_owned()),
+        ("pg_stat_user_tables", limited(TABLES_SQL)),
+        (
+            "pg_stat_user_tables (maintenance)",
+            limited(MAINTENANCE_SQL),
+        ),
+        ("pg_stat_user_indexes", limited(INDEXES_SQL)),
+        ("pg_extension", EXTENSION_SQL.to_owned()),
+    ]);
+    statements
+}
+
+/// The result sets of one round's statements, taken in the order they were sent.
+struct Results {
+    sets: std::vec::IntoIter<(&'static str, Vec<PgRow>)>,
+}
+
+impl Results {
+    /// The rows of the next statement, which must be `what`.
+    fn rows(&mut self, what: &str) -> Result<Vec<PgRow>, String> {
+        match self.sets.next() {
+            Some((name, rows)) if name == what => Ok(rows),
+            other => Err(format!(
+                "query of {what} failed: the round's results came in another order (next: {:?})",
+                other.map(|(name, _)| name)
+            )),
+        }
+    }
+
+    /// The one row of the next statement, `what`.
+    fn row(&mut self, what: &str) -> Result<PgRow, String> {
+        self.rows(what)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("query of {what} failed: it returned no row"))
+    }
+
+    /// The first row of the next statement, `what`, if it returned any.
+    fn optional(&mut self, what: &str) -> Result<Option<PgRow>, String> {
+        Ok(self.rows(what)?.into_iter().next())
+    }
+}
+
+/// Runs `statements` as one request (the simple query protocol: one round trip instead of
+/// one per statement) and returns their result sets in order. The server runs them in
+/// one implicit transaction: the first failure stops the round and is reported by name.
+async fn fetch_round(
+    conn: &mut PgConnection,
+    statements: &[(&'static str, String)],
+) -> Result<Results, String> {
+    let sql = statements
+        .iter()
+        .map(|(_, sql)| sql.as_str())
+        .collect::<Vec<_>>()
+        .join(";\n");
+    let mut stream = sqlx::raw_sql(&sql).fetch_many(&mut *conn);
+    let mut sets = Vec::with_capacity(statements.len());
+    let mut rows = Vec::new();
+    while let Some(item) = stream.try_next().await.map_err(|e| {
+        let what = statements
+            .get(sets.len())
+            .map_or("a statement", |(what, _)| what);
+        format!("query of {what} failed: {e}")
+    })? {
+        match item {
+            Either::Left(_done) => sets.push(std::mem::take(&mut rows)),
+            Either::Right(row) => rows.push(row),
+        }
+    }
+    if sets.len() != statements.len() {
+        return Err(format!(
+            "the server answered {} of the round's {} statements",
+            sets.len(),
+            statements.len()
+        ));
+    }
+    let named: Vec<_> = statements.iter().map(|(what, _)| *what).zip(sets).collect();
+    Ok(Results {
+        sets: named.into_iter(),
+    })
+}
+
+impl PostgresScraper {
+    fn database_stats(
+        results: &mut Results,
+        batch: &mut BatchBuilder,
+        who: &Identity,
+    ) -> Result<(), String> {
+        let rows = results.rows("pg_stat_database")?;
         let metrics = [
             (
                 "backends",
@@ -237,19 +380,13 @@ impl PostgresScraper {
         Ok(())
     }
 
-    async fn server_stats(
-        conn: &mut PgConnection,
+    fn server_stats(
+        results: &mut Results,
         batch: &mut BatchBuilder,
         who: &Identity,
+        version: u32,
     ) -> Result<(), String> {
-        let row = sqlx::query(
-            "SELECT (SELECT setting::float8 FROM pg_settings WHERE name = 'max_connections') AS max_connections,
-                    (SELECT count(*)::float8 FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections,
-                    current_setting('server_version_num')::float8 AS version",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(query_error("connection counts"))?;
+        let row = results.row("connection counts")?;
         let base = who.attributes();
         emit(
             batch,
@@ -275,14 +412,8 @@ impl PostgresScraper {
             ),
             base.clone(),
         );
-        let version = num(&row, "version").unwrap_or(0.0);
 
-        let locks = sqlx::query(
-            "SELECT mode::text AS mode, count(*)::float8 AS n FROM pg_locks GROUP BY mode",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_locks"))?;
+        let locks = results.rows("pg_locks")?;
         let lock_metric = MetricDesc::new(
             "postgresql.database.locks",
             "{lock}",
@@ -297,15 +428,7 @@ impl PostgresScraper {
             );
         }
 
-        let replicas = sqlx::query(
-            "SELECT coalesce(application_name, '')::text AS app, coalesce(client_addr::text, 'local') AS addr,
-                    extract(epoch FROM replay_lag)::float8 AS replay_lag,
-                    (pg_current_wal_lsn() - replay_lsn)::float8 AS replay_bytes
-             FROM pg_stat_replication",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_stat_replication"))?;
+        let replicas = results.rows("pg_stat_replication")?;
         let lag = MetricDesc::new(
             "postgresql.replication.lag",
             "s",
@@ -327,17 +450,7 @@ impl PostgresScraper {
             emit(batch, row, "replay_bytes", &lag_bytes, attrs);
         }
 
-        let checkpoints_sql = if version >= 170000.0 {
-            "SELECT num_timed::float8 AS timed, num_requested::float8 AS requested, buffers_written::float8 AS buffers_checkpoint,
-                    write_time::float8 AS write_time, sync_time::float8 AS sync_time FROM pg_stat_checkpointer"
-        } else {
-            "SELECT checkpoints_timed::float8 AS timed, checkpoints_req::float8 AS requested, buffers_checkpoint::float8 AS buffers_checkpoint,
-                    checkpoint_write_time::float8 AS write_time, checkpoint_sync_time::float8 AS sync_time FROM pg_stat_bgwriter"
-        };
-        let row = sqlx::query(checkpoints_sql)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(query_error("checkpoints"))?;
+        let row = results.row("checkpoints")?;
         let count = MetricDesc::new(
             "postgresql.bgwriter.checkpoint.count",
             "{checkpoints}",
@@ -369,11 +482,8 @@ impl PostgresScraper {
             &writes,
             who.with(&[("source", "checkpoints")]),
         );
-        if version >= 140000.0 {
-            let row = sqlx::query("SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes FROM pg_stat_wal")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(query_error("pg_stat_wal"))?;
+        if version >= WAL_VIEW_SINCE {
+            let row = results.row("pg_stat_wal")?;
             emit(
                 batch,
                 &row,
@@ -397,26 +507,13 @@ impl PostgresScraper {
         Ok(())
     }
 
-    async fn table_stats(
-        conn: &mut PgConnection,
+    fn table_stats(
+        results: &mut Results,
         batch: &mut BatchBuilder,
         who: &Identity,
-        top_n: i64,
     ) -> Result<(), String> {
-        let db: String = sqlx::query_scalar("SELECT current_database()::text")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(query_error("current_database"))?;
-        let tables = sqlx::query(
-            "SELECT schemaname::text AS schema, relname::text AS tbl, seq_scan::float8 AS seq_scan,
-                    seq_tup_read::float8 AS seq_tup_read, coalesce(idx_scan, 0)::float8 AS idx_scan,
-                    pg_total_relation_size(relid)::float8 AS size
-             FROM pg_stat_user_tables ORDER BY seq_tup_read DESC, relname LIMIT $1",
-        )
-        .bind(top_n)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_stat_user_tables"))?;
+        let db = text(&results.row("current_database")?, "db");
+        let tables = results.rows("pg_stat_user_tables")?;
         let metrics = [
             (
                 "seq_scan",
@@ -461,19 +558,9 @@ impl PostgresScraper {
                 emit(batch, row, column, metric, attrs.clone());
             }
         }
-        Self::maintenance_stats(conn, batch, who, &db, top_n).await?;
+        Self::maintenance_stats(results, batch, who, &db)?;
 
-        let indexes = sqlx::query(
-            "SELECT s.schemaname::text AS schema, s.relname::text AS tbl, s.indexrelname::text AS idx,
-                    s.idx_scan::float8 AS scans, pg_relation_size(s.indexrelid)::float8 AS size,
-                    (NOT i.indisunique AND s.idx_scan = 0)::int::float8 AS unused
-             FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
-             ORDER BY pg_relation_size(s.indexrelid) DESC, s.indexrelname LIMIT $1",
-        )
-        .bind(top_n)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_stat_user_indexes"))?;
+        let indexes = results.rows("pg_stat_user_indexes")?;
         let scans = MetricDesc::new(
             "postgresql.index.scans",
             "{scans}",
@@ -503,30 +590,13 @@ impl PostgresScraper {
 
     /// What VACUUM and ANALYZE decisions need, for the top N tables by dead rows plus the
     /// top N by rows changed since the last ANALYZE (at most 2 * top_n tables).
-    async fn maintenance_stats(
-        conn: &mut PgConnection,
+    fn maintenance_stats(
+        results: &mut Results,
         batch: &mut BatchBuilder,
         who: &Identity,
         db: &str,
-        top_n: i64,
     ) -> Result<(), String> {
-        let tables = sqlx::query(
-            "WITH picked AS ((SELECT relid FROM pg_stat_user_tables ORDER BY n_dead_tup DESC, relname LIMIT $1)
-                             UNION
-                             (SELECT relid FROM pg_stat_user_tables ORDER BY n_mod_since_analyze DESC, relname LIMIT $1))
-             SELECT schemaname::text AS schema, relname::text AS tbl,
-                    n_live_tup::float8 AS live, n_dead_tup::float8 AS dead,
-                    n_mod_since_analyze::float8 AS mod_since_analyze,
-                    vacuum_count::float8 AS vacuum_count, autovacuum_count::float8 AS autovacuum_count,
-                    analyze_count::float8 AS analyze_count, autoanalyze_count::float8 AS autoanalyze_count,
-                    extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuum_age,
-                    extract(epoch FROM now() - greatest(last_analyze, last_autoanalyze))::float8 AS analyze_age
-             FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM picked)",
-        )
-        .bind(top_n)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(query_error("pg_stat_user_tables (maintenance)"))?;
+        let tables = results.rows("pg_stat_user_tables (maintenance)")?;
         let metrics = [
             (
                 "mod_since_analyze",
@@ -616,6 +686,7 @@ impl PostgresScraper {
 
     async fn statement_stats(
         &mut self,
+        installed: bool,
         batch: &mut BatchBuilder,
         who: &Identity,
     ) -> Result<(), String> {
@@ -623,14 +694,8 @@ impl PostgresScraper {
         let Some(conn) = self.connection.as_mut() else {
             return Ok(());
         };
-        let installed: Option<String> = sqlx::query_scalar(
-            "SELECT extname::text FROM pg_extension WHERE extname = 'pg_stat_statements'",
-        )
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(query_error("pg_extension"))?;
-        let statements = match installed {
-            Some(_) => sqlx::query(
+        let statements = if installed {
+            sqlx::query(
                 "(SELECT queryid::text AS id, left(query, $2)::text AS query, calls::float8 AS calls,
                          total_exec_time::float8 AS total_ms, mean_exec_time::float8 AS mean_ms
                   FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT $1)
@@ -642,8 +707,9 @@ impl PostgresScraper {
             .bind(MAX_QUERY_TEXT as i32)
             .fetch_all(&mut *conn)
             .await
-            .map_err(|e| e.to_string()),
-            None => Err("the extension is not installed in this database".to_owned()),
+            .map_err(|e| e.to_string())
+        } else {
+            Err("the extension is not installed in this database".to_owned())
         };
         let statements = match statements {
             Ok(rows) => rows,
@@ -696,15 +762,92 @@ impl Scraper for PostgresScraper {
         batch: &'a mut BatchBuilder,
         who: &'a Identity,
     ) -> Result<(), String> {
-        let top_n = self.top_n;
         let conn = sql_connection(&mut self.connection, &self.options).await?;
-        Self::server_stats(conn, batch, who).await?;
-        Self::database_stats(conn, batch, who).await?;
-        Self::table_stats(conn, batch, who, top_n).await?;
-        self.statement_stats(batch, who).await
+        let version = conn.server_version_num().unwrap_or(0);
+        let mut results = fetch_round(conn, &round_statements(version, self.top_n)).await?;
+        Self::server_stats(&mut results, batch, who, version)?;
+        Self::database_stats(&mut results, batch, who)?;
+        Self::table_stats(&mut results, batch, who)?;
+        let installed = results.optional("pg_extension")?.is_some();
+        self.statement_stats(installed, batch, who).await
     }
 
     fn disconnect(&mut self) {
         self.connection = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// The machine's PostgreSQL (trust auth), as the README's set-up starts it.
+    async fn connect() -> PgConnection {
+        PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432 (./dev setup starts it)")
+    }
+
+    #[tokio::test]
+    async fn a_round_is_split_into_its_statements_results_in_order() {
+        let mut conn = connect().await;
+        let statements = [
+            (
+                "two rows",
+                "SELECT x::float8 AS n FROM generate_series(1, 2) x".to_owned(),
+            ),
+            ("no row", "SELECT 1::float8 AS n WHERE false".to_owned()),
+            (
+                "one row",
+                "SELECT 'a'::text AS name, 2.5::float8 AS n".to_owned(),
+            ),
+        ];
+        let mut results = fetch_round(&mut conn, &statements).await.unwrap();
+        let two: Vec<_> = results
+            .rows("two rows")
+            .unwrap()
+            .iter()
+            .map(|r| num(r, "n"))
+            .collect();
+        assert_eq!(two, [Some(1.0), Some(2.0)]);
+        assert!(results.optional("no row").unwrap().is_none());
+        let one = results.row("one row").unwrap();
+        assert_eq!(
+            (text(&one, "name"), num(&one, "n")),
+            ("a".to_owned(), Some(2.5))
+        );
+        assert!(results.rows("one row").is_err(), "no fourth result");
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_is_named_and_the_connection_stays_usable() {
+        let mut conn = connect().await;
+        let statements = [
+            ("first", "SELECT 1::float8 AS n".to_owned()),
+            (
+                "the missing view",
+                "SELECT * FROM vigil_no_such_view".to_owned(),
+            ),
+            ("last", "SELECT 3::float8 AS n".to_owned()),
+        ];
+        let error = fetch_round(&mut conn, &statements).await.err().unwrap();
+        assert!(
+            error.starts_with("query of the missing view failed:"),
+            "{error}"
+        );
+        assert!(error.contains("vigil_no_such_view"), "{error}");
+        let again = [("again", "SELECT 4::float8 AS n".to_owned())];
+        let mut results = fetch_round(&mut conn, &again).await.unwrap();
+        assert_eq!(num(&results.row("again").unwrap(), "n"), Some(4.0));
+    }
+
+    #[tokio::test]
+    async fn every_statement_of_a_round_runs_on_this_server() {
+        let mut conn = connect().await;
+        let version = conn.server_version_num().unwrap();
+        let statements = round_statements(version, 5);
+        let mut results = fetch_round(&mut conn, &statements).await.unwrap();
+        assert!(results.row("connection counts").is_ok());
     }
 }
