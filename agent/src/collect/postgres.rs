@@ -178,7 +178,7 @@ fn round_statements(version: u32, top_n: i64) -> Vec<(&'static str, String)> {
 
 /// The result sets of one round's statements, taken in the order they were sent.
 struct Results {
-    sets: std::vec::IntoIter<(&'static str, Vec<PgRow>)>,
+    sets: std::iter::Peekable<std::vec::IntoIter<(&'static str, Vec<PgRow>)>>,
 }
 
 impl Results {
@@ -204,6 +204,15 @@ impl Results {
     /// The first row of the next statement, `what`, if it returned any.
     fn optional(&mut self, what: &str) -> Result<Option<PgRow>, String> {
         Ok(self.rows(what)?.into_iter().next())
+    }
+
+    /// The one row of the next statement if it is `what`: for a statement that
+    /// [`round_statements`] sends only to some server versions.
+    fn row_if_sent(&mut self, what: &str) -> Result<Option<PgRow>, String> {
+        match self.sets.peek() {
+            Some((name, _)) if *name == what => self.row(what).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -242,7 +251,7 @@ async fn fetch_round(
     }
     let named: Vec<_> = statements.iter().map(|(what, _)| *what).zip(sets).collect();
     Ok(Results {
-        sets: named.into_iter(),
+        sets: named.into_iter().peekable(),
     })
 }
 
@@ -384,7 +393,6 @@ impl PostgresScraper {
         results: &mut Results,
         batch: &mut BatchBuilder,
         who: &Identity,
-        version: u32,
     ) -> Result<(), String> {
         let row = results.row("connection counts")?;
         let base = who.attributes();
@@ -482,8 +490,7 @@ impl PostgresScraper {
             &writes,
             who.with(&[("source", "checkpoints")]),
         );
-        if version >= WAL_VIEW_SINCE {
-            let row = results.row("pg_stat_wal")?;
+        if let Some(row) = results.row_if_sent("pg_stat_wal")? {
             emit(
                 batch,
                 &row,
@@ -765,7 +772,7 @@ impl Scraper for PostgresScraper {
         let conn = sql_connection(&mut self.connection, &self.options).await?;
         let version = conn.server_version_num().unwrap_or(0);
         let mut results = fetch_round(conn, &round_statements(version, self.top_n)).await?;
-        Self::server_stats(&mut results, batch, who, version)?;
+        Self::server_stats(&mut results, batch, who)?;
         Self::database_stats(&mut results, batch, who)?;
         Self::table_stats(&mut results, batch, who)?;
         let installed = results.optional("pg_extension")?.is_some();
@@ -848,6 +855,25 @@ mod tests {
         let version = conn.server_version_num().unwrap();
         let statements = round_statements(version, 5);
         let mut results = fetch_round(&mut conn, &statements).await.unwrap();
-        assert!(results.row("connection counts").is_ok());
+        let config: InstanceConfig =
+            toml::from_str("name = \"main\"\nurl = \"postgres://postgres@127.0.0.1:5432/test\"")
+                .unwrap();
+        let who = Identity::new("postgresql", &config, 5432);
+        let mut batch = BatchBuilder::new("postgres:main", "h");
+        PostgresScraper::server_stats(&mut results, &mut batch, &who).unwrap();
+        PostgresScraper::database_stats(&mut results, &mut batch, &who).unwrap();
+        PostgresScraper::table_stats(&mut results, &mut batch, &who).unwrap();
+        assert!(results.optional("pg_extension").is_ok());
+        let batch = batch.build();
+        let names: Vec<&str> = batch.metrics.iter().map(|m| m.name.as_str()).collect();
+        // This server (>= 14) has pg_stat_wal: the section sent only to such servers is read.
+        assert!(version >= WAL_VIEW_SINCE, "{version}");
+        for metric in [
+            "postgresql.connection.max",
+            "postgresql.wal.bytes",
+            "postgresql.backends",
+        ] {
+            assert!(names.contains(&metric), "{metric} missing from {names:?}");
+        }
     }
 }
