@@ -1,11 +1,13 @@
 //! Embeds the `vigil plugin new` templates (agent/templates/LANG/WORLD/...) and the plugin
 //! contract's WIT files (wit/*.wit) in the binary: writes `templates.rs` into OUT_DIR with
-//! one `(path, bytes)` entry per file, sorted by path.
+//! one `(path, bytes)` entry per file, sorted by path. Release builds also link the agent's
+//! hot functions first (see [`link_hot_functions_first`]).
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    link_hot_functions_first(&manifest);
     let templates = manifest.join("templates");
     let wit = manifest.join("../wit");
     println!("cargo:rerun-if-changed={}", templates.display());
@@ -45,6 +47,25 @@ fn main() {
     out.push_str("];\n");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     std::fs::write(out_dir.join("templates.rs"), out).expect("write templates.rs");
+}
+
+/// Release builds of `vigil` for x86_64 Linux (linked by LLD, Rust's default linker there)
+/// place the functions listed in link/hot-functions.txt first, in that order: the code the
+/// agent's rounds run then sits on a few contiguous pages instead of being spread over
+/// the whole text, which is most of the agent's steady RSS. bench/hot-functions writes the
+/// list from profiles; names the build does not have are skipped.
+fn link_hot_functions_first(manifest: &Path) {
+    let order = manifest.join("link/hot-functions.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if release && target == "x86_64-unknown-linux-gnu" && order.is_file() {
+        println!(
+            "cargo:rustc-link-arg-bin=vigil=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin=vigil=-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 /// Every file under `dir`, as (path relative to `root` with `/`, absolute path).

@@ -4,11 +4,14 @@
 //! parsing, TLS set-up, connecting, loading components), and the kernel maps it in 64 KB
 //! windows (fault-around), so most of the executable's resident pages are touched once and
 //! kept. Once the agent has settled, [`release_executable_pages`] asks the kernel to reclaim
-//! the executable's pages (`MADV_PAGEOUT`) and to fault them back one page at a time
-//! (`MADV_RANDOM`: no read-around); the next rounds bring back only the code they run. The
-//! program sees no difference: these are clean copies of the file, read again when needed
-//! (Android's app compaction does the same to idle apps' file pages). Pages that another
-//! process maps too (a compiler child running the same file) are left alone by the kernel.
+//! the executable's pages (`MADV_PAGEOUT`, which keeps written ones), unmaps what is left of
+//! its code (`MADV_DONTNEED`: code pages are never written, so they are clean copies of the
+//! file), and to fault them back one page at a time (`MADV_RANDOM`: no read-around); the
+//! next rounds bring back only the code they run. The program sees no difference (Android's
+//! app compaction does the same to idle apps' file pages). The compiler child reads its
+//! code one page at a time from its start ([`read_executable_at_random`]). Release builds
+//! link the functions the rounds and the compiler run next to each other (agent/build.rs),
+//! so the pages brought back are few.
 
 use std::io;
 
@@ -37,6 +40,14 @@ pub fn release_executable_pages() -> io::Result<Released> {
     imp::release_executable_pages()
 }
 
+/// Asks the kernel to read this process's executable one page at a time from now on
+/// (`MADV_RANDOM`), not in read-ahead windows: a short-lived process that runs a small
+/// part of a large binary (the compiler child) then keeps only the pages it runs.
+/// Linux only; elsewhere it fails with [`io::ErrorKind::Unsupported`].
+pub fn read_executable_at_random() -> io::Result<()> {
+    imp::read_executable_at_random()
+}
+
 /// The resident bytes of this process's executable file mappings (from /proc/self/smaps).
 pub fn executable_resident_bytes() -> io::Result<u64> {
     imp::executable_resident_bytes()
@@ -49,10 +60,31 @@ mod imp {
 
     use super::Released;
 
-    /// One mapping of the executable: its address range.
+    /// One mapping of the executable: its address range, and whether it is its code.
     struct Mapping {
         start: usize,
         end: usize,
+        code: bool,
+    }
+
+    impl Mapping {
+        /// `madvise(advice)` on the whole mapping.
+        fn advise(&self, advice: libc::c_int) -> io::Result<()> {
+            // SAFETY: the range is one of this process's file mappings as the kernel lists
+            // it; callers give advice that changes only how its pages are cached and never
+            // discards a written page (MADV_DONTNEED is given for code mappings only).
+            if unsafe {
+                libc::madvise(
+                    self.start as *mut libc::c_void,
+                    self.end - self.start,
+                    advice,
+                )
+            } != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
     }
 
     /// The inode of the running executable, to recognise its mappings in /proc/self/maps
@@ -63,10 +95,10 @@ mod imp {
 
     /// Whether a /proc/self/maps (or smaps header) line maps the file with inode `inode`:
     /// "start-end perms offset dev inode path".
-    fn maps_inode(line: &str, inode: u64) -> Option<(usize, usize)> {
+    fn maps_inode(line: &str, inode: u64) -> Option<Mapping> {
         let mut fields = line.split_ascii_whitespace();
         let range = fields.next()?;
-        let _perms = fields.next()?;
+        let perms = fields.next()?;
         let _offset = fields.next()?;
         let _dev = fields.next()?;
         let line_inode: u64 = fields.next()?.parse().ok()?;
@@ -75,10 +107,12 @@ mod imp {
             return None;
         }
         let (start, end) = range.split_once('-')?;
-        Some((
-            usize::from_str_radix(start, 16).ok()?,
-            usize::from_str_radix(end, 16).ok()?,
-        ))
+        Some(Mapping {
+            start: usize::from_str_radix(start, 16).ok()?,
+            end: usize::from_str_radix(end, 16).ok()?,
+            // Executable and never writable: nothing in it differs from the file.
+            code: perms.contains('x') && !perms.contains('w'),
+        })
     }
 
     fn executable_mappings() -> io::Result<Vec<Mapping>> {
@@ -87,8 +121,14 @@ mod imp {
         Ok(maps
             .lines()
             .filter_map(|line| maps_inode(line, inode))
-            .map(|(start, end)| Mapping { start, end })
             .collect())
+    }
+
+    pub fn read_executable_at_random() -> io::Result<()> {
+        for mapping in executable_mappings()? {
+            mapping.advise(libc::MADV_RANDOM)?;
+        }
+        Ok(())
     }
 
     pub fn executable_resident_bytes() -> io::Result<u64> {
@@ -117,17 +157,12 @@ mod imp {
     pub fn release_executable_pages() -> io::Result<Released> {
         let before = executable_resident_bytes()?;
         for mapping in executable_mappings()? {
-            let (addr, len) = (
-                mapping.start as *mut libc::c_void,
-                mapping.end - mapping.start,
-            );
-            for advice in [libc::MADV_RANDOM, libc::MADV_PAGEOUT] {
-                // SAFETY: the range is one of this process's file mappings as the kernel
-                // lists it; MADV_RANDOM and MADV_PAGEOUT change only how its pages are
-                // cached, never their contents (a dirty private page is kept as it is).
-                if unsafe { libc::madvise(addr, len, advice) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            mapping.advise(libc::MADV_RANDOM)?;
+            mapping.advise(libc::MADV_PAGEOUT)?;
+            if mapping.code {
+                // What MADV_PAGEOUT left mapped (a large folio it could not split) is
+                // unmapped too: code is never written, so nothing is lost.
+                mapping.advise(libc::MADV_DONTNEED)?;
             }
         }
         // The file's pages that no process maps leave the page cache too; otherwise the
@@ -160,6 +195,10 @@ mod imp {
 
     fn unsupported() -> io::Error {
         io::Error::new(io::ErrorKind::Unsupported, "only on Linux")
+    }
+
+    pub fn read_executable_at_random() -> io::Result<()> {
+        Err(unsupported())
     }
 
     pub fn executable_resident_bytes() -> io::Result<u64> {

@@ -4,6 +4,7 @@
 
 pub mod dsn;
 pub mod mysql;
+pub mod net_dev;
 pub mod postgres;
 pub mod prometheus;
 pub mod redis;

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, System};
+use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, System};
+
+use super::net_dev;
 
 use super::{CollectError, CollectFuture, Collector, Round};
 use crate::config::SystemCollectorConfig;
@@ -150,12 +152,13 @@ pub mod metrics {
 struct Probe {
     system: System,
     disks: Disks,
-    networks: Networks,
     last_cpu_refresh: Instant,
     /// Whether a round has run since the first CPU sample.
     sampled: bool,
     /// Whether listing /proc failed in the last round (logged once per failure spell).
     process_count_failed: bool,
+    /// Whether reading /proc/net/dev failed in the last round (logged once per spell).
+    network_failed: bool,
 }
 
 /// Collects host metrics.
@@ -173,16 +176,14 @@ impl SystemCollector {
         system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
         let disks = Disks::new_with_refreshed_list()
             .map_err(|e| failed(format!("cannot list disks: {e}")))?;
-        let networks = Networks::new_with_refreshed_list()
-            .map_err(|e| failed(format!("cannot list network interfaces: {e}")))?;
         Ok(SystemCollector {
             probe: Arc::new(Mutex::new(Probe {
                 system,
                 disks,
-                networks,
                 last_cpu_refresh: Instant::now(),
                 sampled: false,
                 process_count_failed: false,
+                network_failed: false,
             })),
             host,
             config,
@@ -333,34 +334,40 @@ impl Probe {
         }
     }
 
+    /// Per interface and direction: bytes, packets and errors, from /proc/net/dev.
     fn collect_networks(&mut self, batch: &mut BatchBuilder) {
-        self.networks.refresh(true);
+        let interfaces = match net_dev::read(Path::new(net_dev::PROC_NET_DEV)) {
+            Ok(interfaces) => {
+                self.network_failed = false;
+                interfaces
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.network_failed, true) {
+                    tracing::warn!(
+                        "system collector: {e}; system.network.* are not reported until it can be read (is /proc mounted?)"
+                    );
+                }
+                return;
+            }
+        };
         let (io, packets, errors) = (
             metrics::network_io(),
             metrics::network_packets(),
             metrics::network_errors(),
         );
-        for (name, data) in self.networks.iter() {
-            let name = name.to_string_lossy();
+        for interface in &interfaces {
+            let (received, transmitted) = (interface.received, interface.transmitted);
             let per_direction = [
-                (&io, data.total_received(), data.total_transmitted()),
-                (
-                    &packets,
-                    data.total_packets_received(),
-                    data.total_packets_transmitted(),
-                ),
-                (
-                    &errors,
-                    data.total_errors_on_received(),
-                    data.total_errors_on_transmitted(),
-                ),
+                (&io, received.bytes, transmitted.bytes),
+                (&packets, received.packets, transmitted.packets),
+                (&errors, received.errors, transmitted.errors),
             ];
             for (metric, received, transmitted) in per_direction {
                 for (direction, value) in [("receive", received), ("transmit", transmitted)] {
                     batch.point(
                         metric,
                         attrs([
-                            ("network.interface.name", name.as_ref()),
+                            ("network.interface.name", interface.name.as_str()),
                             ("network.io.direction", direction),
                         ]),
                         value as f64,
