@@ -6,12 +6,12 @@
 //! kept. Once the agent has settled, [`release_executable_pages`] asks the kernel to reclaim
 //! the executable's pages (`MADV_PAGEOUT`, which keeps written ones), unmaps what is left of
 //! its code (`MADV_DONTNEED`: code pages are never written, so they are clean copies of the
-//! file), and to fault them back one page at a time (`MADV_RANDOM`: no read-around); the
+//! file), and to read the data back one page at a time (`MADV_RANDOM`: no read-around); the
 //! next rounds bring back only the code they run. The program sees no difference (Android's
-//! app compaction does the same to idle apps' file pages). The compiler child reads its
-//! code one page at a time from its start ([`read_executable_at_random`]). Release builds
-//! link the functions the rounds and the compiler run next to each other (agent/build.rs),
-//! so the pages brought back are few.
+//! app compaction does the same to idle apps' file pages). The kernel still reads code
+//! around each fault (it ignores `MADV_RANDOM` for executable mappings), so release builds
+//! link the functions the rounds and the compiler child run next to each other
+//! (agent/build.rs): the windows brought back then hold code that runs.
 
 use std::io;
 
@@ -38,14 +38,6 @@ pub fn release_freed_memory() {
 /// and after. Linux only; elsewhere it fails with [`io::ErrorKind::Unsupported`].
 pub fn release_executable_pages() -> io::Result<Released> {
     imp::release_executable_pages()
-}
-
-/// Asks the kernel to read this process's executable one page at a time from now on
-/// (`MADV_RANDOM`), not in read-ahead windows: a short-lived process that runs a small
-/// part of a large binary (the compiler child) then keeps only the pages it runs.
-/// Linux only; elsewhere it fails with [`io::ErrorKind::Unsupported`].
-pub fn read_executable_at_random() -> io::Result<()> {
-    imp::read_executable_at_random()
 }
 
 /// The resident bytes of this process's executable file mappings (from /proc/self/smaps).
@@ -124,13 +116,6 @@ mod imp {
             .collect())
     }
 
-    pub fn read_executable_at_random() -> io::Result<()> {
-        for mapping in executable_mappings()? {
-            mapping.advise(libc::MADV_RANDOM)?;
-        }
-        Ok(())
-    }
-
     pub fn executable_resident_bytes() -> io::Result<u64> {
         let inode = executable_inode()?;
         let smaps = std::fs::read_to_string("/proc/self/smaps")?;
@@ -195,10 +180,6 @@ mod imp {
 
     fn unsupported() -> io::Error {
         io::Error::new(io::ErrorKind::Unsupported, "only on Linux")
-    }
-
-    pub fn read_executable_at_random() -> io::Result<()> {
-        Err(unsupported())
     }
 
     pub fn executable_resident_bytes() -> io::Result<u64> {

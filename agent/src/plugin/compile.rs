@@ -277,10 +277,6 @@ pub struct ChildArgs {
 /// the agent's engine configuration and writes the compile-cache entry. Returns the
 /// exit code the parent understands; errors go to stderr as one `error: ...` line.
 pub fn run_child(args: &ChildArgs) -> i32 {
-    // Only Cranelift's part of the binary is needed here (linked together, see
-    // agent/build.rs): read it page by page, not in windows that bring the agent's code
-    // along. Memory use only; compiling works the same if the advice is refused.
-    let _ = crate::resident::read_executable_at_random();
     if let Err(e) = limit_self(args) {
         eprintln!("error: cannot limit the compiler child: {e}");
         return EXIT_USAGE;
