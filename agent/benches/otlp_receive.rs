@@ -20,7 +20,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use vigil::config::Config;
-use vigil::export::proto::{StampedBatch, metrics_request, resource};
+use vigil::export::proto::{StampedBatch, resource};
+use vigil::export::wire::metrics_request;
 use vigil::plugin::{PluginInstance, PluginLimits, PluginRuntime};
 use vigil::receive::to_batches;
 use vigil_testkit::plugins::THRESHOLD;
@@ -131,7 +132,8 @@ fn receive_once(body: &[u8], plugin: &mut PluginInstance, own: &Resource) -> (us
             starts: Vec::new(),
         });
     }
-    let out = metrics_request(own, &stamped).encode_to_vec();
+    // As the agent sends it over OTLP/HTTP: encoded straight from the batches.
+    let out = metrics_request(own, &stamped);
     (converted.accepted as usize, out.len())
 }
 

@@ -39,6 +39,7 @@ pub fn collector(
             connection: None,
             top_n: config.top_n() as i64,
             statements_note_given: false,
+            round: None,
         },
         who,
         config,
@@ -52,6 +53,8 @@ pub struct PostgresScraper {
     connection: Option<PgConnection>,
     top_n: i64,
     statements_note_given: bool,
+    /// The round's request for the server version last seen.
+    round: Option<RoundSql>,
 }
 
 fn num(row: &PgRow, column: &str) -> Option<f64> {
@@ -176,6 +179,35 @@ fn round_statements(version: u32, top_n: i64) -> Vec<(&'static str, String)> {
     statements
 }
 
+/// One round's statements as the one request that sends them, kept between rounds (it
+/// changes only with the server version).
+struct RoundSql {
+    version: u32,
+    /// What each statement reads, in order.
+    names: Vec<&'static str>,
+    /// The statements, `;`-separated.
+    sql: String,
+}
+
+impl RoundSql {
+    fn new(version: u32, top_n: i64) -> Self {
+        Self::of(version, &round_statements(version, top_n))
+    }
+
+    /// The request sending `statements` (named) in order.
+    fn of(version: u32, statements: &[(&'static str, String)]) -> Self {
+        RoundSql {
+            version,
+            names: statements.iter().map(|(what, _)| *what).collect(),
+            sql: statements
+                .iter()
+                .map(|(_, sql)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n"),
+        }
+    }
+}
+
 /// The result sets of one round's statements, taken in the order they were sent.
 struct Results {
     sets: std::iter::Peekable<std::vec::IntoIter<(&'static str, Vec<PgRow>)>>,
@@ -219,22 +251,15 @@ impl Results {
 /// Runs `statements` as one request (the simple query protocol: one round trip instead of
 /// one per statement) and returns their result sets in order. The server runs them in
 /// one implicit transaction: the first failure stops the round and is reported by name.
-async fn fetch_round(
-    conn: &mut PgConnection,
-    statements: &[(&'static str, String)],
-) -> Result<Results, String> {
-    let sql = statements
-        .iter()
-        .map(|(_, sql)| sql.as_str())
-        .collect::<Vec<_>>()
-        .join(";\n");
-    let mut stream = sqlx::raw_sql(&sql).fetch_many(&mut *conn);
+async fn fetch_round(conn: &mut PgConnection, round: &RoundSql) -> Result<Results, String> {
+    let statements = &round.names;
+    let mut stream = sqlx::raw_sql(&round.sql).fetch_many(&mut *conn);
     let mut sets = Vec::with_capacity(statements.len());
     let mut rows = Vec::new();
     while let Some(item) = stream.try_next().await.map_err(|e| {
         let what = statements
             .get(sets.len())
-            .map_or("a statement", |(what, _)| what);
+            .map_or("a statement", |what| what);
         format!("query of {what} failed: {e}")
     })? {
         match item {
@@ -249,7 +274,7 @@ async fn fetch_round(
             statements.len()
         ));
     }
-    let named: Vec<_> = statements.iter().map(|(what, _)| *what).zip(sets).collect();
+    let named: Vec<_> = statements.iter().copied().zip(sets).collect();
     Ok(Results {
         sets: named.into_iter().peekable(),
     })
@@ -771,7 +796,12 @@ impl Scraper for PostgresScraper {
     ) -> Result<(), String> {
         let conn = sql_connection(&mut self.connection, &self.options).await?;
         let version = conn.server_version_num().unwrap_or(0);
-        let mut results = fetch_round(conn, &round_statements(version, self.top_n)).await?;
+        let round = match self.round.take() {
+            Some(round) if round.version == version => round,
+            _ => RoundSql::new(version, self.top_n),
+        };
+        let round = self.round.insert(round);
+        let mut results = fetch_round(conn, round).await?;
         Self::server_stats(&mut results, batch, who)?;
         Self::database_stats(&mut results, batch, who)?;
         Self::table_stats(&mut results, batch, who)?;
@@ -810,7 +840,9 @@ mod tests {
                 "SELECT 'a'::text AS name, 2.5::float8 AS n".to_owned(),
             ),
         ];
-        let mut results = fetch_round(&mut conn, &statements).await.unwrap();
+        let mut results = fetch_round(&mut conn, &RoundSql::of(0, &statements))
+            .await
+            .unwrap();
         let two: Vec<_> = results
             .rows("two rows")
             .unwrap()
@@ -838,14 +870,19 @@ mod tests {
             ),
             ("last", "SELECT 3::float8 AS n".to_owned()),
         ];
-        let error = fetch_round(&mut conn, &statements).await.err().unwrap();
+        let error = fetch_round(&mut conn, &RoundSql::of(0, &statements))
+            .await
+            .err()
+            .unwrap();
         assert!(
             error.starts_with("query of the missing view failed:"),
             "{error}"
         );
         assert!(error.contains("vigil_no_such_view"), "{error}");
         let again = [("again", "SELECT 4::float8 AS n".to_owned())];
-        let mut results = fetch_round(&mut conn, &again).await.unwrap();
+        let mut results = fetch_round(&mut conn, &RoundSql::of(0, &again))
+            .await
+            .unwrap();
         assert_eq!(num(&results.row("again").unwrap(), "n"), Some(4.0));
     }
 
@@ -853,8 +890,9 @@ mod tests {
     async fn every_statement_of_a_round_runs_on_this_server() {
         let mut conn = connect().await;
         let version = conn.server_version_num().unwrap();
-        let statements = round_statements(version, 5);
-        let mut results = fetch_round(&mut conn, &statements).await.unwrap();
+        let mut results = fetch_round(&mut conn, &RoundSql::new(version, 5))
+            .await
+            .unwrap();
         let config: InstanceConfig =
             toml::from_str("name = \"main\"\nurl = \"postgres://postgres@127.0.0.1:5432/test\"")
                 .unwrap();

@@ -3,12 +3,14 @@
 
 pub mod alertmanager;
 pub mod debug;
+pub mod gzip;
 pub mod otlp;
 pub mod proto;
 pub mod queue;
 pub mod start_time;
 pub mod store;
 pub mod transport;
+pub mod wire;
 
 pub use otlp::{ExportStats, OtlpExporter};
 

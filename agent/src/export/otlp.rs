@@ -219,11 +219,9 @@ impl OtlpExporter {
             if taken.is_empty() {
                 break;
             }
-            let request = proto::metrics_request(
-                &self.resource,
-                taken.entries().iter().map(|(q, _)| &q.stamped),
-            );
-            match transport.send_metrics(request).await {
+            let batches: Vec<&StampedBatch> =
+                taken.entries().iter().map(|(q, _)| &q.stamped).collect();
+            match transport.send_metrics(&self.resource, &batches).await {
                 Ok(rejection) => {
                     taken.sent();
                     self.report_rejection(&self.endpoints.metrics, rejection);

@@ -18,7 +18,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::alert::{AlertEvent, Transition};
 use crate::config::ResourceAttribute;
-use crate::model::{Attributes, Batch, MetricKind, Origin, PointTime, Severity};
+use crate::model::{
+    Attributes, Batch, MetricDesc, MetricKind, Origin, PointTime, Series, Severity,
+};
 use crate::tuning::decision::{Decision, Verdict};
 
 /// A batch as it waits for export: the start time of each of its points, in
@@ -74,7 +76,8 @@ pub fn resource(attributes: &[ResourceAttribute]) -> Resource {
     }
 }
 
-fn scope() -> InstrumentationScope {
+/// vigil's own instrumentation scope.
+pub(super) fn scope() -> InstrumentationScope {
     InstrumentationScope {
         name: "vigil".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -144,26 +147,78 @@ fn histogram_point(
     }
 }
 
-/// The metrics of one request, each appearing once, in order of first appearance.
-#[derive(Default)]
-struct Metrics {
-    metrics: Vec<Metric>,
-    index: HashMap<(String, MetricKind), usize>,
+/// One point of a request, borrowed from its batch, with the start and time it goes out
+/// with (nanoseconds since the Unix epoch; start 0: none).
+pub(super) struct PointRef<'a> {
+    pub attributes: &'a Attributes,
+    pub start: u64,
+    pub time: u64,
+    pub value: Value<'a>,
 }
 
-impl Metrics {
-    /// Where the metric `desc` describes is, added empty on first use.
-    fn slot(&mut self, desc: &crate::model::MetricDesc) -> usize {
+/// A point's value: a number (gauges and sums) or a histogram.
+#[derive(Clone, Copy)]
+pub(super) enum Value<'a> {
+    Number(f64),
+    Histogram(&'a crate::model::Histogram),
+}
+
+/// One metric of a request and its points, in order.
+pub(super) struct MetricPoints<'a> {
+    pub desc: &'a MetricDesc,
+    pub points: Vec<PointRef<'a>>,
+}
+
+impl MetricPoints<'_> {
+    fn to_message(&self) -> Metric {
+        let desc = self.desc;
+        let mut metric = empty_metric(&desc.name, &desc.unit, &desc.description, desc.kind);
+        for point in &self.points {
+            match point.value {
+                Value::Number(value) => push_point(
+                    &mut metric,
+                    NumberDataPoint {
+                        attributes: attributes(point.attributes),
+                        start_time_unix_nano: point.start,
+                        time_unix_nano: point.time,
+                        value: Some(number_data_point::Value::AsDouble(value)),
+                        ..Default::default()
+                    },
+                ),
+                Value::Histogram(h) => {
+                    if let Some(metric::Data::Histogram(histogram)) = &mut metric.data {
+                        histogram.data_points.push(histogram_point(
+                            point.attributes,
+                            h,
+                            point.start,
+                            point.time,
+                        ));
+                    }
+                }
+            }
+        }
+        metric
+    }
+}
+
+/// The metrics of one resource and scope, each appearing once, in order of first appearance.
+#[derive(Default)]
+pub(super) struct Metrics<'a> {
+    pub metrics: Vec<MetricPoints<'a>>,
+    index: HashMap<(&'a str, MetricKind), usize>,
+}
+
+impl<'a> Metrics<'a> {
+    /// Where the metric `desc` describes is, added without points on first use.
+    fn slot(&mut self, desc: &'a MetricDesc) -> usize {
         *self
             .index
-            .entry((desc.name.clone(), desc.kind))
+            .entry((desc.name.as_str(), desc.kind))
             .or_insert_with(|| {
-                self.metrics.push(empty_metric(
-                    &desc.name,
-                    &desc.unit,
-                    &desc.description,
-                    desc.kind,
-                ));
+                self.metrics.push(MetricPoints {
+                    desc,
+                    points: Vec::new(),
+                });
                 self.metrics.len() - 1
             })
     }
@@ -171,58 +226,96 @@ impl Metrics {
     /// Adds every point of `stamped` (a received batch has no starts of export's making:
     /// it carries the sender's), each stamped with its batch's collection time, or
     /// for a received batch with the sender's own start and time.
-    fn add(&mut self, stamped: &StampedBatch) {
+    fn add(&mut self, stamped: &'a StampedBatch) {
         let batch = &stamped.batch;
         let time = unix_nanos(batch.timestamp);
         let (value_starts, histogram_starts) = stamped
             .starts
             .split_at(batch.values.len().min(stamped.starts.len()));
         let received = batch.received.as_deref();
-        let sent_at = |times: Option<&Vec<PointTime>>, i: usize| {
-            times
-                .and_then(|t| t.get(i))
-                .map(|t| (t.start.map_or(0, unix_nanos), unix_nanos(t.time)))
-        };
         // Each of the batch's metrics looked up once, not once per point.
+        self.index.reserve(batch.metrics.len());
         let slots: Vec<usize> = batch.metrics.iter().map(|d| self.slot(d)).collect();
-        let slot_of = |series: &crate::model::Series| slots[series.metric as usize];
-        for (i, ((series, value), start)) in batch
-            .series
-            .iter()
-            .zip(&batch.values)
-            .zip(padded(value_starts))
-            .enumerate()
+        let values = batch.values.iter().map(|v| Value::Number(*v));
+        let times = received.map(|r| r.values.as_slice());
+        self.add_points(&slots, &batch.series, values, value_starts, times, time);
+        let histograms = batch.histograms.iter().map(Value::Histogram);
+        let times = received.map(|r| r.histograms.as_slice());
+        self.add_points(
+            &slots,
+            &batch.histogram_series,
+            histograms,
+            histogram_starts,
+            times,
+            time,
+        );
+    }
+
+    /// Adds the points of `series` with their `values`: a received point with its sender's
+    /// start and time (`times`), a collected one with its start and the batch's `time`.
+    fn add_points(
+        &mut self,
+        slots: &[usize],
+        series: &'a [Series],
+        values: impl Iterator<Item = Value<'a>>,
+        starts: &[Option<SystemTime>],
+        times: Option<&[PointTime]>,
+        time: u64,
+    ) {
+        for (i, ((series, value), start)) in
+            series.iter().zip(values).zip(padded(starts)).enumerate()
         {
-            let (start, time) = sent_at(received.map(|r| &r.values), i)
-                .unwrap_or((start.map_or(0, unix_nanos), time));
-            push_point(
-                &mut self.metrics[slot_of(series)],
-                NumberDataPoint {
-                    attributes: attributes(&series.attributes),
-                    start_time_unix_nano: start,
-                    time_unix_nano: time,
-                    value: Some(number_data_point::Value::AsDouble(*value)),
-                    ..Default::default()
-                },
-            );
+            let (start, time) = match times.and_then(|t| t.get(i)) {
+                Some(sent) => (sent.start.map_or(0, unix_nanos), unix_nanos(sent.time)),
+                None => (start.map_or(0, unix_nanos), time),
+            };
+            self.metrics[slots[series.metric as usize]]
+                .points
+                .push(PointRef {
+                    attributes: &series.attributes,
+                    start,
+                    time,
+                    value,
+                });
         }
-        for (i, ((series, h), start)) in batch
-            .histogram_series
-            .iter()
-            .zip(&batch.histograms)
-            .zip(padded(histogram_starts))
-            .enumerate()
-        {
-            let (start, time) = sent_at(received.map(|r| &r.histograms), i)
-                .unwrap_or((start.map_or(0, unix_nanos), time));
-            if let Some(metric::Data::Histogram(histogram)) =
-                &mut self.metrics[slot_of(series)].data
-            {
-                histogram
-                    .data_points
-                    .push(histogram_point(&series.attributes, h, start, time));
-            }
+    }
+}
+
+/// Every point of one metrics request, grouped by resource and scope: collected batches
+/// under vigil's own (`None`), received batches under their sender's, in order of first
+/// appearance. A group without points is left out, unless it is the only one.
+pub(super) struct Layout<'a> {
+    pub groups: Vec<(Option<&'a Origin>, Metrics<'a>)>,
+}
+
+impl<'a> Layout<'a> {
+    pub fn new(batches: impl IntoIterator<Item = &'a StampedBatch>) -> Self {
+        // Groups by origin (`None`: vigil's own), in order of first appearance.
+        let mut groups: Vec<(Option<&'a Arc<Origin>>, Metrics<'a>)> =
+            vec![(None, Metrics::default())];
+        for stamped in batches {
+            let origin = stamped.batch.received.as_ref().map(|r| &r.origin);
+            let same = |a: &Arc<Origin>, b: &Arc<Origin>| Arc::ptr_eq(a, b) || **a == **b;
+            let at = groups.iter().position(|(o, _)| match (o, origin) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            });
+            let at = at.unwrap_or_else(|| {
+                groups.push((origin, Metrics::default()));
+                groups.len() - 1
+            });
+            groups[at].1.add(stamped);
         }
+        let only_own = groups.len() == 1;
+        let groups = groups
+            .into_iter()
+            .filter(|(origin, metrics)| {
+                !metrics.metrics.is_empty() || (origin.is_none() && only_own)
+            })
+            .map(|(origin, metrics)| (origin.map(|o| &**o), metrics))
+            .collect();
+        Layout { groups }
     }
 }
 
@@ -230,53 +323,29 @@ impl Metrics {
 /// `resource` and vigil's scope, each point stamped with its batch's collection time;
 /// received batches under their sender's resource and scope, with the sender's times.
 /// A metric appears once per resource and scope, with the points of all batches in order.
+/// ([`super::wire::metrics_request`] encodes the same request without building it.)
 pub fn metrics_request<'a>(
     resource: &Resource,
     batches: impl IntoIterator<Item = &'a StampedBatch>,
 ) -> ExportMetricsServiceRequest {
-    // Groups by origin (`None`: vigil's own), in order of first appearance.
-    let mut groups: Vec<(Option<&Arc<Origin>>, Metrics)> = vec![(None, Metrics::default())];
-    for stamped in batches {
-        let origin = stamped.batch.received.as_ref().map(|r| &r.origin);
-        let same = |a: &Arc<Origin>, b: &Arc<Origin>| Arc::ptr_eq(a, b) || **a == **b;
-        let at = groups.iter().position(|(o, _)| match (o, origin) {
-            (None, None) => true,
-            (Some(a), Some(b)) => same(a, b),
-            _ => false,
-        });
-        let at = at.unwrap_or_else(|| {
-            groups.push((origin, Metrics::default()));
-            groups.len() - 1
-        });
-        groups[at].1.add(stamped);
-    }
-    let own = |metrics: Metrics| ResourceMetrics {
-        resource: Some(resource.clone()),
-        scope_metrics: vec![ScopeMetrics {
-            scope: Some(scope()),
-            metrics: metrics.metrics,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let only_own = groups.len() == 1;
-    let mut resource_metrics = Vec::with_capacity(groups.len());
-    for (origin, metrics) in groups {
-        match origin {
-            None if metrics.metrics.is_empty() && !only_own => {}
-            None => resource_metrics.push(own(metrics)),
-            Some(_) if metrics.metrics.is_empty() => {}
-            Some(origin) => resource_metrics.push(ResourceMetrics {
-                resource: Some(origin.resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(origin.scope.clone()),
-                    metrics: metrics.metrics,
-                    ..Default::default()
-                }],
+    let layout = Layout::new(batches);
+    let resource_metrics = layout
+        .groups
+        .iter()
+        .map(|(origin, metrics)| ResourceMetrics {
+            resource: Some(origin.map_or(resource, |o| &o.resource).clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(origin.map_or_else(scope, |o| o.scope.clone())),
+                metrics: metrics
+                    .metrics
+                    .iter()
+                    .map(MetricPoints::to_message)
+                    .collect(),
                 ..Default::default()
-            }),
-        }
-    }
+            }],
+            ..Default::default()
+        })
+        .collect();
     ExportMetricsServiceRequest { resource_metrics }
 }
 

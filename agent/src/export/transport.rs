@@ -3,24 +3,23 @@
 //! [`SignalSettings`] (protocol, URL, timeout, headers as gRPC metadata, gzip, TLS). An
 //! `https://` URL is reached over TLS set up by `crate::tls` from the signal's TLS settings.
 
-use std::io::Write;
-
-use flate2::Compression as GzLevel;
-use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
 use super::ExportError;
+use super::gzip::Gzip;
+use super::proto::{self, StampedBatch};
+use super::wire;
 use crate::config::{Compression, ExportSettings, OtlpProtocol, SignalSettings};
 use crate::tls::{ClientCertAsked, Fingerprint, Loaded};
 
@@ -58,7 +57,8 @@ struct Http {
     client: reqwest::Client,
     url: String,
     headers: reqwest::header::HeaderMap,
-    gzip: bool,
+    /// The compressor, when requests are gzipped.
+    gzip: Option<Gzip>,
     tls: Option<Fingerprint>,
     /// Set when the receiver asks for a client certificate none is configured for.
     cert_asked: ClientCertAsked,
@@ -86,6 +86,29 @@ fn is_https(settings: &SignalSettings) -> bool {
         .url
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
+/// The answer to `request` from the `Export` call of `$client` (a generated gRPC client of
+/// a signal's service) over `grpc`'s channel, gzipped if configured, tried once more when
+/// it fails as `Unavailable`; `?` on a failure, described. (A macro: the generated clients
+/// share no trait.)
+macro_rules! grpc_export {
+    ($grpc:expr, $client:ident, $request:expr) => {{
+        let grpc = $grpc;
+        retry_unavailable(|| {
+            let mut client = $client::new(grpc.channel.clone());
+            if grpc.gzip {
+                client = client
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Gzip);
+            }
+            let request = grpc.request($request.clone());
+            async move { client.export(request).await }
+        })
+        .await
+        .map_err(|status| grpc.describe(status))?
+        .into_inner()
+    }};
 }
 
 impl Transport {
@@ -129,26 +152,23 @@ impl Transport {
         })
     }
 
-    /// Sends one metrics request; an error says why it was not accepted.
+    /// Sends one metrics request holding every point of `batches` under `resource`
+    /// ([`proto::metrics_request`]); an error says why it was not accepted.
     pub async fn send_metrics(
         &self,
-        request: ExportMetricsServiceRequest,
+        resource: &Resource,
+        batches: &[&StampedBatch],
     ) -> Result<Rejection, String> {
         let response: ExportMetricsServiceResponse = match &self.metrics {
-            Client::Grpc(grpc) => retry_unavailable(|| {
-                let mut client = MetricsServiceClient::new(grpc.channel.clone());
-                if grpc.gzip {
-                    client = client
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                }
-                let request = grpc.request(request.clone());
-                async move { client.export(request).await }
-            })
-            .await
-            .map_err(|status| grpc.describe(status))?
-            .into_inner(),
-            Client::Http(http) => http.post(&request).await?,
+            Client::Grpc(grpc) => {
+                let request = proto::metrics_request(resource, batches.iter().copied());
+                grpc_export!(grpc, MetricsServiceClient, request)
+            }
+            // Encoded straight from the batches: no message built per point.
+            Client::Http(http) => {
+                http.post(wire::metrics_request(resource, batches.iter().copied()))
+                    .await?
+            }
         };
         self.metrics.accepted();
         Ok(response
@@ -165,20 +185,8 @@ impl Transport {
     /// Sends one logs request; an error says why it was not accepted.
     pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<Rejection, String> {
         let response: ExportLogsServiceResponse = match &self.logs {
-            Client::Grpc(grpc) => retry_unavailable(|| {
-                let mut client = LogsServiceClient::new(grpc.channel.clone());
-                if grpc.gzip {
-                    client = client
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                }
-                let request = grpc.request(request.clone());
-                async move { client.export(request).await }
-            })
-            .await
-            .map_err(|status| grpc.describe(status))?
-            .into_inner(),
-            Client::Http(http) => http.post(&request).await?,
+            Client::Grpc(grpc) => grpc_export!(grpc, LogsServiceClient, request),
+            Client::Http(http) => http.post(request.encode_to_vec()).await?,
         };
         self.logs.accepted();
         Ok(response
@@ -270,7 +278,7 @@ impl Client {
                     client,
                     url: settings.url.clone(),
                     headers,
-                    gzip,
+                    gzip: gzip.then(Gzip::default),
                     tls: fingerprint,
                     cert_asked,
                 }))
@@ -328,22 +336,17 @@ impl Grpc {
 }
 
 impl Http {
-    /// POSTs `message` as protobuf (gzipped if configured) and decodes the answer.
-    async fn post<R: Message + Default>(&self, message: &impl Message) -> Result<R, String> {
-        let mut body = message.encode_to_vec();
+    /// POSTs `body`, an encoded protobuf request (gzipped if configured), and decodes
+    /// the answer.
+    async fn post<R: Message + Default>(&self, mut body: Vec<u8>) -> Result<R, String> {
         let mut request = self
             .client
             .post(&self.url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        if self.gzip {
-            let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), GzLevel::fast());
-            encoder
-                .write_all(&body)
-                .and_then(|()| encoder.try_finish())
-                .map_err(|e| format!("cannot gzip the request: {e}"))?;
-            body = encoder
-                .finish()
+        if let Some(gzip) = &self.gzip {
+            body = gzip
+                .compress(&body)
                 .map_err(|e| format!("cannot gzip the request: {e}"))?;
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
