@@ -35,9 +35,9 @@ pub struct Transport {
 
 /// The client of one signal.
 enum Client {
-    /// Boxed: the gRPC side is much larger than the HTTP side.
+    /// Both boxed: each is large (the gRPC channel; the HTTP side's gzip compressor state).
     Grpc(Box<Grpc>),
-    Http(Http),
+    Http(Box<Http>),
 }
 
 /// A lazily connected gRPC channel. After a failed connection the channel reports that
@@ -274,14 +274,14 @@ impl Client {
                 }
                 let client = crate::tls::http_client(tls.map(|t| t.config), settings.timeout)
                     .map_err(|e| setup_error(settings, e))?;
-                Ok(Client::Http(Http {
+                Ok(Client::Http(Box::new(Http {
                     client,
                     url: settings.url.clone(),
                     headers,
                     gzip: gzip.then(Gzip::default),
                     tls: fingerprint,
                     cert_asked,
-                }))
+                })))
             }
         }
     }
