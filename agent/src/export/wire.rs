@@ -4,14 +4,15 @@
 //! Field numbers are those of opentelemetry-proto's `metrics.proto`, `common.proto` and
 //! `metrics_service.proto`; proto3 defaults are left out as prost leaves them out.
 
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use super::proto::{Layout, MetricPoints, PointRef, StampedBatch, Value, scope};
 use crate::model::{Attributes, MetricKind};
 
-/// `AggregationTemporality::Cumulative`.
-const CUMULATIVE: u64 = 2;
+/// The temporality of every sum and histogram vigil sends.
+const CUMULATIVE: u64 = AggregationTemporality::Cumulative as u64;
 
 /// The encoded `ExportMetricsServiceRequest` holding every point of `batches` (see
 /// [`super::proto::metrics_request`] for what goes where).
