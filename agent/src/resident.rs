@@ -3,15 +3,17 @@
 //! Start-up and plugin loads run code that the collection rounds never run again (config
 //! parsing, TLS set-up, connecting, loading components), and the kernel maps it in 64 KB
 //! windows (fault-around), so most of the executable's resident pages are touched once and
-//! kept. Once the agent has settled, [`release_executable_pages`] asks the kernel to reclaim
-//! the executable's pages (`MADV_PAGEOUT`, which keeps written ones), unmaps what is left of
-//! its code (`MADV_DONTNEED`: code pages are never written, so they are clean copies of the
-//! file), and to read the data back one page at a time (`MADV_RANDOM`: no read-around); the
-//! next rounds bring back only the code they run. The program sees no difference (Android's
-//! app compaction does the same to idle apps' file pages). The kernel still reads code
-//! around each fault (it ignores `MADV_RANDOM` for executable mappings), so release builds
-//! link the functions the rounds and the compiler child run next to each other
-//! (agent/build.rs): the windows brought back then hold code that runs.
+//! kept. Once the agent has settled, [`release_executable_pages`] unmaps the executable's
+//! code (`MADV_DONTNEED`: code pages are never written, so they are clean copies of the
+//! file), asks the kernel to reclaim its data pages (`MADV_PAGEOUT`, which keeps written
+//! ones) and to read them back one page at a time (`MADV_RANDOM`: no read-around); the next
+//! rounds bring back only what they run. The program sees no difference (Android's app
+//! compaction does the same to idle apps' file pages). The code stays in the page cache,
+//! so a re-fault maps the cached code around it (fault-around; the kernel ignores
+//! `MADV_RANDOM` for executable mappings): release builds link the functions the rounds and
+//! the compiler child run next to each other (agent/build.rs), so those windows hold code
+//! that runs. Reclaiming the code from the page cache as well kept ~0.1 MB less resident but
+//! cost 5x the release's CPU (evicting the whole file, then reading the code back from disk).
 
 use std::io;
 
@@ -34,10 +36,21 @@ pub fn release_freed_memory() {
 }
 
 /// Asks the kernel to reclaim the pages of this process's executable file mappings and to
-/// fault them back in one page at a time. Returns the executable's resident bytes before
-/// and after. Linux only; elsewhere it fails with [`io::ErrorKind::Unsupported`].
-pub fn release_executable_pages() -> io::Result<Released> {
+/// fault them back in as they are used. Linux only; elsewhere it fails with
+/// [`io::ErrorKind::Unsupported`].
+pub fn release_executable_pages() -> io::Result<()> {
     imp::release_executable_pages()
+}
+
+/// [`release_executable_pages`], with the executable's resident bytes before and after
+/// (each a read of /proc/self/smaps, which walks every mapping: only when they are logged).
+pub fn release_executable_pages_measured() -> io::Result<Released> {
+    let before = executable_resident_bytes()?;
+    release_executable_pages()?;
+    Ok(Released {
+        before,
+        after: executable_resident_bytes()?,
+    })
 }
 
 /// The resident bytes of this process's executable file mappings (from /proc/self/smaps).
@@ -49,8 +62,6 @@ pub fn executable_resident_bytes() -> io::Result<u64> {
 mod imp {
     use std::io;
     use std::os::unix::fs::MetadataExt;
-
-    use super::Released;
 
     /// One mapping of the executable: its address range, and whether it is its code.
     struct Mapping {
@@ -139,44 +150,24 @@ mod imp {
         Ok(kib * 1024)
     }
 
-    pub fn release_executable_pages() -> io::Result<Released> {
-        let before = executable_resident_bytes()?;
+    pub fn release_executable_pages() -> io::Result<()> {
         for mapping in executable_mappings()? {
             mapping.advise(libc::MADV_RANDOM)?;
-            mapping.advise(libc::MADV_PAGEOUT)?;
             if mapping.code {
-                // What MADV_PAGEOUT left mapped (a large folio it could not split) is
-                // unmapped too: code is never written, so nothing is lost.
+                // Code is never written: unmapping it loses nothing, and its pages stay
+                // cached for the re-faults.
                 mapping.advise(libc::MADV_DONTNEED)?;
+            } else {
+                mapping.advise(libc::MADV_PAGEOUT)?;
             }
         }
-        // The file's pages that no process maps leave the page cache too; otherwise the
-        // next fault would map its cached neighbours again (fault-around).
-        let file = std::fs::File::open("/proc/self/exe")?;
-        // SAFETY: a valid descriptor; the advice changes only what the page cache keeps.
-        let advised = unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-                0,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        if advised != 0 {
-            return Err(io::Error::from_raw_os_error(advised));
-        }
-        Ok(Released {
-            before,
-            after: executable_resident_bytes()?,
-        })
+        Ok(())
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use std::io;
-
-    use super::Released;
 
     fn unsupported() -> io::Error {
         io::Error::new(io::ErrorKind::Unsupported, "only on Linux")
@@ -186,7 +177,7 @@ mod imp {
         Err(unsupported())
     }
 
-    pub fn release_executable_pages() -> io::Result<Released> {
+    pub fn release_executable_pages() -> io::Result<()> {
         Err(unsupported())
     }
 }
@@ -197,11 +188,15 @@ mod tests {
 
     #[test]
     fn released_executable_pages_are_no_longer_resident() {
-        let released = release_executable_pages().expect("madvise of this test's executable");
+        let released =
+            release_executable_pages_measured().expect("madvise of this test's executable");
         assert!(released.before > 0, "{released:?}");
+        // The code that measures "after" faults its own pages back in, each with its 64 KB
+        // of cached neighbours (the code stays in the page cache): in this unordered test
+        // build that is a good part of what is left (seen: 0.40-0.56 of "before").
         assert!(
-            released.after < released.before / 2,
-            "most of the executable's resident pages should be gone: {released:?}"
+            released.after < released.before / 4 * 3,
+            "the executable's start-up pages should be released: {released:?}"
         );
         assert!(executable_resident_bytes().expect("smaps") > 0);
     }

@@ -49,15 +49,27 @@ impl Drop for PageRelease {
     }
 }
 
-/// Releases the pages; false if that is not possible here (said once, at info).
+/// Releases the pages; false if that is not possible here (said once, at info). The
+/// resident bytes before and after are measured only when debug logging would show them.
 async fn release() -> bool {
-    match tokio::task::spawn_blocking(crate::resident::release_executable_pages).await {
-        Ok(Ok(released)) => {
-            tracing::debug!(
-                before_kib = released.before / 1024,
-                after_kib = released.after / 1024,
-                "released the executable's pages touched since the start or the last plugin load"
-            );
+    let measured = tracing::enabled!(tracing::Level::DEBUG);
+    let released = tokio::task::spawn_blocking(move || {
+        if measured {
+            crate::resident::release_executable_pages_measured().map(Some)
+        } else {
+            crate::resident::release_executable_pages().map(|()| None)
+        }
+    })
+    .await;
+    match released {
+        Ok(Ok(measured)) => {
+            if let Some(released) = measured {
+                tracing::debug!(
+                    before_kib = released.before / 1024,
+                    after_kib = released.after / 1024,
+                    "released the executable's pages touched since the start or the last plugin load"
+                );
+            }
             true
         }
         Ok(Err(e)) => {
